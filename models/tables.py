@@ -1,0 +1,301 @@
+"""Retain's tables (SQLModel). Timestamps are aware UTC; money in revenue rows is integer cents.
+
+Families follow the usual SQLModel shape: ``XBase`` holds the fields a person provides,
+``X(XBase, table=True)`` adds keys and bookkeeping. Build rows with ``X.model_validate(...)``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+from ._types import UTCDateTime, utcnow
+
+__all__ = [
+    "Account",
+    "AccountBase",
+    "AccountStatus",
+    "Contact",
+    "ContactBase",
+    "CsmTask",
+    "Enrollment",
+    "EnrollmentStatus",
+    "Outcome",
+    "PlaybookRevision",
+    "RevenueEntry",
+    "SupportTicket",
+    "SurveyResponse",
+    "TimelineEvent",
+    "Touch",
+    "TouchStatus",
+    "UsageMetric",
+]
+
+
+def _ts(*, nullable: bool = True, index: bool = False, default: Any = None) -> Any:
+    """An aware UTC timestamp column."""
+    if default is not None:
+        return Field(default_factory=default, sa_type=UTCDateTime, nullable=nullable, index=index)
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def _json(default: Any) -> Any:
+    return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
+
+
+class AccountStatus(StrEnum):
+    TRIAL = "trial"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    CANCELLING = "cancelling"
+    CHURNED = "churned"
+
+
+class AccountBase(SQLModel):
+    external_id: str = Field(index=True, unique=True, max_length=200)
+    name: str = Field(max_length=300)
+    plan: str | None = Field(default=None, max_length=100)
+    arr: float = 0.0  # a snapshot for targeting; revenue_entry holds the money, in cents
+    currency: str = Field(default="USD", max_length=3)
+    status: str = Field(default=AccountStatus.ACTIVE, max_length=20, index=True)
+    lifecycle_stage: str | None = Field(default=None, max_length=40)
+    segment: str | None = Field(default=None, max_length=60)
+    industry: str | None = Field(default=None, max_length=100)
+    country: str | None = Field(default=None, max_length=2)  # ISO 3166 alpha-2, for holidays
+    timezone: str | None = Field(default=None, max_length=64)  # IANA, e.g. Europe/Berlin
+    csm_email: str | None = Field(default=None, max_length=320)
+    csm_name: str | None = Field(default=None, max_length=200)
+    signup_date: date | None = None
+    onboarded_at: datetime | None = _ts()
+    renewal_date: date | None = Field(default=None, index=True)
+    renewed_at: datetime | None = _ts()
+    cancelled_at: datetime | None = _ts()  # notice of cancellation given
+    churned_at: datetime | None = _ts()
+    reactivated_at: datetime | None = _ts()
+    health: str | None = Field(default=None, max_length=10)  # green | yellow | red
+    health_score: float | None = None  # 0..100
+    seats: int | None = None
+    custom: dict[str, Any] = _json(dict)
+
+
+class Account(AccountBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = _ts(nullable=False, default=utcnow)
+    updated_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class ContactBase(SQLModel):
+    account_id: int = Field(foreign_key="account.id", index=True)
+    email: str = Field(max_length=320, index=True)
+    name: str | None = Field(default=None, max_length=200)
+    role: str | None = Field(default=None, max_length=60)  # champion, admin, billing, user, executive
+    title: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(default=None, max_length=64)
+    is_primary: bool = False
+    unsubscribed: bool = False  # from everything
+    unsubscribed_channels: list[str] = _json(list)  # e.g. ["email"], ["survey"]
+    unsubscribed_at: datetime | None = _ts()
+    preferences: dict[str, Any] = _json(dict)  # channel preferences, language, ...
+    slack_user_id: str | None = Field(default=None, max_length=40)
+
+
+class Contact(ContactBase, table=True):
+    __table_args__ = (UniqueConstraint("account_id", "email", name="uq_contact_account_email"),)
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class UsageMetric(SQLModel, table=True):
+    """One measure of product usage for one account on one day (logins, active_users, ...)."""
+
+    __tablename__ = "usage_metric"
+    __table_args__ = (UniqueConstraint("account_id", "metric", "day", name="uq_usage_account_metric_day"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    metric: str = Field(max_length=60)
+    day: date
+    value: float
+
+
+class SupportTicket(SQLModel, table=True):
+    __tablename__ = "support_ticket"
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    external_id: str | None = Field(default=None, max_length=200)
+    subject: str = Field(max_length=500)
+    status: str = Field(default="open", max_length=20)  # open | pending | solved
+    priority: str = Field(default="normal", max_length=20)
+    opened_at: datetime = _ts(nullable=False, default=utcnow)
+    closed_at: datetime | None = _ts()
+
+
+class SurveyResponse(SQLModel, table=True):
+    """An answer to an NPS (0-10), CSAT (1-5) or CES (1-7) survey."""
+
+    __tablename__ = "survey_response"
+    __table_args__ = (Index("ix_survey_account_kind_at", "account_id", "kind", "responded_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id")
+    contact_id: int | None = Field(default=None, foreign_key="contact.id")
+    touch_id: int | None = Field(default=None, foreign_key="touch.id")
+    kind: str = Field(max_length=10)  # nps | csat | ces
+    score: int
+    comment: str | None = None
+    responded_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class RevenueEntry(SQLModel, table=True):
+    """Recurring revenue of one account (and product) for one month, in integer cents."""
+
+    __tablename__ = "revenue_entry"
+    __table_args__ = (UniqueConstraint("account_id", "period", "product", name="uq_revenue_account_period_product"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    period: date  # first day of the month
+    product: str = Field(default="", max_length=100)
+    mrr_cents: int = Field(sa_type=BigInteger)
+    currency: str = Field(default="USD", max_length=3)
+
+
+class PlaybookRevision(SQLModel, table=True):
+    """The exact source of every playbook revision that enrolled someone.
+
+    Enrollments are pinned to a revision; the engine compiles their steps from this stored source,
+    so editing the YAML never moves people already in flight.
+    """
+
+    __tablename__ = "playbook_revision"
+    playbook: str = Field(primary_key=True, max_length=100)
+    revision: str = Field(primary_key=True, max_length=64)
+    source: str
+    templates: dict[str, str] = _json(dict)  # template path -> source, as of this revision
+    path: str | None = None
+    created_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class EnrollmentStatus(StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"  # reached the goal or the end of its steps
+    EXITED = "exited"  # exit_when, an exit step, or the goal window passed
+
+
+class Enrollment(SQLModel, table=True):
+    """One account's passage through one playbook. Waits are ``next_due_at``, never a process."""
+
+    __table_args__ = (
+        # at most one active enrollment per playbook and account
+        Index(
+            "uq_enrollment_active",
+            "playbook",
+            "account_id",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index("ix_enrollment_due", "playbook", "status", "next_due_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    playbook: str = Field(max_length=100)
+    revision: str = Field(max_length=64)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    status: str = Field(default=EnrollmentStatus.ACTIVE, max_length=20)
+    holdout: bool = False
+    step_id: str | None = Field(default=None, max_length=100)  # the step to run next
+    next_due_at: datetime | None = _ts()
+    started_at: datetime = _ts(nullable=False, default=utcnow)
+    ended_at: datetime | None = _ts()
+    outcome: str | None = Field(default=None, max_length=40)
+    source: str = Field(default="schedule", max_length=20)  # schedule | play (a CSM's ad-hoc run)
+    state: dict[str, Any] = _json(dict)  # step bookkeeping (wait_for start times, visits)
+    claimed_by: str | None = Field(default=None, max_length=100)
+    claimed_until: datetime | None = _ts()
+
+
+class TouchStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    UNKNOWN = "unknown"  # a crash during a send through a channel that cannot dedupe
+
+
+class Touch(SQLModel, table=True):
+    """One side effect, written before it happens (the outbox). ``key`` makes it happen once."""
+
+    __table_args__ = (Index("ix_touch_status_not_before", "status", "not_before"),)
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=200, unique=True)
+    enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id", index=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True)
+    playbook: str | None = Field(default=None, max_length=100)
+    revision: str | None = Field(default=None, max_length=64)
+    step_id: str | None = Field(default=None, max_length=100)
+    channel: str = Field(max_length=30)
+    status: str = Field(default=TouchStatus.PENDING, max_length=20)
+    payload: dict[str, Any] = _json(dict)  # the rendered message; never secrets
+    reason: str | None = None  # why suppressed, deferred or failed
+    attempts: int = 0
+    not_before: datetime | None = _ts()  # deferred by the contact policy until then
+    lease_until: datetime | None = _ts()
+    provider_id: str | None = Field(default=None, max_length=300)
+    created_at: datetime = _ts(nullable=False, default=utcnow)
+    sent_at: datetime | None = _ts()
+    delivered_at: datetime | None = _ts()
+    replied_at: datetime | None = _ts()
+    opened_at: datetime | None = _ts()
+
+
+class Outcome(SQLModel, table=True):
+    """Something that happened to an account that CS is measured by."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id", index=True)
+    playbook: str | None = Field(default=None, max_length=100)
+    kind: str = Field(max_length=40)  # renewed, churned, expanded, contracted, won_back, onboarded, ...
+    source: str = Field(default="manual", max_length=20)  # goal | step | revenue | manual
+    arr_delta_cents: int | None = Field(default=None, sa_type=BigInteger)
+    note: str | None = None
+    recorded_by: str | None = Field(default=None, max_length=320)
+    occurred_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class CsmTask(SQLModel, table=True):
+    """A to-do for the account's CSM (a "CTA"), optionally mirrored in the CRM."""
+
+    __tablename__ = "csm_task"
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id")
+    touch_id: int | None = Field(default=None, foreign_key="touch.id")
+    title: str = Field(max_length=500)
+    body: str | None = None
+    priority: str = Field(default="normal", max_length=10)  # low | normal | high
+    assignee: str | None = Field(default=None, max_length=320)
+    status: str = Field(default="open", max_length=10)  # open | done
+    due_at: datetime | None = _ts()
+    external_id: str | None = Field(default=None, max_length=200)  # the CRM's id
+    created_at: datetime = _ts(nullable=False, default=utcnow)
+    completed_at: datetime | None = _ts()
+
+
+class TimelineEvent(SQLModel, table=True):
+    """One line of an account's story: enrolled, a step, a touch, a suppression, an outcome."""
+
+    __tablename__ = "timeline_event"
+    __table_args__ = (Index("ix_timeline_account_at", "account_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id")
+    at: datetime = _ts(nullable=False, default=utcnow)
+    kind: str = Field(max_length=30)
+    playbook: str | None = Field(default=None, max_length=100)
+    enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id")
+    step_id: str | None = Field(default=None, max_length=100)
+    summary: str
+    detail: dict[str, Any] = _json(dict)
