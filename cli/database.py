@@ -1,0 +1,24 @@
+"""``retain init``: create or upgrade the database schema."""
+
+from __future__ import annotations
+
+import typer
+
+from models.db import upgrade
+
+from ._app import app, console, state
+
+
+@app.command("init")
+def init(ctx: typer.Context) -> None:
+    """Create Retain's tables in the configured database, or upgrade them to this version."""
+    st = state(ctx)
+    engine = st.engine(require=False)
+    before, after = upgrade(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        console.print(f"{where}: schema already current ({after})")
+    elif before is None:
+        console.print(f"{where}: schema created ({after})")
+    else:
+        console.print(f"{where}: schema upgraded {before} -> {after}")
