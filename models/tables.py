@@ -6,6 +6,7 @@ Families follow the usual SQLModel shape: ``XBase`` holds the fields a person pr
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
@@ -15,7 +16,21 @@ from sqlmodel import Field, SQLModel
 
 from ._types import UTCDateTime, utcnow
 
+#: holdout buckets: an account's bucket is a stable hash of its external id in [0, HOLDOUT_BUCKETS)
+HOLDOUT_BUCKETS = 10_000
+
+
+def holdout_bucket(external_id: str) -> int:
+    """A stable, well-mixed bucket for an account; holdout membership is derived from it in SQL."""
+    digest = hashlib.sha256(external_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % HOLDOUT_BUCKETS
+
+
+def _bucket_default(context: Any) -> int:
+    return holdout_bucket(context.get_current_parameters()["external_id"])
+
 __all__ = [
+    "HOLDOUT_BUCKETS",
     "Account",
     "AccountBase",
     "AccountStatus",
@@ -33,6 +48,7 @@ __all__ = [
     "Touch",
     "TouchStatus",
     "UsageMetric",
+    "holdout_bucket",
 ]
 
 
@@ -84,6 +100,8 @@ class AccountBase(SQLModel):
 
 class Account(AccountBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
+    # set on insert from external_id (also for Core bulk inserts), never changed
+    holdout_bucket: int = Field(default=None, nullable=False, sa_column_kwargs={"default": _bucket_default})
     created_at: datetime = _ts(nullable=False, default=utcnow)
     updated_at: datetime = _ts(nullable=False, default=utcnow)
 

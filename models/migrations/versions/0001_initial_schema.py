@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 08:33:20.132368
+Create Date: 2026-11-22 08:39:20.550795
 
 """
 from typing import Sequence, Union
@@ -49,6 +49,7 @@ def upgrade() -> None:
     sa.Column('seats', sa.Integer(), nullable=True),
     sa.Column('custom', sa.JSON(), nullable=False),
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('holdout_bucket', sa.Integer(), nullable=False),
     sa.Column('created_at', models._types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', models._types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
