@@ -12,7 +12,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, create_engine
 
@@ -53,9 +53,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 @contextmanager
-def session(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with Session(engine, expire_on_commit=False) as s:
+def session(bind: Engine | Connection) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error.
+
+    Bound to a :class:`Connection` inside a transaction (a dry run), its commits are savepoints and
+    the caller's rollback undoes everything."""
+    with Session(bind, expire_on_commit=False, join_transaction_mode="create_savepoint") as s:
         try:
             yield s
             s.commit()

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from croniter import croniter
 from pydantic import (
     AfterValidator,
+    StrictBool,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -275,8 +276,8 @@ class PolicySpec(_Strict):
     """Overrides of the global contact policy for this playbook's touches."""
 
     quiet_hours: Annotated[str, _check(parse_quiet_hours)] | None = None
-    business_days_only: bool | None = None
-    holidays: bool | None = None
+    business_days_only: StrictBool | None = None
+    holidays: StrictBool | None = None
     max_touches: Annotated[str, _check(parse_max_touches)] | None = None
     survey_fatigue: Duration | None = None
 
@@ -294,7 +295,7 @@ class EmailStep(_StepBase):
     template: str | None = None  # a file under the playbooks folder's templates/
     body: Template | None = None  # inline Markdown
     to: Literal["contacts", "csm"] = "contacts"
-    cc_csm: bool = False
+    cc_csm: StrictBool = False
 
     @model_validator(mode="after")
     def _one_body(self) -> EmailStep:
@@ -330,7 +331,7 @@ class TaskStep(_StepBase):
     due_in: Duration = timedelta(days=3)
     priority: Literal["low", "normal", "high"] = "normal"
     assignee: Template | None = None  # default: the account's CSM
-    crm: bool = False
+    crm: StrictBool = False
 
 
 class SurveyStep(_StepBase):

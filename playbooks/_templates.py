@@ -85,7 +85,11 @@ def _days_until(context: Context, value: Any) -> int | None:
 def environment() -> ImmutableSandboxedEnvironment:
     """The sandbox: no access to private attributes or mutation, undefined names fail loudly."""
     env = ImmutableSandboxedEnvironment(
-        loader=BaseLoader(), undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+        loader=BaseLoader(),
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=lambda value: "" if value is None else value,  # a missing plan prints nothing, not "None"
     )
     env.filters.update(money=_money, date=_date, days_until=_days_until)
     return env

@@ -1,0 +1,143 @@
+"""``retain playbooks …``: validate, list, show and the JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flows._describe import mermaid, step_summary
+from flows.compiler import CompiledPlaybook, validate_paths
+from models import NotFoundError
+from models._duration import format_duration
+from models.playbook import json_schema
+
+from ._app import app, console, state
+
+playbooks_app = typer.Typer(help="Write, check and read playbooks.", no_args_is_help=True)
+app.add_typer(playbooks_app, name="playbooks")
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@playbooks_app.command("validate")
+def validate(
+    ctx: typer.Context,
+    paths: Annotated[list[Path] | None, typer.Argument(help="Playbook files or folders. Default: the playbooks folder.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="text for people, json for editors and CI.")] = Format.text,
+) -> None:
+    """Check playbooks and report every error at once as FILE:LINE:COL: message. Exit 1 on any error."""
+    targets = paths or [state(ctx).playbooks_dir]
+    for target in targets:
+        if not target.exists():
+            raise typer.BadParameter(f"no such file or folder: {target}", param_hint="PATHS")
+    compiled, problems = validate_paths(targets)
+    if fmt is Format.json:
+        console.print_json(
+            json.dumps(
+                {
+                    "valid": not problems,
+                    "playbooks": [{"playbook": pb.id, "file": pb.file, "revision": pb.revision} for pb in compiled],
+                    "errors": [p.to_dict() for p in problems],
+                }
+            )
+        )
+    else:
+        for problem in problems:
+            console.print(problem.format(with_snippet=True), markup=False, soft_wrap=True)
+        files = len({p.file for p in problems})
+        if problems:
+            console.print(f"{len(problems)} error{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}", style="red")
+        else:
+            names = ", ".join(pb.id for pb in compiled) or "none found"
+            console.print(f"{len(compiled)} playbook{'s' * (len(compiled) != 1)} valid: {names}", style="green")
+    if problems:
+        raise typer.Exit(1)
+
+
+@playbooks_app.command("list")
+def list_playbooks(ctx: typer.Context) -> None:
+    """List the playbooks of the playbooks folder, with their schedule and revision."""
+    folder = state(ctx).playbooks_dir
+    compiled, problems = validate_paths([folder])
+    table = Table(title=f"Playbooks in {folder}")
+    for column in ("playbook", "name", "lifecycle", "schedule", "steps", "holdout", "revision"):
+        table.add_column(column)
+    for pb in sorted(compiled, key=lambda p: p.id):
+        spec = pb.spec
+        when = f"{spec.schedule.cron} ({spec.schedule.timezone})" if spec.schedule else "by hand"
+        table.add_row(spec.playbook, spec.name, spec.lifecycle, when, str(len(spec.steps)), f"{spec.entry.holdout:.0%}", pb.revision)
+    console.print(table)
+    if problems:
+        bad = sorted({p.file for p in problems})
+        console.print(f"[red]{len(bad)} file(s) do not validate:[/red] {', '.join(bad)} (run `retain playbooks validate`)")
+        raise typer.Exit(1)
+
+
+def find_playbook(ctx: typer.Context, name: str) -> CompiledPlaybook:
+    """A playbook of the playbooks folder by id (or file name); invalid files are reported."""
+    folder = state(ctx).playbooks_dir
+    compiled, problems = validate_paths([folder])
+    for pb in compiled:
+        if pb.id == name or Path(pb.file).stem == name:
+            return pb
+    for problem in problems:
+        if Path(problem.file).stem == name:
+            from models import PlaybookError
+
+            raise PlaybookError([p for p in problems if p.file == problem.file])
+    known = ", ".join(sorted(pb.id for pb in compiled)) or "none"
+    raise NotFoundError(f"no playbook {name!r} in {folder} (playbooks: {known})")
+
+
+@playbooks_app.command("show")
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The playbook id.")],
+    graph: Annotated[bool, typer.Option("--graph", help="Print a Mermaid flowchart instead of the outline.")] = False,
+) -> None:
+    """Show a playbook as a readable outline (or a Mermaid flowchart with --graph)."""
+    pb = find_playbook(ctx, name)
+    spec = pb.spec
+    if graph:
+        console.print(mermaid(spec), markup=False, end="")
+        return
+    out = [f"[bold]{spec.name}[/bold]  ({spec.playbook}, {spec.lifecycle}, revision {pb.revision})"]
+    if spec.description:
+        out.append(spec.description.strip())
+    if spec.schedule:
+        out.append(f"[bold]schedule[/bold]  {spec.schedule.cron} in {spec.schedule.timezone}")
+    out.append(f"[bold]audience[/bold]  {spec.audience.strip()}")
+    entry = spec.entry
+    out.append(
+        f"[bold]entry[/bold]     re-entry {entry.reentry}; holdout {entry.holdout:.0%}; contacts: {entry.contacts or 'the primary contact'}"
+    )
+    if spec.goal:
+        within = f" within {format_duration(spec.goal.within)}" if spec.goal.within else ""
+        out.append(f"[bold]goal[/bold]      {spec.goal.when}{within} -> {spec.goal.outcome}")
+    if spec.exit_when:
+        out.append(f"[bold]exit when[/bold] {spec.exit_when}")
+    out.append("[bold]steps[/bold]")
+    for i, step in enumerate(spec.steps, 1):
+        out.append(f"  {i:>2}. [cyan]{step.id}[/cyan] ({step.kind}) {step_summary(step)}")
+    console.print("\n".join(out), soft_wrap=True)
+
+
+@playbooks_app.command("schema")
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of printing.")] = None,
+) -> None:
+    """Print (or write) the JSON Schema that editors use to check playbooks as you type."""
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
+    else:
+        console.print(text, markup=False, end="", highlight=False)
