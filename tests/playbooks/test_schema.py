@@ -1,0 +1,40 @@
+"""The committed JSON Schema matches the models, and every shipped playbook points editors at it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flows.compiler import playbook_files
+from models.playbook import json_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELINE = "# yaml-language-server: $schema=../playbook.schema.json"
+
+
+def test_committed_schema_is_up_to_date() -> None:
+    committed = json.loads((ROOT / "playbook.schema.json").read_text(encoding="utf-8"))
+    assert committed == json_schema(), "run: retain playbooks schema -o playbook.schema.json"
+
+
+def test_schema_knows_every_step_kind() -> None:
+    kinds = {d["properties"]["kind"]["const"] for d in json_schema()["$defs"].values() if "kind" in d.get("properties", {})}
+    assert kinds == {"email", "slack", "webhook", "task", "survey", "wait", "wait_for", "branch", "update", "outcome", "exit"}
+
+
+def test_every_shipped_playbook_carries_the_modeline() -> None:
+    files = playbook_files(ROOT / "playbooks")
+    assert files, "no playbooks shipped"
+    for path in files:
+        assert path.read_text(encoding="utf-8").splitlines()[0] == MODELINE, path.name
+
+
+def test_editors_schema_accepts_a_valid_playbook_and_flags_a_typo() -> None:
+    import jsonschema
+    import yaml
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    valid = yaml.safe_load((ROOT / "tests/playbooks/cases/valid.yaml").read_text(encoding="utf-8"))
+    assert list(validator.iter_errors(valid)) == []
+    typo = {**valid, "audiance": valid["audience"]}
+    assert any("audiance" in e.message for e in validator.iter_errors(typo))
