@@ -1,0 +1,474 @@
+"""``retain accounts …`` and ``retain contacts …``: import from CSV, list accounts, show one."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, col, select
+
+from integrations.csv_import import ImportResult, import_accounts, import_contacts
+from models import (
+    Account,
+    AccountStatus,
+    Contact,
+    CsmTask,
+    DataImportError,
+    Enrollment,
+    EnrollmentStatus,
+    NotFoundError,
+    Outcome,
+    TimelineEvent,
+    utcnow,
+)
+
+from ._app import app, console, err_console, state
+
+accounts_app = typer.Typer(help="Import accounts from CSV, list them, show one.", no_args_is_help=True)
+contacts_app = typer.Typer(help="Import contacts from CSV.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(contacts_app, name="contacts")
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+_FILE = typer.Argument(
+    help="The CSV file (UTF-8, with or without a byte-order mark).",
+    metavar="FILE.csv",
+    exists=True,
+    dir_okay=False,
+    readable=True,
+    show_default=False,
+)
+_SKIP_INVALID = typer.Option(
+    "--skip-invalid", help="Import the good rows and list the bad ones, instead of importing nothing."
+)
+_DRY_RUN = typer.Option("--dry-run", help="Check the file and count what would change; write nothing.")
+_FORMAT = typer.Option("--format", help="table for people, json for scripts.", case_sensitive=False)
+
+
+# --------------------------------------------------------------------------------------------
+# import
+
+
+def _run_import(
+    importer: Callable[..., ImportResult], engine: Engine, file: Path, *, skip_invalid: bool, dry_run: bool
+) -> None:
+    try:
+        result = importer(engine, file, skip_invalid=skip_invalid, dry_run=dry_run, now=utcnow())
+    except DataImportError as exc:
+        for problem in exc.problems:
+            err_console.print(problem.format(exc.file), markup=False, soft_wrap=True)
+        bad_rows = len({p.row for p in exc.problems})
+        message = f"error: nothing was written from {exc.file}"
+        if any(p.column for p in exc.problems):  # problems in cells, not in the file's shape
+            message += f" ({bad_rows} bad row{'s' * (bad_rows != 1)}; fix them"
+            message += ")" if skip_invalid else ", or use --skip-invalid to import the good rows)"
+        err_console.print(message, style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    _report(result)
+
+
+def _report(result: ImportResult) -> None:
+    counts = (
+        f"{result.inserted} to insert, {result.updated} to update, {result.unchanged} unchanged"
+        if result.dry_run
+        else f"{result.inserted} inserted, {result.updated} updated, {result.unchanged} unchanged"
+    )
+    where = f"{result.file} (dry run, nothing written)" if result.dry_run else result.file
+    console.print(f"{where}: {counts}", markup=False, soft_wrap=True)
+    if result.custom_columns:
+        console.print(f"custom fields: {', '.join(result.custom_columns)}", markup=False, soft_wrap=True)
+    if result.ignored_columns:
+        ignored = ", ".join(repr(c) for c in result.ignored_columns)
+        console.print(f"ignored columns: {ignored}", markup=False, soft_wrap=True)
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    for problem in result.problems:
+        err_console.print(problem.format(result.file), markup=False, soft_wrap=True)
+    if result.problems:
+        skipped = result.skipped
+        err_console.print(
+            f"{skipped} bad row{'s' * (skipped != 1)} skipped", style="yellow", markup=False, soft_wrap=True
+        )
+
+
+@accounts_app.command("import")
+def import_accounts_command(
+    ctx: typer.Context,
+    file: Annotated[Path, _FILE],
+    skip_invalid: Annotated[bool, _SKIP_INVALID] = False,
+    dry_run: Annotated[bool, _DRY_RUN] = False,
+) -> None:
+    """Create or update accounts from a CSV file, matched by external_id.
+
+    Columns (header names ignore case, spaces and punctuation): required external_id, name; optional plan, arr, currency, status (trial, active, paused, cancelling, churned), renewal_date and signup_date (YYYY-MM-DD), csm_email, csm_name, timezone (IANA, e.g. Europe/Berlin), country (ISO alpha-2, e.g. DE), segment, industry, lifecycle_stage, seats, health (green, yellow, red), health_score (0-100). Any other column is kept as a custom field of the account, as text.
+
+    All or nothing: if any row is bad, nothing is written and every bad row is listed as FILE: row N, column 'x': message (the header is row 1). --skip-invalid writes the good rows instead.
+
+    A blank cell, or a column the file lacks, leaves the stored value alone. arr takes 12000, 12,000.50 or $12000 ('.' for decimals).
+    """
+    engine = state(ctx).engine()
+    _run_import(import_accounts, engine, file, skip_invalid=skip_invalid, dry_run=dry_run)
+
+
+@contacts_app.command("import")
+def import_contacts_command(
+    ctx: typer.Context,
+    file: Annotated[Path, _FILE],
+    skip_invalid: Annotated[bool, _SKIP_INVALID] = False,
+    dry_run: Annotated[bool, _DRY_RUN] = False,
+) -> None:
+    """Create or update contacts from a CSV file, matched by account and email.
+
+    Columns (header names ignore case, spaces and punctuation): required account_external_id (an account already in Retain), email; optional name, role, title, timezone (IANA), is_primary and unsubscribed (yes/no, true/false, 1/0). Other columns are ignored. Emails are stored in lower case.
+
+    All or nothing: if any row is bad, nothing is written and every bad row is listed as FILE: row N, column 'x': message (the header is row 1). --skip-invalid writes the good rows instead.
+
+    A blank cell, or a column the file lacks, leaves the stored value alone. An import can unsubscribe a contact but never re-subscribes one.
+    """
+    engine = state(ctx).engine()
+    _run_import(import_contacts, engine, file, skip_invalid=skip_invalid, dry_run=dry_run)
+
+
+# --------------------------------------------------------------------------------------------
+# list
+
+
+def _money(amount: float | None, currency: str = "") -> str:
+    if amount is None:
+        return ""
+    text = f"{amount:,.0f}" if float(amount).is_integer() else f"{amount:,.2f}"
+    return f"{text} {currency}".strip()
+
+
+def _health(account: Account) -> Text:
+    label = account.health or ""
+    if account.health_score is not None:
+        label = f"{label} ({account.health_score:g})".strip()
+    return Text(label, style=account.health if account.health in ("green", "yellow", "red") else "")
+
+
+def _csm(account: Account) -> str:
+    if account.csm_name and account.csm_email:
+        return f"{account.csm_name} <{account.csm_email}>"
+    return account.csm_name or account.csm_email or ""
+
+
+def _iso(value: date | None) -> str:
+    return value.isoformat() if value else ""
+
+
+def _as_json(row: SQLModel, *, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A row as JSON-ready data, its fields in the order the model declares them."""
+    data = row.model_dump(mode="json")
+    return {name: data[name] for name in type(row).model_fields if name in data and name not in exclude}
+
+
+def _echo_json(document: Any) -> None:
+    # plain print: rich would wrap long lines and break the JSON for whoever reads it
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+@accounts_app.command("list")
+def list_accounts(
+    ctx: typer.Context,
+    status: Annotated[
+        AccountStatus | None, typer.Option("--status", help="Only accounts in this status.", case_sensitive=False)
+    ] = None,
+    csm: Annotated[
+        str | None, typer.Option("--csm", help="Only the accounts of this CSM (email).", metavar="EMAIL")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="Show at most N accounts; 0 shows all.", metavar="N")
+    ] = 50,
+    fmt: Annotated[Format, _FORMAT] = Format.table,
+) -> None:
+    """List accounts by name: external id, name, plan, ARR, status, renewal date, health, CSM."""
+    engine = state(ctx).engine()
+    query = select(Account)
+    if status is not None:
+        query = query.where(Account.status == status.value)
+    if csm is not None:
+        query = query.where(func.lower(Account.csm_email) == csm.strip().lower())
+    with Session(engine) as s:
+        total = s.exec(select(func.count()).select_from(query.subquery())).one()
+        query = query.order_by(func.lower(Account.name), col(Account.external_id))
+        accounts = s.exec(query.limit(limit) if limit else query).all()
+
+    if fmt is Format.json:
+        _echo_json([_as_json(a, exclude=frozenset({"id"})) for a in accounts])
+        return
+    if not accounts:
+        console.print("no accounts match" if status or csm else "no accounts yet (`retain accounts import FILE.csv`)")
+        return
+    table = Table(title="Accounts", title_justify="left")
+    table.add_column("external id", no_wrap=True)
+    table.add_column("name")
+    table.add_column("plan")
+    table.add_column("ARR", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("renewal", no_wrap=True)
+    table.add_column("health", no_wrap=True)
+    table.add_column("CSM")
+    for a in accounts:
+        table.add_row(
+            Text(a.external_id),
+            Text(a.name),
+            Text(a.plan or ""),
+            Text(_money(a.arr, a.currency)),
+            Text(a.status),
+            Text(_iso(a.renewal_date)),
+            _health(a),
+            Text(_csm(a)),
+        )
+    console.print(table)
+    if len(accounts) < total:
+        console.print(f"{len(accounts)} of {total} accounts shown; --limit 0 shows all", style="dim")
+
+
+# --------------------------------------------------------------------------------------------
+# show
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """One account and what surrounds it, as `retain accounts show` presents it."""
+
+    account: Account
+    contacts: Sequence[Contact]
+    enrollments: Sequence[Enrollment]  # active ones
+    tasks: Sequence[CsmTask]  # open ones
+    outcomes: Sequence[Outcome]  # the most recent, newest last
+    timeline: Sequence[TimelineEvent]  # the most recent, newest last
+    timeline_total: int
+
+    def to_json(self) -> dict[str, Any]:
+        def rows(items: Sequence[Any]) -> list[dict[str, Any]]:
+            return [_as_json(item, exclude=frozenset({"account_id"})) for item in items]
+
+        return {
+            "account": _as_json(self.account),
+            "contacts": rows(self.contacts),
+            "active_enrollments": rows(self.enrollments),
+            "open_tasks": rows(self.tasks),
+            "recent_outcomes": rows(self.outcomes),
+            "timeline": rows(self.timeline),
+        }
+
+
+def _not_found(s: Session, external_id: str) -> NotFoundError:
+    known = s.exec(select(Account.external_id, Account.name)).all()
+    wanted = external_id.casefold()
+    guesses = [eid for eid, name in known if wanted in (eid.casefold(), name.casefold())]
+    guesses = guesses or difflib.get_close_matches(external_id, [eid for eid, _ in known], n=3)
+    message = f"no account with external id {external_id!r}"
+    if guesses:
+        message += f"; did you mean {' or '.join(repr(g) for g in guesses)}?"
+    elif known:
+        message += " (`retain accounts list` shows them)"
+    else:
+        message += ": there are no accounts yet (`retain accounts import FILE.csv`)"
+    return NotFoundError(message)
+
+
+def load_account_view(engine: Engine, external_id: str, *, events: int = 20, outcomes: int = 10) -> AccountView:
+    """The account with this external id, its contacts, active enrollments, open tasks, the last
+    ``outcomes`` outcomes and the last ``events`` timeline events. NotFoundError (with a guess)
+    when there is no such account."""
+    with Session(engine) as s:
+        account = s.exec(select(Account).where(Account.external_id == external_id)).first()
+        if account is None:
+            raise _not_found(s, external_id)
+        contacts = s.exec(
+            select(Contact)
+            .where(Contact.account_id == account.id)
+            .order_by(col(Contact.is_primary).desc(), col(Contact.email))
+        ).all()
+        enrollments = s.exec(
+            select(Enrollment)
+            .where(Enrollment.account_id == account.id, Enrollment.status == EnrollmentStatus.ACTIVE.value)
+            .order_by(col(Enrollment.next_due_at), col(Enrollment.playbook))
+        ).all()
+        tasks = s.exec(
+            select(CsmTask)
+            .where(CsmTask.account_id == account.id, CsmTask.status == "open")
+            .order_by(col(CsmTask.due_at), col(CsmTask.id))
+        ).all()
+        recent_outcomes = s.exec(
+            select(Outcome)
+            .where(Outcome.account_id == account.id)
+            .order_by(col(Outcome.occurred_at).desc(), col(Outcome.id).desc())
+            .limit(outcomes)
+        ).all()
+        timeline = s.exec(
+            select(TimelineEvent)
+            .where(TimelineEvent.account_id == account.id)
+            .order_by(col(TimelineEvent.at).desc(), col(TimelineEvent.id).desc())
+            .limit(events)
+        ).all()
+        total = s.exec(select(func.count()).where(TimelineEvent.account_id == account.id)).one()
+    return AccountView(
+        account=account,
+        contacts=contacts,
+        enrollments=enrollments,
+        tasks=tasks,
+        outcomes=list(reversed(recent_outcomes)),
+        timeline=list(reversed(timeline)),
+        timeline_total=total,
+    )
+
+
+def _when(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M UTC") if at else ""
+
+
+def _span(seconds: float) -> str:
+    seconds = abs(seconds)
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' * (count != 1 and unit == 'day')}"
+    return "moments"
+
+
+def _due(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return ""
+    delta = (at - now).total_seconds()
+    return f"{_when(at)} (in {_span(delta)})" if delta >= 0 else f"{_when(at)} (overdue by {_span(delta)})"
+
+
+def _days_to(day: date | None, today: date) -> str:
+    if day is None:
+        return ""
+    days = (day - today).days
+    if days == 0:
+        return f"{day.isoformat()} (today)"
+    return f"{day.isoformat()} (in {days} days)" if days > 0 else f"{day.isoformat()} ({-days} days ago)"
+
+
+def _section(title: str, headers: Sequence[str], rows: Sequence[Sequence[str | Text]], empty: str) -> Table | Text:
+    if not rows:
+        return Text.assemble((title, "bold"), f": {empty}")
+    table = Table(title=title, title_justify="left", title_style="bold")
+    for header in headers:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
+    return table
+
+
+def render_account(view: AccountView, now: datetime) -> Group:
+    """A readable layout of an account view, as of ``now``."""
+    a = view.account
+    heading = Text.assemble((a.name, "bold"), " (", (a.external_id, "cyan"), ") · ", (a.status, "bold"))
+
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="dim")
+    facts.add_column()
+    for label, value in [
+        ("plan", Text(a.plan or "")),
+        ("ARR", Text(_money(a.arr, a.currency))),
+        ("renewal", Text(_days_to(a.renewal_date, now.date()))),
+        ("health", _health(a)),
+        ("CSM", Text(_csm(a))),
+        ("seats", Text("" if a.seats is None else str(a.seats))),
+        ("segment", Text(a.segment or "")),
+        ("industry", Text(a.industry or "")),
+        ("lifecycle", Text(a.lifecycle_stage or "")),
+        ("country", Text(a.country or "")),
+        ("timezone", Text(a.timezone or "")),
+        ("signed up", Text(_iso(a.signup_date))),
+        *((key, Text(str(value))) for key, value in sorted(a.custom.items())),
+    ]:
+        if value.plain:
+            facts.add_row(label, value)
+
+    contacts = _section(
+        "Contacts",
+        ["email", "name", "role", "title", "primary", "unsubscribed"],
+        [
+            [
+                c.email,
+                c.name or "",
+                c.role or "",
+                c.title or "",
+                "yes" if c.is_primary else "",
+                "yes" if c.unsubscribed else "",
+            ]
+            for c in view.contacts
+        ],
+        "none",
+    )
+    enrollments = _section(
+        "Active enrollments",
+        ["playbook", "step", "next due", "holdout", "since"],
+        [
+            [e.playbook, e.step_id or "", _due(e.next_due_at, now), "yes" if e.holdout else "", _when(e.started_at)]
+            for e in view.enrollments
+        ],
+        "none",
+    )
+    tasks = _section(
+        "Open CSM tasks",
+        ["task", "priority", "assignee", "due"],
+        [[t.title, t.priority, t.assignee or "", _due(t.due_at, now)] for t in view.tasks],
+        "none",
+    )
+    outcomes = _section(
+        "Recent outcomes",
+        ["when", "outcome", "playbook", "ARR change", "note"],
+        [
+            [
+                _when(o.occurred_at),
+                o.kind,
+                o.playbook or "",
+                "" if o.arr_delta_cents is None else f"{o.arr_delta_cents / 100:+,.2f}",
+                o.note or "",
+            ]
+            for o in view.outcomes
+        ],
+        "none",
+    )
+    timeline_title = "Timeline"
+    if view.timeline_total > len(view.timeline):
+        timeline_title += f" (the last {len(view.timeline)} of {view.timeline_total} events)"
+    timeline = _section(
+        timeline_title,
+        ["when", "what", "playbook", "summary"],
+        [[_when(t.at), t.kind, t.playbook or "", t.summary] for t in view.timeline],
+        "nothing yet",
+    )
+    return Group(heading, facts, Text(), contacts, enrollments, tasks, outcomes, timeline)
+
+
+@accounts_app.command("show")
+def show_account(
+    ctx: typer.Context,
+    external_id: Annotated[str, typer.Argument(metavar="ID", help="The account's external id.", show_default=False)],
+    fmt: Annotated[Format, _FORMAT] = Format.table,
+    events: Annotated[int, typer.Option("--events", min=1, help="How many timeline events to show.", metavar="N")] = 20,
+) -> None:
+    """Show an account: its fields, contacts, active enrollments (playbook, step, next due), open
+    CSM tasks, recent outcomes and its timeline, newest last."""
+    view = load_account_view(state(ctx).engine(), external_id, events=events)
+    if fmt is Format.json:
+        _echo_json(view.to_json())
+    else:
+        console.print(render_account(view, utcnow()))
