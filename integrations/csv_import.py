@@ -683,8 +683,12 @@ def import_accounts(
         if dry_run:
             return
         if inserts:
-            created = conn.execute(insert(_ACCOUNT).returning(_ACCOUNT.c.id, _ACCOUNT.c.external_id), inserts)
-            events.extend(_event(i, now, f"created from {label}", {"file": label}) for i, _ in created.all())
+            # a plain batched insert, then the new ids read back: RETURNING makes PostgreSQL's
+            # batches several times slower
+            conn.execute(insert(_ACCOUNT), inserts)
+            for chunk in _chunks(row["external_id"] for row in inserts):
+                created = conn.execute(select(_ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk)))
+                events.extend(_event(i, now, f"created from {label}", {"file": label}) for (i,) in created)
         if updates:
             _update_in_batches(conn, _ACCOUNT, updates, now)
         if events:
