@@ -56,7 +56,8 @@ def _construct(name: str, type_: TypeEngine[Any], *, sqlite: str, postgresql: st
 
     def render(template: str) -> Any:
         def compile_(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> str:
-            return template.format(*(compiler.process(arg, **kw) for arg in element.clauses))
+            # parenthesised: SQLAlchemy treats a function as atomic when it applies operators
+            return "(" + template.format(*(compiler.process(arg, **kw) for arg in element.clauses)) + ")"
 
         return compile_
 

@@ -211,10 +211,10 @@ class _Parser:
         except ValueError as exc:  # null bytes
             raise ExpressionError(f"expression syntax: {exc}", 0) from None
         body = tree.body
-        if body.lineno == 1 and body.col_offset == 0:  # the text closed our opening parenthesis
-            raise ExpressionError("expression syntax: unmatched ')'", 0)
         if isinstance(body, ast.Tuple) and not body.elts:  # only a comment
             raise ExpressionError("empty expression", 0)
+        if body.lineno == 1 and body.col_offset == 0:  # the text closed our opening parenthesis
+            raise ExpressionError("expression syntax: unmatched ')'", 0)
         self._refuse_private_names(tree)
         return self.convert(body)
 
@@ -224,6 +224,8 @@ class _Parser:
         stack: list[tokenize.TokenInfo] = []
         try:
             for tok in tokenize.generate_tokens(io.StringIO(self.text, newline="").readline):
+                if tok.type == tokenize.ERRORTOKEN:  # e.g. an unterminated string: the parser says it better
+                    return
                 if tok.type == tokenize.OP and tok.string in ("(", "[", "{"):
                     stack.append(tok)
                 elif tok.type == tokenize.OP and tok.string in (")", "]", "}"):
