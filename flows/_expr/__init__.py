@@ -24,7 +24,8 @@ Errors are :class:`models.ExpressionError` with ``message`` and ``offset`` (0-ba
 
 from __future__ import annotations
 
-from .check import AUDIENCE, CONTACTS, ENROLLMENT, Scope, check, expect, fields_of
+from .check import AUDIENCE, CONTACTS, ENROLLMENT, Scope, check, fields_of
+from .check import expect as _expect  # compile_expression's parameter is called expect
 from .pyeval import Env, env_for, evaluate
 from .sql import to_sql
 from .syntax import Expr, parse
@@ -52,6 +53,3 @@ def compile_expression(text: str, scope: Scope, expect: str = "bool") -> Expr:
     expr = parse(text)
     _expect(expr, scope, expect)
     return expr
-
-
-_expect = expect
