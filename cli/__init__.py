@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 
 import click
+import typer
+from rich.markup import escape
+from typer._click import exceptions as typer_click  # Typer vendors its own click
 
 from models import RetainError
 
@@ -15,7 +18,7 @@ __all__ = ["app", "main", "run"]
 
 def _register() -> None:
     # imported for their side effect: each module adds its commands to ``app``
-    from . import accounts, database, playbooks  # noqa: F401
+    from . import accounts, database, playbooks, run  # noqa: F401
 
 
 _register()
@@ -25,16 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI. Exit codes: 0 ok, 1 a user error (a message, no traceback), 2 usage, 130 Ctrl-C."""
     try:
         result = app(args=argv, standalone_mode=False, prog_name="retain")
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:  # usage errors: bad option, missing argument
+    except (typer.Exit, click.exceptions.Exit) as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except (typer_click.ClickException, click.ClickException) as exc:  # usage: bad option, missing argument
         exc.show()
-        return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        return int(exc.exit_code)
+    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         return 130
     except RetainError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 1
     return int(result) if isinstance(result, int) else 0
 

@@ -30,7 +30,9 @@ class Format(StrEnum):
 @playbooks_app.command("validate")
 def validate(
     ctx: typer.Context,
-    paths: Annotated[list[Path] | None, typer.Argument(help="Playbook files or folders. Default: the playbooks folder.")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Playbook files or folders. Default: the playbooks folder.")
+    ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="text for people, json for editors and CI.")] = Format.text,
 ) -> None:
     """Check playbooks and report every error at once as FILE:LINE:COL: message. Exit 1 on any error."""
@@ -54,7 +56,9 @@ def validate(
             console.print(problem.format(with_snippet=True), markup=False, soft_wrap=True)
         files = len({p.file for p in problems})
         if problems:
-            console.print(f"{len(problems)} error{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}", style="red")
+            console.print(
+                f"{len(problems)} error{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}", style="red"
+            )
         else:
             names = ", ".join(pb.id for pb in compiled) or "none found"
             console.print(f"{len(compiled)} playbook{'s' * (len(compiled) != 1)} valid: {names}", style="green")
@@ -73,11 +77,21 @@ def list_playbooks(ctx: typer.Context) -> None:
     for pb in sorted(compiled, key=lambda p: p.id):
         spec = pb.spec
         when = f"{spec.schedule.cron} ({spec.schedule.timezone})" if spec.schedule else "by hand"
-        table.add_row(spec.playbook, spec.name, spec.lifecycle, when, str(len(spec.steps)), f"{spec.entry.holdout:.0%}", pb.revision)
+        table.add_row(
+            spec.playbook,
+            spec.name,
+            spec.lifecycle,
+            when,
+            str(len(spec.steps)),
+            f"{spec.entry.holdout:.0%}",
+            pb.revision,
+        )
     console.print(table)
     if problems:
         bad = sorted({p.file for p in problems})
-        console.print(f"[red]{len(bad)} file(s) do not validate:[/red] {', '.join(bad)} (run `retain playbooks validate`)")
+        console.print(
+            f"[red]{len(bad)} file(s) do not validate:[/red] {', '.join(bad)} (run `retain playbooks validate`)"
+        )
         raise typer.Exit(1)
 
 
@@ -132,7 +146,9 @@ def show(
 
 @playbooks_app.command("schema")
 def schema(
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of printing.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of printing.")
+    ] = None,
 ) -> None:
     """Print (or write) the JSON Schema that editors use to check playbooks as you type."""
     text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"

@@ -43,7 +43,13 @@ def mermaid(spec: PlaybookSpec) -> str:
     lines = ["flowchart TD", f'    start(["{_esc(spec.name)}"])']
     ids = [s.id for s in spec.steps]
     for step in spec.steps:
-        shape = ("{", "}") if isinstance(step, BranchStep) else ("[/", "/]") if step.kind in ("wait", "wait_for") else ("[", "]")
+        shape = (
+            ("{", "}")
+            if isinstance(step, BranchStep)
+            else ("[/", "/]")
+            if step.kind in ("wait", "wait_for")
+            else ("[", "]")
+        )
         if isinstance(step, ExitStep):
             shape = ("([", "])")
         lines.append(f'    {step.id}{shape[0]}"{step.id}: {_esc(step_summary(step))}"{shape[1]}')

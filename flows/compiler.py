@@ -20,7 +20,8 @@ from models import ExpressionError, PlaybookError, Problem
 from models.playbook import ExprField, PlaybookSpec, TemplateField, step_problems
 from playbooks._loader import STEP_MODELS, model_at, step_label, validate_document
 from playbooks._templates import check_template
-from playbooks._yaml import Document, Path as DataPath, Position, load_document
+from playbooks._yaml import Document, Position, load_document
+from playbooks._yaml import Path as DataPath
 
 from ._expr import AUDIENCE, CONTACTS, ENROLLMENT, Expr, compile_expression
 
@@ -166,7 +167,9 @@ def _check_fields(doc: Document, expressions: dict[DataPath, Expr]) -> list[Prob
         mapping = _get(data, place)
         if model is None or not isinstance(mapping, dict):
             continue
-        label, step_id = step_label(data, place[1]) if place and place[0] == "steps" else (".".join(map(str, place)), None)
+        label, step_id = (
+            step_label(data, place[1]) if place and place[0] == "steps" else (".".join(map(str, place)), None)
+        )
         for key, marker in _marked_fields(model):
             if key not in mapping:
                 continue
@@ -182,7 +185,13 @@ def _check_fields(doc: Document, expressions: dict[DataPath, Expr]) -> list[Prob
 
 
 def _check_expression(
-    doc: Document, path: DataPath, text: str, marker: ExprField, where: str, step_id: str | None, out: dict[DataPath, Expr]
+    doc: Document,
+    path: DataPath,
+    text: str,
+    marker: ExprField,
+    where: str,
+    step_id: str | None,
+    out: dict[DataPath, Expr],
 ) -> list[Problem]:
     try:
         out[path] = compile_expression(text, _SCOPES[marker.scope], expect=marker.expect)
@@ -192,7 +201,9 @@ def _check_expression(
     return []
 
 
-def _check_inline_templates(doc: Document, path: DataPath, value: Any, where: str, step_id: str | None) -> list[Problem]:
+def _check_inline_templates(
+    doc: Document, path: DataPath, value: Any, where: str, step_id: str | None
+) -> list[Problem]:
     problems: list[Problem] = []
     if isinstance(value, str):
         pos = doc.position(path)
@@ -219,7 +230,11 @@ def _check_template_files(
     data = doc.data if isinstance(doc.data, dict) else {}
     problems: list[Problem] = []
     for i, step in enumerate(data.get("steps") or []):
-        if not isinstance(step, dict) or STEP_MODELS.get(step.get("kind")) is None or not isinstance(step.get("template"), str):  # type: ignore[arg-type]
+        if (
+            not isinstance(step, dict)
+            or STEP_MODELS.get(step.get("kind")) is None
+            or not isinstance(step.get("template"), str)
+        ):  # type: ignore[arg-type]
             continue
         name = step["template"]
         label, step_id = step_label(data, i)
@@ -232,7 +247,9 @@ def _check_template_files(
         used[name] = source
         shown = str(templates_dir / name) if templates_dir else name
         for lineno, message in check_template(source):
-            problems.append(Problem(f"{label}: {message}", shown, lineno, 1, step_id=step_id, snippet=_line(source, lineno)))
+            problems.append(
+                Problem(f"{label}: {message}", shown, lineno, 1, step_id=step_id, snippet=_line(source, lineno))
+            )
     return problems
 
 

@@ -33,8 +33,12 @@ def parse_duration(text: object) -> timedelta:
     if m and any(m.groups()):
         w, d, h, mi = (int(g) if g else 0 for g in m.groups())
         return timedelta(weeks=w, days=d, hours=h, minutes=mi)
-    hint = " (months and years vary in length: use days or weeks)" if re.search(r"month|year|\d+[YM]", text, re.I) else ""
-    raise ValueError(f"bad duration {text!r}: use '3 days', '2 weeks', '12 hours', '30 minutes' or ISO 8601 like 'P3D'{hint}")
+    hint = (
+        " (months and years vary in length: use days or weeks)" if re.search(r"month|year|\d+[YM]", text, re.I) else ""
+    )
+    raise ValueError(
+        f"bad duration {text!r}: use '3 days', '2 weeks', '12 hours', '30 minutes' or ISO 8601 like 'P3D'{hint}"
+    )
 
 
 def format_duration(value: timedelta) -> str:

@@ -103,9 +103,7 @@ def require_schema(engine: Engine) -> None:
     """Raise a ConfigError that says what to run when the database is missing or behind."""
     current = current_revision(engine)
     if current is None:
-        raise ConfigError(
-            f"the database {engine.url.render_as_string()} has no Retain schema yet: run `retain init`"
-        )
+        raise ConfigError(f"the database {engine.url.render_as_string()} has no Retain schema yet: run `retain init`")
     if current != head_revision():
         raise ConfigError(
             f"the database {engine.url.render_as_string()} is at schema {current}, Retain needs "

@@ -16,7 +16,7 @@ exits 1, without a traceback. Third-party errors are translated where they enter
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "ConfigError",

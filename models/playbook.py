@@ -19,12 +19,12 @@ from typing import Annotated, Any, Literal
 from croniter import croniter
 from pydantic import (
     AfterValidator,
-    StrictBool,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     WithJsonSchema,
     model_validator,
 )
@@ -54,10 +54,10 @@ __all__ = [
     "WaitForStep",
     "WaitStep",
     "WebhookStep",
+    "json_schema",
     "parse_max_touches",
     "parse_quiet_hours",
     "reentry_after",
-    "json_schema",
     "step_problems",
 ]
 
@@ -151,7 +151,9 @@ TimeZone = Annotated[str, AfterValidator(_timezone)]
 
 def _cron(value: str) -> str:
     if len(value.split()) != 5 or not croniter.is_valid(value):
-        raise ValueError(f"bad cron expression {value!r}: use five fields, minute hour day month weekday, like '0 9 * * 1-5'")
+        raise ValueError(
+            f"bad cron expression {value!r}: use five fields, minute hour day month weekday, like '0 9 * * 1-5'"
+        )
     return value
 
 
@@ -165,7 +167,9 @@ def _reentry(value: str) -> str:
         return value
     m = _REENTRY.match(value.strip())
     if not m:
-        raise ValueError(f"bad re-entry rule {value!r}: use 'never', 'always' or 'after <duration>' like 'after 300 days'")
+        raise ValueError(
+            f"bad re-entry rule {value!r}: use 'never', 'always' or 'after <duration>' like 'after 300 days'"
+        )
     try:
         parse_duration(m.group(1))
     except ValueError as exc:
@@ -176,7 +180,9 @@ def _reentry(value: str) -> str:
 Reentry = Annotated[
     str,
     AfterValidator(_reentry),
-    WithJsonSchema({"type": "string", "pattern": r"^(never|always|after\s+.+)$", "examples": ["never", "after 300 days"]}),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^(never|always|after\s+.+)$", "examples": ["never", "after 300 days"]}
+    ),
 ]
 
 
@@ -419,7 +425,17 @@ class ExitStep(_StepBase):
 
 
 Step = Annotated[
-    EmailStep | SlackStep | WebhookStep | TaskStep | SurveyStep | WaitStep | WaitForStep | BranchStep | UpdateStep | OutcomeStep | ExitStep,
+    EmailStep
+    | SlackStep
+    | WebhookStep
+    | TaskStep
+    | SurveyStep
+    | WaitStep
+    | WaitForStep
+    | BranchStep
+    | UpdateStep
+    | OutcomeStep
+    | ExitStep,
     Field(discriminator="kind"),
 ]
 STEP_KINDS = ("email", "slack", "webhook", "task", "survey", "wait", "wait_for", "branch", "update", "outcome", "exit")
@@ -525,12 +541,19 @@ def _loops_without_wait(spec: PlaybookSpec) -> list[tuple[Path, str]]:
                 if frozenset(cycle) not in reported:
                     reported.add(frozenset(cycle))
                     names = " -> ".join(spec.steps[k].id for k in [*cycle, nxt])
-                    key = "then" if isinstance(spec.steps[node], BranchStep) and spec.steps[node].then == spec.steps[nxt].id else None
+                    key = (
+                        "then"
+                        if isinstance(spec.steps[node], BranchStep) and spec.steps[node].then == spec.steps[nxt].id
+                        else None
+                    )
                     if key is None and isinstance(spec.steps[node], BranchStep):
                         key = "else"
                     where: Path = ("steps", node, key) if key else ("steps", node, "id")
                     problems.append(
-                        (where, f"step {spec.steps[node].id!r}: loop without a wait ({names}); add a wait or wait_for step to it")
+                        (
+                            where,
+                            f"step {spec.steps[node].id!r}: loop without a wait ({names}); add a wait or wait_for step to it",
+                        )
                     )
             elif nxt not in state:
                 visit(nxt, path)

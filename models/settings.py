@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["BUNDLED_PLAYBOOKS_DIR", "Settings", "get_settings"]
@@ -20,6 +21,10 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///retain.db"
     #: the playbooks folder; by default ``./playbooks`` when it exists, else the bundled playbooks
     playbooks_dir: Path | None = None
+    #: where the local file channel writes messages of channels that are not configured
+    outbox_dir: Path = Path("retain-outbox")
+    #: HMAC key that signs every webhook body (X-Retain-Signature)
+    webhook_signing_secret: SecretStr | None = None
 
     def resolved_playbooks_dir(self) -> Path:
         if self.playbooks_dir is not None:

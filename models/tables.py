@@ -29,6 +29,7 @@ def holdout_bucket(external_id: str) -> int:
 def _bucket_default(context: Any) -> int:
     return holdout_bucket(context.get_current_parameters()["external_id"])
 
+
 __all__ = [
     "HOLDOUT_BUCKETS",
     "Account",

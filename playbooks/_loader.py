@@ -82,9 +82,9 @@ def step_label(data: Any, index: int) -> tuple[str, str | None]:
 
 def _get(data: Any, path: Path) -> Any:
     for part in path:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+        if (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and part < len(data)
+        ):
             data = data[part]
         else:
             return None
@@ -123,19 +123,27 @@ def _problem(doc: Document, err: Any) -> Problem:
     label, step_id = _where(doc.data, path)
 
     if kind == "missing":
-        return doc.problem(parent, _join(_where(doc.data, parent)[0], f"missing required key {last!r}"), step_id=step_id)
+        return doc.problem(
+            parent, _join(_where(doc.data, parent)[0], f"missing required key {last!r}"), step_id=step_id
+        )
     if kind == "extra_forbidden":
         model = model_at(doc.data, parent)
         hint = _did_you_mean(str(last), _keys_of(model)) if model else ""
-        return doc.problem(path, _join(_where(doc.data, parent)[0], f"unknown key {last!r}{hint}"), key=True, step_id=step_id)
+        return doc.problem(
+            path, _join(_where(doc.data, parent)[0], f"unknown key {last!r}{hint}"), key=True, step_id=step_id
+        )
     if kind == "union_tag_invalid":
         tag = err["ctx"]["tag"]
         hint = _did_you_mean(str(tag), STEP_KINDS)
         return doc.problem(
-            (*path, "kind"), _join(label, f"unknown step kind {tag!r}{hint}; kinds are: {', '.join(STEP_KINDS)}"), step_id=step_id
+            (*path, "kind"),
+            _join(label, f"unknown step kind {tag!r}{hint}; kinds are: {', '.join(STEP_KINDS)}"),
+            step_id=step_id,
         )
     if kind == "union_tag_not_found":
-        return doc.problem(path, _join(label, f"missing required key 'kind' (one of: {', '.join(STEP_KINDS)})"), step_id=step_id)
+        return doc.problem(
+            path, _join(label, f"missing required key 'kind' (one of: {', '.join(STEP_KINDS)})"), step_id=step_id
+        )
     if kind == "too_short" and path == ("steps",):
         return doc.problem(path, "steps: a playbook needs at least one step", key=True)
     if kind == "literal_error":

@@ -17,7 +17,8 @@ from typing import Any
 
 import pendulum
 from jinja2 import BaseLoader, StrictUndefined, TemplateSyntaxError, meta, nodes, pass_context
-from jinja2.exceptions import TemplateAssertionError, TemplateError as JinjaTemplateError
+from jinja2.exceptions import TemplateAssertionError
+from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlmodel import SQLModel
@@ -112,7 +113,9 @@ def check_template(source: str, *, allowed: frozenset[str] = TEMPLATE_VARIABLES)
         if name not in allowed:
             lineno = next((n.lineno for n in ast.find_all(nodes.Name) if n.name == name), 1)
             hint = _did_you_mean(name, allowed)
-            problems.append((lineno, f"unknown template variable {name!r}{hint}; available: {', '.join(sorted(allowed))}"))
+            problems.append(
+                (lineno, f"unknown template variable {name!r}{hint}; available: {', '.join(sorted(allowed))}")
+            )
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         attr = node.attr if isinstance(node, nodes.Getattr) else _const_key(node)
         if attr is None:

@@ -114,14 +114,22 @@ def load_document(source: str, file: str) -> tuple[Document | None, list[Problem
         return None, [_syntax_problem(doc, exc)]
     nodes = [n for n in nodes if n is not None]
     if not nodes:
-        return None, [doc.problem_at(1, 1, "the file is empty: a playbook is a mapping with 'playbook', 'name', 'audience' and 'steps'")]
+        return None, [
+            doc.problem_at(
+                1, 1, "the file is empty: a playbook is a mapping with 'playbook', 'name', 'audience' and 'steps'"
+            )
+        ]
     if len(nodes) > 1:
         second = _pos(nodes[1])
-        return None, [doc.problem_at(second.line, second.col, "more than one YAML document: one file holds one playbook")]
+        return None, [
+            doc.problem_at(second.line, second.col, "more than one YAML document: one file holds one playbook")
+        ]
     root = nodes[0]
     if not isinstance(root, yaml.MappingNode):
         p = _pos(root)
-        return None, [doc.problem_at(p.line, p.col, f"a playbook must be a mapping of keys to values, not {_kind(root)}")]
+        return None, [
+            doc.problem_at(p.line, p.col, f"a playbook must be a mapping of keys to values, not {_kind(root)}")
+        ]
     loader = _Loader("")
     problems: list[Problem] = []
     doc.values[()] = _pos(root)
@@ -142,13 +150,19 @@ def _build(node: yaml.Node, path: Path, doc: Document, loader: _Loader, problems
     if isinstance(node, yaml.MappingNode):
         if node.flow_style and node.value and isinstance(node.value[0][0], yaml.MappingNode):
             p = _pos(node)
-            problems.append(doc.problem_at(p.line, p.col, "unquoted '{{ … }}': YAML reads it as a mapping; put the whole value in quotes"))
+            problems.append(
+                doc.problem_at(
+                    p.line, p.col, "unquoted '{{ … }}': YAML reads it as a mapping; put the whole value in quotes"
+                )
+            )
             return None
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             kp = _pos(key_node)
             if key_node.tag == "tag:yaml.org,2002:merge":
-                problems.append(doc.problem_at(kp.line, kp.col, "YAML merge keys ('<<') are not supported in playbooks"))
+                problems.append(
+                    doc.problem_at(kp.line, kp.col, "YAML merge keys ('<<') are not supported in playbooks")
+                )
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 problems.append(doc.problem_at(kp.line, kp.col, "a key must be a plain name"))
@@ -165,7 +179,11 @@ def _build(node: yaml.Node, path: Path, doc: Document, loader: _Loader, problems
         return [_build(item, (*path, i), doc, loader, problems) for i, item in enumerate(node.value)]
     if node.tag not in _SCALAR_TAGS:
         p = _pos(node)
-        problems.append(doc.problem_at(p.line, p.col, f"unsupported YAML tag {node.tag!r}: a value starting with '!' must be quoted"))
+        problems.append(
+            doc.problem_at(
+                p.line, p.col, f"unsupported YAML tag {node.tag!r}: a value starting with '!' must be quoted"
+            )
+        )
         return None
     return loader.construct_object(node)
 
@@ -175,7 +193,9 @@ def _syntax_problem(doc: Document, exc: yaml.MarkedYAMLError) -> Problem:
     line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     text = doc.line_text(line)
     if "{{" in text and _unquoted_braces(text):
-        return doc.problem_at(line, text.index("{{") + 1, "unquoted '{{ … }}': YAML reads it as a mapping; put the whole value in quotes")
+        return doc.problem_at(
+            line, text.index("{{") + 1, "unquoted '{{ … }}': YAML reads it as a mapping; put the whole value in quotes"
+        )
     problem = (exc.problem or "").strip()
     if "found character '\\t'" in problem:
         return doc.problem_at(line, col, "tab character: indent YAML with spaces, not tabs")

@@ -25,8 +25,13 @@ def _pg_admin_connect():  # type: ignore[no-untyped-def]
 
     url = make_url(PG_ADMIN_URL)
     return psycopg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-        dbname=url.database or "postgres", autocommit=True, connect_timeout=3,
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        dbname=url.database or "postgres",
+        autocommit=True,
+        connect_timeout=3,
     )
 
 

@@ -117,7 +117,7 @@ class Scope:
 _COMMON = frozenset(_FUNCTIONS) - {"touches"}
 AUDIENCE = Scope("an audience", ("account",), _COMMON, sql=True)
 CONTACTS = Scope("entry.contacts", ("account", "contact"), _COMMON, sql=True)
-ENROLLMENT = Scope("a step condition", ("account", "enrollment"), frozenset(_FUNCTIONS), sql=False)
+ENROLLMENT = Scope("a step condition", ("account", "enrollment"), frozenset(_FUNCTIONS), sql=True)
 
 
 def check(expr: Expr, scope: Scope) -> str:

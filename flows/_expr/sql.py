@@ -20,7 +20,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
 from models._types import UTCDateTime
-from models.tables import Account, Contact, SupportTicket, SurveyResponse, UsageMetric
+from models.tables import Account, Contact, Enrollment, SupportTicket, SurveyResponse, Touch, TouchStatus, UsageMetric
 
 from .check import BOOL, DATA_FUNCTIONS, DATE, NUMBER, TEXT, TIMESTAMP, Scope, expect
 from .pyeval import UNIT_DAYS, UNIT_SECONDS, Duration, Env, epoch_seconds, evaluate
@@ -28,13 +28,18 @@ from .syntax import Arith, BoolOp, Call, Compare, Expr, FieldRef, ListLiteral, L
 
 __all__ = ["to_sql"]
 
-_TABLES = {"account": Account.__table__, "contact": Contact.__table__}  # type: ignore[attr-defined]
+_TABLES = {"account": Account.__table__, "contact": Contact.__table__, "enrollment": Enrollment.__table__}  # type: ignore[attr-defined]
+_ENROLLMENT_ID = Enrollment.__table__.c.id  # type: ignore[attr-defined]
 _ACCOUNT_ID = Account.__table__.c.id  # type: ignore[attr-defined]
 
 
 def to_sql(expr: Expr, scope: Scope, *, now: datetime, today: date) -> ColumnElement[bool]:
     """The condition ``expr`` as SQL, over ``Account.__table__`` (and ``Contact.__table__`` for
-    ``CONTACTS``; the caller's query joins ``contact.account_id = account.id``).
+    ``CONTACTS``, ``Enrollment.__table__`` for ``ENROLLMENT``: the caller's query joins
+    ``contact.account_id = account.id`` or ``enrollment.account_id = account.id``).
+
+    ``ENROLLMENT`` conditions (goals, exits) compile too, so that a tick settles every enrollment
+    whose goal holds in one query; ``touches(step)`` becomes a subquery on that enrollment's touches.
 
     A row is selected only where the condition is true (not null), as Python's ``evaluate(...) is True``."""
     if not scope.sql:
@@ -153,6 +158,8 @@ class _Compiler:
                     .limit(1)
                     .scalar_subquery()
                 )
+            case FieldRef(record=Call(func="touches", args=[Literal(value=str(step_id))]), name=name):
+                return _touches(step_id, name)
             case Call(func="days_since" | "days_until"):
                 return self._days(node)
             case Call(func="usage", args=[Literal(value=str(metric)), Literal(value=int(days))]):
@@ -256,6 +263,22 @@ class _Compiler:
             case ">":
                 return a > b
         return a >= b
+
+
+def _touches(step_id: str, name: str) -> ColumnElement[Any]:
+    """``touches(step_id).<name>`` for the enrollment of the row, as Python's TouchSummary computes it."""
+    touch = Touch.__table__.alias()  # type: ignore[attr-defined]
+    mine = [touch.c.enrollment_id == _ENROLLMENT_ID, touch.c.step_id == literal(step_id, String())]
+    if name == "count":
+        return select(func.count()).where(*mine).scalar_subquery()
+    if name == "last_at":
+        return select(func.max(touch.c.sent_at)).where(*mine).scalar_subquery()
+    condition = {
+        "delivered": touch.c.status == literal(TouchStatus.DELIVERED.value, String()),
+        "replied": touch.c.replied_at.is_not(None),
+        "opened": touch.c.opened_at.is_not(None),
+    }[name]
+    return exists().where(*mine, condition)
 
 
 def _latest_survey(kind: str) -> tuple[Any, list[ColumnElement[bool]]]:

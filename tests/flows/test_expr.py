@@ -125,6 +125,9 @@ def test_value_in_python_and_sql(world: World, case: dict[str, Any]) -> None:
         if scope is CONTACTS:
             query = select(Contact.id).join(Account, Contact.account_id == Account.id).where(condition)  # type: ignore[arg-type]
             selected = world.contact.id in s.exec(query).all()
+        elif scope is ENROLLMENT:
+            query = select(Enrollment.id).join(Account, Enrollment.account_id == Account.id).where(condition)  # type: ignore[arg-type]
+            selected = world.enrollment.id in s.exec(query).all()
         else:
             selected = world.account.id in s.exec(select(Account.id).where(condition)).all()
     assert selected == (case["value"] is True)
@@ -189,7 +192,23 @@ def test_evaluate_needs_a_checked_expression_and_data_lookups() -> None:
         evaluate(compile_expression("open_tickets() > 1", AUDIENCE), Env(NOW, TODAY, account=object()))
 
 
-def test_step_conditions_are_not_compiled_to_sql() -> None:
-    expr = compile_expression("enrollment.holdout", ENROLLMENT)
-    with pytest.raises(ValueError, match="evaluated in Python"):
-        to_sql(expr, ENROLLMENT, now=NOW, today=TODAY)
+def test_goal_conditions_compile_to_sql_with_touches_as_subqueries(world: World) -> None:
+    """Goals and exits are settled set-based each tick: touches(step) must give in SQL what it gives in Python."""
+    for text_ in (
+        'touches("welcome").count >= 0',
+        'not touches("welcome").replied',
+        'touches("welcome").last_at is none',
+    ):
+        expr = compile_expression(text_, ENROLLMENT)
+        with Session(world.engine) as s:
+            python = (
+                evaluate(expr, env_for(s, world.account, now=NOW, today=TODAY, enrollment=world.enrollment)) is True
+            )
+            query = (
+                select(Enrollment.id)
+                .join(Account, Enrollment.account_id == Account.id)
+                .where(
+                    to_sql(expr, ENROLLMENT, now=NOW, today=TODAY)  # type: ignore[arg-type]
+                )
+            )
+            assert (world.enrollment.id in s.exec(query).all()) == python, text_

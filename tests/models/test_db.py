@@ -51,7 +51,11 @@ def test_one_active_enrollment_per_playbook_and_account(engine):
         acme = Account.model_validate({"external_id": "acme", "name": "Acme"})
         s.add(acme)
         s.commit()
-        s.add(Enrollment.model_validate({"playbook": "renewal", "revision": "r1", "account_id": acme.id, "status": "completed"}))
+        s.add(
+            Enrollment.model_validate(
+                {"playbook": "renewal", "revision": "r1", "account_id": acme.id, "status": "completed"}
+            )
+        )
         s.add(Enrollment.model_validate({"playbook": "renewal", "revision": "r1", "account_id": acme.id}))
         s.commit()
         s.add(Enrollment.model_validate({"playbook": "renewal", "revision": "r2", "account_id": acme.id}))

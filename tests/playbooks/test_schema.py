@@ -18,8 +18,22 @@ def test_committed_schema_is_up_to_date() -> None:
 
 
 def test_schema_knows_every_step_kind() -> None:
-    kinds = {d["properties"]["kind"]["const"] for d in json_schema()["$defs"].values() if "kind" in d.get("properties", {})}
-    assert kinds == {"email", "slack", "webhook", "task", "survey", "wait", "wait_for", "branch", "update", "outcome", "exit"}
+    kinds = {
+        d["properties"]["kind"]["const"] for d in json_schema()["$defs"].values() if "kind" in d.get("properties", {})
+    }
+    assert kinds == {
+        "email",
+        "slack",
+        "webhook",
+        "task",
+        "survey",
+        "wait",
+        "wait_for",
+        "branch",
+        "update",
+        "outcome",
+        "exit",
+    }
 
 
 def test_every_shipped_playbook_carries_the_modeline() -> None:

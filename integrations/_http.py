@@ -1,0 +1,61 @@
+"""httpx clients made in one place, and HTTP answers mapped to Retain's errors."""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import UTC, datetime
+
+import httpx
+
+from models import IntegrationError, RetryableError
+
+__all__ = ["make_client", "raise_for_answer", "retry_after_seconds", "translate_transport_error"]
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+def make_client(
+    *, base_url: str = "", headers: dict[str, str] | None = None, timeout: httpx.Timeout | None = None
+) -> httpx.AsyncClient:
+    """An async client with connection reuse, a timeout, and Retain's user agent."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers={"User-Agent": "Retain (+https://retain.dev)", **(headers or {})},
+        timeout=timeout or DEFAULT_TIMEOUT,
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        follow_redirects=False,
+    )
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if value else None
+        if when is None:
+            return None
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def raise_for_answer(response: httpx.Response, what: str) -> None:
+    """Map an HTTP answer: 2xx passes; 429 and 5xx are retryable; other 4xx are permanent."""
+    if response.is_success:
+        return
+    body = response.text[:500]
+    message = f"{what}: HTTP {response.status_code} {response.reason_phrase}: {body}".rstrip(": ")
+    if response.status_code == 429 or response.status_code >= 500:
+        raise RetryableError(
+            message,
+            status_code=response.status_code,
+            response=body,
+            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+        )
+    raise IntegrationError(message, status_code=response.status_code, response=body)
+
+
+def translate_transport_error(exc: httpx.HTTPError, what: str) -> RetryableError:
+    """Timeouts and connection failures are worth another attempt."""
+    return RetryableError(f"{what}: {type(exc).__name__}: {exc}")
