@@ -121,7 +121,7 @@ def show(
     pb = find_playbook(ctx, name)
     spec = pb.spec
     if graph:
-        console.print(mermaid(spec), markup=False, end="")
+        console.print(mermaid(spec), markup=False, end="", soft_wrap=True)
         return
     out = [f"[bold]{spec.name}[/bold]  ({spec.playbook}, {spec.lifecycle}, revision {pb.revision})"]
     if spec.description:

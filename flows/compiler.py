@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from models import ExpressionError, PlaybookError, Problem
 from models.playbook import ExprField, PlaybookSpec, TemplateField, step_problems
 from playbooks._loader import STEP_MODELS, model_at, step_label, validate_document
-from playbooks._templates import check_template
+from playbooks._templates import check_template, variables_for
 from playbooks._yaml import Document, Position, load_document
 from playbooks._yaml import Path as DataPath
 
@@ -180,7 +180,8 @@ def _check_fields(doc: Document, expressions: dict[DataPath, Expr]) -> list[Prob
                 if isinstance(value, str):
                     problems += _check_expression(doc, path, value, marker, where, step_id, expressions)
             else:
-                problems += _check_inline_templates(doc, path, mapping[key], where, step_id)
+                allowed = variables_for(mapping.get("kind") if place and place[0] == "steps" else None)
+                problems += _check_inline_templates(doc, path, mapping[key], where, step_id, allowed)
     return problems
 
 
@@ -202,12 +203,12 @@ def _check_expression(
 
 
 def _check_inline_templates(
-    doc: Document, path: DataPath, value: Any, where: str, step_id: str | None
+    doc: Document, path: DataPath, value: Any, where: str, step_id: str | None, allowed: frozenset[str]
 ) -> list[Problem]:
     problems: list[Problem] = []
     if isinstance(value, str):
         pos = doc.position(path)
-        for lineno, message in check_template(value):
+        for lineno, message in check_template(value, allowed=allowed):
             line = pos.line + (lineno - 1 if pos.style in ("|", ">") or "\n" in value else 0)
             if pos.style in ("|", ">"):
                 line += 1  # block scalars start on the line after the indicator
@@ -216,10 +217,10 @@ def _check_inline_templates(
             problems.append(doc.problem_at(line, col, f"{where}: {message}", step_id=step_id))
     elif isinstance(value, dict):
         for k, v in value.items():
-            problems += _check_inline_templates(doc, (*path, k), v, f"{where}.{k}", step_id)
+            problems += _check_inline_templates(doc, (*path, k), v, f"{where}.{k}", step_id, allowed)
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            problems += _check_inline_templates(doc, (*path, i), v, f"{where}[{i}]", step_id)
+            problems += _check_inline_templates(doc, (*path, i), v, f"{where}[{i}]", step_id, allowed)
     return problems
 
 
@@ -246,7 +247,7 @@ def _check_template_files(
             continue
         used[name] = source
         shown = str(templates_dir / name) if templates_dir else name
-        for lineno, message in check_template(source):
+        for lineno, message in check_template(source, allowed=variables_for(step.get("kind"))):
             problems.append(
                 Problem(f"{label}: {message}", shown, lineno, 1, step_id=step_id, snippet=_line(source, lineno))
             )

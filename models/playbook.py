@@ -187,7 +187,8 @@ Reentry = Annotated[
 
 
 def reentry_after(rule: str) -> timedelta | None:
-    """How long after the last enrollment ended an account may enter again; ``None``: never."""
+    """How long after the start of its previous enrollment an account may enter again (never while
+    one is active); ``None``: never again."""
     if rule == "never":
         return None
     if rule == "always":

@@ -25,7 +25,7 @@ from sqlmodel import SQLModel
 
 from models import Account, Contact, Enrollment, TemplateError
 
-__all__ = ["TEMPLATE_FIELDS", "TEMPLATE_VARIABLES", "check_template", "environment", "render"]
+__all__ = ["TEMPLATE_FIELDS", "TEMPLATE_VARIABLES", "check_template", "environment", "render", "variables_for"]
 
 
 def _columns(table: type[SQLModel]) -> set[str]:
@@ -42,6 +42,17 @@ TEMPLATE_FIELDS: dict[str, set[str] | None] = {
     "secrets": None,
 }
 TEMPLATE_VARIABLES = frozenset(TEMPLATE_FIELDS) | {"unsubscribe_url", "survey_url", "now", "step"}
+#: messages to a contact (email, survey) see the contact; the others (tasks, Slack, webhooks) do not
+_PER_CONTACT = frozenset({"contact", "unsubscribe_url", "survey_url"})
+
+
+def variables_for(kind: str | None) -> frozenset[str]:
+    """The template variables a step of this kind can use."""
+    if kind == "survey":
+        return TEMPLATE_VARIABLES
+    if kind == "email":
+        return TEMPLATE_VARIABLES - {"survey_url"}
+    return TEMPLATE_VARIABLES - _PER_CONTACT
 
 
 def _money(value: Any, currency: str | None = None) -> str:
