@@ -31,7 +31,7 @@ from models.playbook import (
 
 from ._yaml import Document, Path
 
-__all__ = ["STEP_MODELS", "model_at", "step_label", "validate_document"]
+__all__ = ["STEP_MODELS", "located_problems", "model_at", "step_label", "validate_document"]
 
 STEP_MODELS: dict[str, type[BaseModel]] = {
     "email": EmailStep,
@@ -54,14 +54,15 @@ def validate_document(doc: Document) -> tuple[PlaybookSpec | None, list[Problem]
     try:
         return PlaybookSpec.model_validate(doc.data), []
     except ValidationError as exc:
-        problems = [_problem(doc, err) for err in exc.errors(include_url=False)]
-        return None, _dedupe(problems)
+        return None, located_problems(doc, exc)
 
 
-def model_at(data: Any, path: Path) -> type[BaseModel] | None:
+def model_at(data: Any, path: Path, root: type[BaseModel] = PlaybookSpec) -> type[BaseModel] | None:
     """The model that describes the mapping at ``path`` (a top-level section or a step)."""
     if path == ():
-        return PlaybookSpec
+        return root
+    if root is not PlaybookSpec:
+        return None
     if len(path) == 1 and isinstance(path[0], str):
         return _SECTIONS.get(path[0])
     if len(path) == 2 and path[0] == "steps":
@@ -116,7 +117,12 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path, Any]:
 _TYPE_NAMES = {dict: "a mapping", list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false"}
 
 
-def _problem(doc: Document, err: Any) -> Problem:
+def located_problems(doc: Document, exc: ValidationError, root: type[BaseModel] = PlaybookSpec) -> list[Problem]:
+    """A validation error of a document against ``root``, as located problems."""
+    return _dedupe([_problem(doc, err, root) for err in exc.errors(include_url=False)])
+
+
+def _problem(doc: Document, err: Any, root: type[BaseModel] = PlaybookSpec) -> Problem:
     path, _rest = _data_path(doc.data, err["loc"])
     kind = err["type"]
     parent, last = path[:-1], (path[-1] if path else None)
@@ -127,7 +133,7 @@ def _problem(doc: Document, err: Any) -> Problem:
             parent, _join(_where(doc.data, parent)[0], f"missing required key {last!r}"), step_id=step_id
         )
     if kind == "extra_forbidden":
-        model = model_at(doc.data, parent)
+        model = model_at(doc.data, parent, root)
         hint = _did_you_mean(str(last), _keys_of(model)) if model else ""
         return doc.problem(
             path, _join(_where(doc.data, parent)[0], f"unknown key {last!r}{hint}"), key=True, step_id=step_id
