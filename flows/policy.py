@@ -161,12 +161,12 @@ def decide(
     ``last_survey_at``: the contact's latest survey sent or answered."""
     if unsubscribed:
         return Decision("suppress", reason=unsubscribed)
-    if kind == "survey" and policy.survey_fatigue and last_survey_at is not None:
-        if as_of - last_survey_at < policy.survey_fatigue:
-            return Decision(
-                "suppress",
-                reason=f"survey fatigue: surveyed on {last_survey_at:%Y-%m-%d}, within {policy.survey_fatigue.days} days",
-            )
+    fatigue = policy.survey_fatigue
+    if kind == "survey" and fatigue and last_survey_at is not None and as_of - last_survey_at < fatigue:
+        return Decision(
+            "suppress",
+            reason=f"survey fatigue: surveyed on {last_survey_at:%Y-%m-%d}, within {fatigue.days} days",
+        )
     when = as_of
     reasons: list[str] = []
     if policy.max_touches:

@@ -3,7 +3,7 @@ public holidays, caps across playbooks and survey fatigue."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,9 +12,8 @@ from flows.policy import ContactPolicy, decide, effective_policy, load_policy, n
 from models import PlaybookError
 from models.playbook import PolicySpec
 
-UTC = UTC
 POLICY = ContactPolicy(
-    quiet_hours=(datetime.strptime("20:00", "%H:%M").time(), datetime.strptime("08:00", "%H:%M").time()),
+    quiet_hours=(time(20, 0), time(8, 0)),
     business_days_only=True,
     holidays=True,
     max_touches=(2, timedelta(days=7)),
