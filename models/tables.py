@@ -40,6 +40,7 @@ __all__ = [
     "CsmTask",
     "Enrollment",
     "EnrollmentStatus",
+    "HealthScore",
     "Outcome",
     "PlaybookRevision",
     "RevenueEntry",
@@ -95,6 +96,7 @@ class AccountBase(SQLModel):
     reactivated_at: datetime | None = _ts()
     health: str | None = Field(default=None, max_length=10)  # green | yellow | red
     health_score: float | None = None  # 0..100
+    health_trend: float | None = None  # change of health_score over the last 30 days, in points
     seats: int | None = None
     custom: dict[str, Any] = _json(dict)
 
@@ -256,6 +258,7 @@ class Touch(SQLModel, table=True):
     revision: str | None = Field(default=None, max_length=64)
     step_id: str | None = Field(default=None, max_length=100)
     channel: str = Field(max_length=30)
+    priority: int = 50  # the playbook's priority: who goes first when a contact's touch cap binds
     status: str = Field(default=TouchStatus.PENDING, max_length=20)
     payload: dict[str, Any] = _json(dict)  # the rendered message; never secrets
     reason: str | None = None  # why suppressed, deferred or failed
@@ -302,6 +305,20 @@ class CsmTask(SQLModel, table=True):
     external_id: str | None = Field(default=None, max_length=200)  # the CRM's id
     created_at: datetime = _ts(nullable=False, default=utcnow)
     completed_at: datetime | None = _ts()
+
+
+class HealthScore(SQLModel, table=True):
+    """One computed health score of an account, kept as history (the latest is on the account)."""
+
+    __tablename__ = "health_score"
+    __table_args__ = (Index("ix_health_account_at", "account_id", "scored_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id")
+    scored_at: datetime = _ts(nullable=False, default=utcnow)
+    score: float  # 0..100
+    band: str = Field(max_length=10)  # green | yellow | red
+    trend: float | None = None  # change against the score 30 days before
+    components: dict[str, Any] = _json(dict)  # measure -> {value, points, weight}
 
 
 class TimelineEvent(SQLModel, table=True):

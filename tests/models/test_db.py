@@ -61,3 +61,33 @@ def test_one_active_enrollment_per_playbook_and_account(engine):
         s.add(Enrollment.model_validate({"playbook": "renewal", "revision": "r2", "account_id": acme.id}))
         with pytest.raises(IntegrityError):
             s.commit()
+
+
+def test_upgrade_keeps_existing_rows(tmp_path):
+    """A database made by an older version upgrades in place (Alembic), keeping its data."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from models.db import alembic_config, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(
+            text(
+                "INSERT INTO account (external_id, name, arr, currency, status, custom, created_at, updated_at, holdout_bucket) "
+                "VALUES ('acme', 'Acme', 1, 'USD', 'active', '{}', '2027-01-01 00:00:00', '2027-01-01 00:00:00', 7)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO touch (key, account_id, channel, status, payload, attempts, created_at) "
+                "VALUES ('k1', 1, 'email', 'pending', '{}', 0, '2027-01-01 00:00:00')"
+            )
+        )
+    assert upgrade(engine) == ("0001", head_revision())
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT priority FROM touch WHERE key = 'k1'")).scalar_one() == 50
+        assert conn.execute(text("SELECT name FROM account")).scalar_one() == "Acme"
