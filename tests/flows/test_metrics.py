@@ -4,6 +4,7 @@ every figure worked out by hand below (the comments show the arithmetic)."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+import cli
+from cli._app import console
 from flows.metrics import (
     Retention,
     WaterfallRow,
@@ -338,3 +341,50 @@ def test_a_report_refuses_mixed_currencies(sqlite_engine):
             "the revenue is in several currencies (EUR, USD): a report takes one; choose it (--currency)"
         )
         assert load_mrr(s, currency="eur") == {("b", m("2027-01")): 90}
+
+
+# --------------------------------------------------------------------------------------------
+# retain revenue summary
+
+
+def test_the_summary_command(book, capsys, monkeypatch):
+    monkeypatch.setattr(console, "width", 200)
+    url = book.url.render_as_string(hide_password=False)
+    capsys.readouterr()
+    assert cli.main(["--database-url", url, "revenue", "summary", "--month", "2028-01"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].strip() == "MRR waterfall in USD: 2027-02 to 2028-01"
+    assert (
+        "│ 2027-07 │ 2,450.00 │     0.00 │    110.00 │        0.00 │    0.00 │       250.00 │ 2,810.00 │ 33,720.00 │"
+        in out
+    )
+    assert out[-4:] == [
+        "GRR 73.7%, NRR 105.8%: the 5 accounts with MRR in 2027-01, in 2028-01 (starting MRR 1,710.00, retained "
+        "1,260.00, ending 1,810.00); 4 still paying (80.0%)",
+        "logo churn 3.5% a month (2 lost over 57 account-months); 1 new, 1 won back",
+        "expansion 2.5% of starting MRR a month; upsell 620.00 (14.0% of accounts a month), cross-sell 100.00 "
+        "(1.8% of accounts a month)",
+        "lifetime value 12,100.00 (ARPA 530.70 × 80% gross margin ÷ 3.5% monthly logo churn)",
+    ]
+
+    assert cli.main(["--database-url", url, "revenue", "summary", "--month", "2028-01", "--segment", "smb",
+                     "--format", "json"]) == 0  # fmt: skip
+    document = json.loads(capsys.readouterr().out)
+    assert (document["currency"], document["segment"], document["month"]) == ("USD", "smb", "2028-01")
+    assert document["retention"]["retained_mrr"] == 95_000
+    assert document["waterfall"][-1] == {
+        "month": "2028-01", "starting": 140_000, "new": 0, "expansion": 0, "contraction": 0, "churn": 0,
+        "reactivation": 0, "ending": 140_000, "starting_accounts": 3, "new_accounts": 0, "expanded_accounts": 0,
+        "contracted_accounts": 0, "churned_accounts": 0, "reactivated_accounts": 0, "ending_accounts": 3,
+        "ending_arr": 1_680_000,
+    }  # fmt: skip
+
+    assert cli.main(["--database-url", url, "revenue", "summary", "--segment", "mid-market"]) == 1
+    assert "no account is in segment 'mid-market'; the segments are 'enterprise', 'smb'" in capsys.readouterr().err
+    assert cli.main(["--database-url", url, "revenue", "summary", "--month", "2028-13"]) == 2
+    capsys.readouterr()
+    assert cli.main(["--database-url", url, "revenue", "summary", "--month", "2026-05"]) == 1
+    assert "no revenue up to 2026-05: it starts in 2027-01" in capsys.readouterr().err
+    # by default, the latest month with revenue that is not after this one (or the latest, when all is ahead)
+    assert cli.main(["--database-url", url, "revenue", "summary"]) == 0
+    assert "MRR waterfall in USD" in capsys.readouterr().out

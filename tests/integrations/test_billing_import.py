@@ -1,5 +1,5 @@
 """Revenue import from a billing export: money, spreading to the cent, netting, the replacement rule,
-and every pre-flight problem with its exact message."""
+every pre-flight problem with its exact message, and the `retain revenue import` command."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+import cli
+from cli._app import console
 from integrations.billing_import import BillingColumns, Spread, import_revenue, parse_money, spread_cents
 from models import Account, DataImportError, RevenueEntry, RowProblem, TimelineEvent
 
@@ -404,3 +406,62 @@ def test_a_month_without_any_billing_is_a_warning_naming_it(sqlite_engine, tmp_p
         "export truncated? Imported anyway; such a month has only what longer service periods spread into it",
     )
     assert count(sqlite_engine, RevenueEntry) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+
+
+@pytest.fixture
+def retain(sqlite_engine, sqlite_url, capsys, monkeypatch):
+    monkeypatch.setattr(console, "width", 200)
+
+    def run(*args: str | Path) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = cli.main(["--database-url", sqlite_url, *map(str, args)])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+EXPORT_OPTIONS = (
+    "--customer", "Customer", "--date", "Invoice Date", "--amount", "Amount", "--service-start", "Service Start",
+    "--service-end", "Service End", "--product", "Product", "--plan", "Plan", "--currency", "Currency",
+)  # fmt: skip
+
+
+def test_the_import_command_reports_what_it_replaced(retain, sqlite_engine):
+    add_accounts(sqlite_engine)
+    code, out, err = retain("revenue", "import", EXPORT, *EXPORT_OPTIONS, "--dry-run")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"{EXPORT} (dry run, nothing written): 60 rows, 2 credit notes, 6 accounts, in USD",
+        "months 2027-01 to 2028-12 of these accounts replaced: 80 to add, 0 to change, 0 unchanged, 0 to remove "
+        "(monthly revenue entries)",
+        "plans to update: 6",
+    ]
+    code, out, err = retain("revenue", "import", EXPORT, *EXPORT_OPTIONS)
+    assert (code, err, out.splitlines()[1]) == (
+        0, "", "months 2027-01 to 2028-12 of these accounts replaced: 80 added, 0 changed, 0 unchanged, 0 removed "
+               "(monthly revenue entries)"
+    )  # fmt: skip
+    assert stored(sqlite_engine) == EXPECTED
+
+
+def test_the_import_command_lists_every_problem_and_exits_1(retain, sqlite_engine, tmp_path):
+    path = write(tmp_path, ["customer", "date", "amount"], ["ghost", "2027-01-01", "x"], ["ghost", "2027-02-30", "5"])
+    code, out, err = retain("revenue", "import", path)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"{path}: row 2, column 'amount': 'x' is not an amount: write digits with '.' for decimals, e.g. 1200.50, "
+        "$1,200.50, or -1,200.50 or (1,200.50) for a credit note",
+        f"{path}: row 3, column 'date': '2027-02-30' is not a date: write YYYY-MM-DD, e.g. 2027-01-31",
+        f"error: nothing was written from {path} (2 problems)",
+    ]
+
+
+def test_a_service_start_without_an_end_is_a_usage_error(retain):
+    code, _, err = retain("revenue", "import", EXPORT, "--service-start", "Service Start")
+    assert code == 2
+    assert "give both --service-start and --service-end, or neither" in err
