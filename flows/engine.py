@@ -28,6 +28,7 @@ import pendulum
 from sqlalchemy import and_, exists, false, insert, literal, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from models import (
@@ -177,7 +178,8 @@ def settle(s: Session, cache: RevisionCache, playbook: str, as_of: datetime) -> 
             )
         if goal is None or goal.within is None:
             # a holdout has no steps to finish: without a goal window it ends where it began
-            ids = _ids(s, select(enr.c.id).where(base, enr.c.holdout == true()))
+            # (not those enrolled at this very moment: a re-run of the same tick must add nothing)
+            ids = _ids(s, select(enr.c.id).where(base, enr.c.holdout == true(), enr.c.started_at < as_of))
             counts["holdout_done"] += _end(
                 s, ids, as_of, EnrollmentStatus.COMPLETED, None, "holdout: no goal window to watch"
             )
@@ -418,9 +420,12 @@ def _advance_batch(s: Session, cache: RevisionCache, ids: list[int], as_of: date
             s.add(enrollment)
             s.flush()
             savepoint.commit()
-        except RetainError as exc:
+        except SQLAlchemyError:
+            raise  # the database failed, not this enrollment: the whole batch is rolled back and retried
+        except Exception as exc:  # a template, expression or step failing for this account only
             savepoint.rollback()
-            _record_error(s, enrollment, as_of, str(exc), result)
+            message = str(exc) if isinstance(exc, RetainError) else f"{type(exc).__name__}: {exc}"
+            _record_error(s, enrollment, as_of, message, result)
     return result
 
 
@@ -732,6 +737,7 @@ class _Run:
             "revision": self.pb.revision,
             "step_id": step.id,
             "channel": channel,
+            "priority": self.pb.spec.effective_priority,
             "status": TouchStatus.SUPPRESSED if suppressed else TouchStatus.PENDING,
             "reason": suppressed,
             "payload": payload,

@@ -1,34 +1,59 @@
 """The outbox: deliver pending touches exactly once where the receiver can help, never twice
-where it cannot.
+where it cannot, and only when the contact policy allows.
 
-A touch goes ``pending -> sending -> delivered | failed``. ``sending`` is written and committed
-before the request leaves, with a lease. A touch found ``sending`` after its lease expired was
-interrupted by a crash: it is sent again only through a channel whose receiver drops a repeat of
-the same key (``Idempotency-Key``); otherwise it becomes ``unknown`` and is shown to people,
-never silently sent twice.
+A touch goes ``pending -> sending -> delivered | failed``, or ``suppressed`` by the policy, or
+stays ``pending`` with a later ``not_before`` when deferred. A batch is first *claimed* (a lease on
+pending rows: a crash leaves them pending, to be claimed again once the lease expires); each touch
+is marked ``sending`` and committed just before its request leaves, and its result is recorded as
+soon as it is known. A touch found ``sending`` after its lease expired was interrupted by a crash:
+it is sent again only through a channel whose receiver drops a repeat of the same key
+(``Idempotency-Key``); otherwise it becomes ``unknown`` and is shown to people, never silently
+sent twice.
+
+Business times (``sent_at``, ``delivered_at``, policy decisions) follow the tick's ``as_of``, so a
+simulated run behaves as a real one; leases follow the wall clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Engine
 
 from integrations.base import Channel, Delivery
 from integrations.secrets import resolve_secrets
-from models import ConfigError, IntegrationError, RetryableError, TimelineEvent, Touch, TouchStatus, session, utcnow
+from models import (
+    Account,
+    ConfigError,
+    Contact,
+    IntegrationError,
+    RetryableError,
+    SurveyResponse,
+    TimelineEvent,
+    Touch,
+    TouchStatus,
+    session,
+    utcnow,
+)
 
-__all__ = ["DeliveryPolicy", "deliver", "recover_interrupted"]
+from .policy import ContactPolicy, decide
+
+__all__ = ["CUSTOMER_CHANNELS", "DeliveryPolicy", "deliver", "recover_interrupted"]
+
+#: channels that reach customers: the contact policy applies to them (not to CSM tasks, team Slack)
+CUSTOMER_CHANNELS = frozenset({"email"})
 
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
+    """How the outbox delivers. ``contact_policies`` by playbook id (``None`` key: the default)."""
+
     lease: timedelta = timedelta(minutes=5)
     batch_size: int = 200
     concurrency: int = 8  # in flight at once per channel
@@ -37,15 +62,20 @@ class DeliveryPolicy:
     backoff_base: float = 0.5  # seconds; doubled per try, with jitter
     backoff_cap: float = 30.0
     later: timedelta = timedelta(minutes=15)  # a still-failing touch is tried again this much later
+    contact_policies: dict[str | None, ContactPolicy] = field(default_factory=dict)
+
+    def contact_policy(self, playbook: str | None) -> ContactPolicy | None:
+        return self.contact_policies.get(playbook, self.contact_policies.get(None))
 
 
 def recover_interrupted(engine: Engine, channels: dict[str, Channel], *, now: datetime | None = None) -> Counter[str]:
     """Touches left ``sending`` by a dead process: back to ``pending`` where the channel dedupes by
-    key, else ``unknown`` with the reason."""
+    key, else ``unknown`` with the reason. Claims a dead process held on pending touches expire too."""
     wall = now or utcnow()
     t = Touch.__table__  # type: ignore[attr-defined]
     counts: Counter[str] = Counter()
     with session(engine) as s:
+        s.exec(update(t).where(t.c.status == TouchStatus.PENDING, t.c.lease_until < wall).values(lease_until=None))
         stale = s.exec(
             select(t.c.id, t.c.channel, t.c.account_id, t.c.enrollment_id, t.c.playbook, t.c.step_id, t.c.key)
             .where(t.c.status == TouchStatus.SENDING, t.c.lease_until < wall)
@@ -56,27 +86,23 @@ def recover_interrupted(engine: Engine, channels: dict[str, Channel], *, now: da
             if receiver is not None and receiver.dedupes_by_key:
                 s.exec(update(t).where(t.c.id == touch_id).values(status=TouchStatus.PENDING, lease_until=None))
                 counts["resent"] += 1
-            else:
-                reason = f"interrupted while sending; not sent again because the {channel} channel cannot drop a repeat"
-                s.exec(
-                    update(t)
-                    .where(t.c.id == touch_id)
-                    .values(status=TouchStatus.UNKNOWN, reason=reason, lease_until=None)
+                continue
+            reason = f"interrupted while sending; not sent again because the {channel} channel cannot drop a repeat"
+            s.exec(
+                update(t).where(t.c.id == touch_id).values(status=TouchStatus.UNKNOWN, reason=reason, lease_until=None)
+            )
+            s.add(
+                _event(
+                    account_id,
+                    enrollment_id,
+                    playbook,
+                    step_id,
+                    wall,
+                    "unknown",
+                    f"{step_id}: {channel} touch {key}: {reason}",
                 )
-                s.add(
-                    TimelineEvent.model_validate(
-                        {
-                            "account_id": account_id,
-                            "enrollment_id": enrollment_id,
-                            "playbook": playbook,
-                            "step_id": step_id,
-                            "at": wall,
-                            "kind": "unknown",
-                            "summary": f"{step_id}: {channel} touch {key}: {reason}",
-                        }
-                    )
-                )
-                counts["unknown"] += 1
+            )
+            counts["unknown"] += 1
     return counts
 
 
@@ -89,8 +115,8 @@ def deliver(
     enrollment_id: int | None = None,
     policy: DeliveryPolicy | None = None,
 ) -> Counter[str]:
-    """Deliver every pending touch due at ``as_of`` (of one playbook or enrollment, or all).
-    Returns counts by resulting status."""
+    """Deliver every pending touch due at ``as_of`` (of one playbook or enrollment, or all), after
+    the contact policy. Returns counts by what happened (delivered, deferred, suppressed, ...)."""
     scope = {"playbook": playbook, "enrollment_id": enrollment_id}
     return asyncio.run(_deliver(engine, channels, as_of=as_of, scope=scope, policy=policy or DeliveryPolicy()))
 
@@ -108,9 +134,11 @@ async def _deliver(
             if not claimed:
                 break
             seen.update(row["id"] for row in claimed)
-            outcomes = await asyncio.gather(*(_send_one(row, channels, limits, policy) for row in claimed))
-            _record(engine, claimed, outcomes, as_of, policy)
-            counts.update(status for status, _ in outcomes)
+            ready = _apply_contact_policy(engine, claimed, as_of, policy, counts)
+            results = await asyncio.gather(
+                *(_send_and_record(engine, row, channels, limits, as_of, policy) for row in ready)
+            )
+            counts.update(results)
     finally:
         for channel in channels.values():
             await channel.aclose()
@@ -120,38 +148,199 @@ async def _deliver(
 def _claim(
     engine: Engine, as_of: datetime, scope: dict[str, Any], policy: DeliveryPolicy, *, exclude: set[int]
 ) -> list[dict[str, Any]]:
+    """Lease a batch of due pending touches, higher playbook priority first."""
     t = Touch.__table__  # type: ignore[attr-defined]
-    conditions = [t.c.status == TouchStatus.PENDING, or_(t.c.not_before.is_(None), t.c.not_before <= as_of)]
+    wall = utcnow()
+    conditions = [
+        t.c.status == TouchStatus.PENDING,
+        or_(t.c.not_before.is_(None), t.c.not_before <= as_of),
+        or_(t.c.lease_until.is_(None), t.c.lease_until < wall),
+    ]
     conditions += [t.c[name] == value for name, value in scope.items() if value is not None]
     if exclude:
         conditions.append(t.c.id.not_in(exclude))
     due = (
         select(t.c.id)
         .where(and_(*conditions))
-        .order_by(t.c.id)
+        .order_by(t.c.priority.desc(), t.c.id)
         .limit(policy.batch_size)
         .with_for_update(skip_locked=True)
     )
-    wall = utcnow()
     with session(engine) as s:
         rows = s.exec(
             update(t)
             .where(t.c.id.in_(due.scalar_subquery()))
-            .values(
-                status=TouchStatus.SENDING, lease_until=wall + policy.lease, attempts=t.c.attempts + 1, sent_at=wall
+            .values(lease_until=wall + policy.lease)
+            .returning(
+                t.c.id,
+                t.c.key,
+                t.c.channel,
+                t.c.payload,
+                t.c.attempts,
+                t.c.account_id,
+                t.c.contact_id,
+                t.c.enrollment_id,
+                t.c.playbook,
+                t.c.step_id,
+                t.c.priority,
+                t.c.created_at,
             )
-            .returning(t.c.id, t.c.key, t.c.channel, t.c.payload, t.c.attempts, t.c.account_id, t.c.contact_id)
         ).all()  # type: ignore[call-overload]
-    return [dict(row._mapping) for row in rows]
+    return sorted((dict(row._mapping) for row in rows), key=lambda r: (-r["priority"], r["id"]))
 
 
-async def _send_one(
-    row: dict[str, Any], channels: dict[str, Channel], limits: dict[str, asyncio.Semaphore], policy: DeliveryPolicy
-) -> tuple[str, str | None]:
-    """(status, detail) for one touch: delivered, retry, or failed."""
+def _apply_contact_policy(
+    engine: Engine, claimed: list[dict[str, Any]], as_of: datetime, policy: DeliveryPolicy, counts: Counter[str]
+) -> list[dict[str, Any]]:
+    """Decide for every customer touch of the batch; defer or suppress what may not go now.
+
+    Lookups are per batch (contacts, accounts, recent touches, surveys), not per touch. Touches
+    decided "send" count against the cap of later ones in the same batch."""
+    customer = [r for r in claimed if r["channel"] in CUSTOMER_CHANNELS and r["contact_id"] is not None]
+    if not customer:
+        return claimed
+    contact_ids = {r["contact_id"] for r in customer}
+    horizon = as_of - timedelta(days=400)
+    t = Touch.__table__  # type: ignore[attr-defined]
+    with session(engine) as s:
+        contacts = {c.id: c for c in s.exec(select(Contact).where(Contact.id.in_(contact_ids))).scalars()}  # type: ignore[union-attr]
+        accounts = {
+            a.id: a
+            for a in s.exec(select(Account).where(Account.id.in_({c.account_id for c in contacts.values()}))).scalars()
+        }  # type: ignore[union-attr]
+        recent: dict[int, list[datetime]] = defaultdict(list)
+        last_survey: dict[int, datetime] = {}
+        for contact_id, delivered_at, kind in s.exec(
+            select(t.c.contact_id, t.c.delivered_at, t.c.payload["kind"].as_string()).where(
+                t.c.contact_id.in_(contact_ids), t.c.status == TouchStatus.DELIVERED, t.c.delivered_at > horizon
+            )
+        ).all():
+            recent[contact_id].append(delivered_at)
+            if kind == "survey":
+                last_survey[contact_id] = max(delivered_at, last_survey.get(contact_id, delivered_at))
+        for contact_id, answered in s.exec(
+            select(SurveyResponse.contact_id, func.max(SurveyResponse.responded_at))
+            .where(SurveyResponse.contact_id.in_(contact_ids))  # type: ignore[union-attr]
+            .group_by(SurveyResponse.contact_id)
+        ).all():
+            if answered is not None:
+                last_survey[contact_id] = max(answered, last_survey.get(contact_id, answered))
+
+        # touches of higher-priority playbooks waiting for the same contacts keep their place in the cap
+        batch_ids = {r["id"] for r in claimed}
+        waiting: dict[int, list[int]] = defaultdict(list)
+        for contact_id, touch_id, priority in s.exec(
+            select(t.c.contact_id, t.c.id, t.c.priority).where(
+                t.c.contact_id.in_(contact_ids),
+                t.c.status == TouchStatus.PENDING,
+                t.c.channel.in_(CUSTOMER_CHANNELS),
+                or_(t.c.not_before.is_(None), t.c.not_before <= as_of),
+            )
+        ).all():
+            if touch_id not in batch_ids:
+                waiting[contact_id].append(priority)
+
+        ready = [r for r in claimed if r not in customer]
+        for row in customer:
+            contact = contacts.get(row["contact_id"])
+            rules = policy.contact_policy(row["playbook"])
+            if contact is None or rules is None:
+                ready.append(row)
+                continue
+            account = accounts.get(contact.account_id)
+            kind = (row["payload"] or {}).get("kind", "email")
+            blocked = _unsubscribed(contact, kind)
+            zone = contact.timezone or (account.timezone if account else None) or "UTC"
+            decision = decide(
+                as_of=as_of,
+                created_at=row["created_at"],
+                policy=rules,
+                zone=zone,
+                country=account.country if account else None,
+                kind=kind,
+                unsubscribed=blocked,
+                recent=recent[contact.id] + [as_of for p in waiting[contact.id] if p > row["priority"]],
+                last_survey_at=last_survey.get(contact.id),
+            )
+            if decision.action == "send":
+                ready.append(row)
+                recent[contact.id].append(as_of)
+                if kind == "survey":
+                    last_survey[contact.id] = as_of
+                continue
+            values: dict[str, Any] = {"lease_until": None, "reason": decision.reason}
+            if decision.action == "defer":
+                values["not_before"] = decision.until
+            else:
+                values["status"] = TouchStatus.SUPPRESSED
+            s.exec(update(t).where(t.c.id == row["id"]).values(**values))
+            what = "deferred" if decision.action == "defer" else "suppressed"
+            s.add(
+                _event(
+                    row["account_id"],
+                    row["enrollment_id"],
+                    row["playbook"],
+                    row["step_id"],
+                    as_of,
+                    what,
+                    f"{row['step_id']}: {kind} to {contact.email} {what}: {decision.reason}",
+                )
+            )
+            counts[what] += 1
+    return sorted(ready, key=lambda r: (-r["priority"], r["id"]))
+
+
+def _unsubscribed(contact: Contact, kind: str) -> str | None:
+    channels = set(contact.unsubscribed_channels or [])
+    since = f" on {contact.unsubscribed_at:%Y-%m-%d}" if contact.unsubscribed_at else ""
+    if contact.unsubscribed:
+        return f"unsubscribed from everything{since}"
+    for name in ("email", kind):
+        if name in channels:
+            return f"unsubscribed from {name}{since}"
+    return None
+
+
+async def _send_and_record(
+    engine: Engine,
+    row: dict[str, Any],
+    channels: dict[str, Channel],
+    limits: dict[str, asyncio.Semaphore],
+    as_of: datetime,
+    policy: DeliveryPolicy,
+) -> str:
+    """Mark the touch sending (committed), send it, and record the result at once."""
     channel = channels.get(row["channel"])
     if channel is None:
-        return TouchStatus.FAILED, f"no channel {row['channel']!r} is configured"
+        _finish(engine, row, as_of, policy, TouchStatus.FAILED, f"no channel {row['channel']!r} is configured")
+        return TouchStatus.FAILED
+    async with limits.get(row["channel"]) or asyncio.Semaphore(1):
+        if not _mark_sending(engine, row, as_of, policy):
+            return "skipped"  # another worker took it after its lease ran out
+        status, detail = await _send_one(row, channel, policy)
+        _finish(engine, row, as_of, policy, status, detail)
+    return status
+
+
+def _mark_sending(engine: Engine, row: dict[str, Any], as_of: datetime, policy: DeliveryPolicy) -> bool:
+    t = Touch.__table__  # type: ignore[attr-defined]
+    with session(engine) as s:
+        done = s.exec(
+            update(t)
+            .where(t.c.id == row["id"], t.c.status == TouchStatus.PENDING)
+            .values(
+                status=TouchStatus.SENDING,
+                attempts=t.c.attempts + 1,
+                sent_at=as_of,
+                lease_until=utcnow() + policy.lease,
+            )
+        )
+    row["attempts"] += 1
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+async def _send_one(row: dict[str, Any], channel: Channel, policy: DeliveryPolicy) -> tuple[str, str | None]:
+    """(status, detail) for one touch: delivered, retry, or failed."""
     try:
         payload = resolve_secrets(row["payload"])
     except ConfigError as exc:
@@ -163,39 +352,68 @@ async def _send_one(
         attempt=row["attempts"],
         meta={"account_id": row["account_id"], "contact_id": row["contact_id"]},
     )
-    async with limits[row["channel"]]:
-        for attempt in range(1, policy.attempts_now + 1):
-            try:
-                receipt = await channel.send(delivery)
-                return TouchStatus.DELIVERED, receipt.provider_id
-            except RetryableError as exc:
-                if attempt == policy.attempts_now:
-                    return "retry", str(exc)
-                delay = exc.retry_after if exc.retry_after is not None else policy.backoff_base * 2 ** (attempt - 1)
-                await asyncio.sleep(min(policy.backoff_cap, delay) * (1 + random.random() * 0.25))
-            except IntegrationError as exc:
-                return TouchStatus.FAILED, str(exc)
+    for attempt in range(1, policy.attempts_now + 1):
+        try:
+            receipt = await channel.send(delivery)
+            return TouchStatus.DELIVERED, receipt.provider_id
+        except RetryableError as exc:
+            if attempt == policy.attempts_now:
+                return "retry", str(exc)
+            delay = exc.retry_after if exc.retry_after is not None else policy.backoff_base * 2 ** (attempt - 1)
+            await asyncio.sleep(min(policy.backoff_cap, delay) * (1 + random.random() * 0.25))
+        except IntegrationError as exc:
+            return TouchStatus.FAILED, str(exc)
     return "retry", "no attempt made"
 
 
-def _record(
-    engine: Engine,
-    claimed: list[dict[str, Any]],
-    outcomes: list[tuple[str, str | None]],
-    as_of: datetime,
-    policy: DeliveryPolicy,
+def _finish(
+    engine: Engine, row: dict[str, Any], as_of: datetime, policy: DeliveryPolicy, status: str, detail: str | None
 ) -> None:
     t = Touch.__table__  # type: ignore[attr-defined]
-    wall = utcnow()
+    values: dict[str, Any] = {"lease_until": None}
+    if status == TouchStatus.DELIVERED:
+        values.update(status=TouchStatus.DELIVERED, delivered_at=as_of, provider_id=detail, reason=None)
+    elif status == "retry" and row["attempts"] < policy.max_attempts:
+        values.update(status=TouchStatus.PENDING, not_before=as_of + policy.later, reason=f"will retry: {detail}")
+    else:
+        values.update(status=TouchStatus.FAILED, reason=detail)
     with session(engine) as s:
-        for row, (status, detail) in zip(claimed, outcomes, strict=True):
-            values: dict[str, Any] = {"lease_until": None}
-            if status == TouchStatus.DELIVERED:
-                values.update(status=TouchStatus.DELIVERED, delivered_at=wall, provider_id=detail, reason=None)
-            elif status == "retry" and row["attempts"] < policy.max_attempts:
-                values.update(
-                    status=TouchStatus.PENDING, not_before=as_of + policy.later, reason=f"will retry: {detail}"
+        s.exec(
+            update(t)
+            .where(t.c.id == row["id"], t.c.status.in_([TouchStatus.SENDING, TouchStatus.PENDING]))
+            .values(**values)
+        )
+        if values["status"] == TouchStatus.FAILED:
+            s.add(
+                _event(
+                    row["account_id"],
+                    row["enrollment_id"],
+                    row["playbook"],
+                    row["step_id"],
+                    as_of,
+                    "failed",
+                    f"{row['step_id']}: {row['channel']} touch failed: {detail}",
                 )
-            else:
-                values.update(status=TouchStatus.FAILED, reason=detail)
-            s.exec(update(t).where(t.c.id == row["id"], t.c.status == TouchStatus.SENDING).values(**values))
+            )
+
+
+def _event(
+    account_id: int,
+    enrollment_id: int | None,
+    playbook: str | None,
+    step_id: str | None,
+    at: datetime,
+    kind: str,
+    summary: str,
+) -> TimelineEvent:
+    return TimelineEvent.model_validate(
+        {
+            "account_id": account_id,
+            "enrollment_id": enrollment_id,
+            "playbook": playbook,
+            "step_id": step_id,
+            "at": at,
+            "kind": kind,
+            "summary": summary,
+        }
+    )

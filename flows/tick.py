@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,10 +21,12 @@ from sqlalchemy.engine import Connection, Engine
 from integrations.base import Channel
 from integrations.registry import build_channels
 from models import Enrollment, NotFoundError, Settings, Touch, make_engine, require_schema, session, utcnow
+from models.playbook import PolicySpec
 
 from .compiler import CompiledPlaybook, load_playbooks
 from .engine import AdvanceResult, RevisionCache, advance, enroll, settle, sync_revision
-from .outbox import deliver
+from .outbox import DeliveryPolicy, deliver
+from .policy import ContactPolicy, effective_policy, load_policy
 
 __all__ = ["TickReport", "parse_as_of", "run_playbook", "tick"]
 
@@ -101,6 +104,18 @@ def _bind(engine: Engine, dry_run: bool) -> Iterator[Engine | Connection]:
             outer.rollback()
 
 
+def delivery_policy(playbooks: Iterable[CompiledPlaybook], global_policy: PolicySpec) -> DeliveryPolicy:
+    """The outbox settings: the global contact policy, and each playbook's own overrides."""
+    policies: dict[str | None, ContactPolicy] = {None: effective_policy(global_policy, None)}
+    policies.update({pb.id: effective_policy(global_policy, pb.spec.policy) for pb in playbooks})
+    return DeliveryPolicy(contact_policies=policies)
+
+
+def _default_delivery(pb: CompiledPlaybook) -> DeliveryPolicy:
+    folder = Path(pb.file).parent
+    return delivery_policy([pb], load_policy(folder) if folder.is_dir() else PolicySpec())
+
+
 def tick(
     engine: Engine,
     pb: CompiledPlaybook,
@@ -109,8 +124,11 @@ def tick(
     dry_run: bool = False,
     channels: dict[str, Channel] | None = None,
     cache: RevisionCache | None = None,
+    delivery: DeliveryPolicy | None = None,
 ) -> TickReport:
-    """Settle, enroll, advance and deliver for one playbook at ``as_of`` (plain function)."""
+    """Settle, enroll, advance and deliver for one playbook at ``as_of`` (plain function).
+
+    ``delivery`` carries the contact policy; by default the ``policy.yaml`` beside the playbook."""
     cache = cache or RevisionCache()
     cache.current[pb.id] = pb
     report = TickReport(pb.id, pb.revision, as_of.isoformat(), dry_run)
@@ -122,7 +140,8 @@ def tick(
         result = advance(bind, cache, pb.id, as_of, worker=_worker())  # type: ignore[arg-type]
         _fill(report, result)
         if not dry_run and channels is not None:
-            report.delivered = dict(deliver(engine, channels, as_of=as_of, playbook=pb.id))
+            policy = delivery or _default_delivery(pb)
+            report.delivered = dict(deliver(engine, channels, as_of=as_of, playbook=pb.id, policy=policy))
     return report
 
 
@@ -147,6 +166,11 @@ def _load(settings: Settings, playbook: str) -> CompiledPlaybook:
     if playbook not in playbooks:
         raise NotFoundError(f"no playbook {playbook!r} (playbooks: {', '.join(sorted(playbooks))})")
     return playbooks[playbook]
+
+
+def _scheduled_start() -> datetime | None:
+    scheduled = flow_run.scheduled_start_time
+    return datetime.fromtimestamp(scheduled.timestamp(), UTC) if scheduled is not None else None
 
 
 def _run_name() -> str:
@@ -189,7 +213,8 @@ def advance_task(
 
 @task(name="deliver", cache_policy=NO_CACHE)
 def deliver_task(engine: Engine, pb: CompiledPlaybook, as_of: datetime, settings: Settings) -> dict[str, int]:
-    return dict(deliver(engine, build_channels(settings), as_of=as_of, playbook=pb.id))
+    policy = delivery_policy([pb], load_policy(settings.resolved_playbooks_dir()))
+    return dict(deliver(engine, build_channels(settings), as_of=as_of, playbook=pb.id, policy=policy))
 
 
 @task(name="summarize", cache_policy=NO_CACHE)
@@ -228,7 +253,8 @@ def run_playbook(playbook: str, as_of: str | None = None, dry_run: bool = False)
 
     ``as_of`` (ISO 8601) runs the tick at a simulated time; ``dry_run`` keeps nothing and sends nothing."""
     settings = Settings()
-    moment = parse_as_of(as_of)
+    # a scheduled run ticks at its scheduled time, however late a worker picks it up
+    moment = parse_as_of(as_of or _scheduled_start())
     engine = make_engine(settings.database_url)
     require_schema(engine)
     pb = compile_task(playbook)

@@ -115,6 +115,7 @@ def test_accounts_file_is_imported_with_every_value_parsed(db):
         "seats": 1200,
         "health": "green",
         "health_score": None,
+        "health_trend": None,
         "onboarded_at": None,
         "renewed_at": None,
         "cancelled_at": None,

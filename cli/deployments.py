@@ -1,0 +1,103 @@
+"""``retain deployments sync`` (prefect.yaml from the playbooks) and ``retain serve`` (run every
+schedule on this machine, with no setup)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.compiler import load_playbooks
+from flows.deployments import (
+    drain_prefect_workers,
+    local_prefect_server,
+    prefect_yaml_problems,
+    render_prefect_yaml,
+    runner_deployments,
+)
+
+from ._app import app, console, err_console, state
+
+deployments_app = typer.Typer(help="Prefect deployments: one per playbook, on its schedule.", no_args_is_help=True)
+app.add_typer(deployments_app, name="deployments")
+
+
+@deployments_app.command("sync")
+def sync(
+    ctx: typer.Context,
+    check: Annotated[
+        bool, typer.Option("--check", help="Change nothing; exit 1 if the file is out of date (for CI).")
+    ] = False,
+    file: Annotated[Path, typer.Option("--file", help="The file to write.", dir_okay=False)] = Path("prefect.yaml"),
+) -> None:
+    """Write prefect.yaml: one deployment per playbook, with the cron and time zone of its schedule."""
+    playbooks = load_playbooks(state(ctx).playbooks_dir)
+    text = render_prefect_yaml(playbooks.values())
+    current = file.read_text(encoding="utf-8") if file.exists() else None
+    if check:
+        problems = prefect_yaml_problems(current) if current is not None else []
+        for problem in problems:
+            err_console.print(f"{file}: {problem}", markup=False, soft_wrap=True)
+        if current != text:
+            err_console.print(f"{file} is out of date with the playbooks: run `retain deployments sync`", markup=False)
+            raise typer.Exit(1)
+        if problems:
+            raise typer.Exit(1)
+        console.print(f"{file} is up to date ({len(playbooks)} deployments)", markup=False)
+        return
+    if current == text:
+        console.print(f"{file} is up to date ({len(playbooks)} deployments)", markup=False)
+        return
+    file.write_text(text, encoding="utf-8")
+    console.print(f"wrote {file}: {len(playbooks)} deployments ({', '.join(sorted(playbooks))})", markup=False)
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many flow runs at once.")] = None,
+) -> None:
+    """Run every playbook on its schedule, on this machine, until Ctrl-C.
+
+    Uses the Prefect server at PREFECT_API_URL when one is configured; otherwise starts a local
+    one on 127.0.0.1 for as long as this runs (Prefect's ephemeral API has no scheduler)."""
+    from prefect import serve as prefect_serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.prefect_runtime import prefect_environment
+
+    st = state(ctx)
+    st.engine()  # fail now, with the fix to run, if the database has no schema
+    playbooks = load_playbooks(st.playbooks_dir)
+    if not playbooks:
+        console.print(f"no playbooks in {st.playbooks_dir}: nothing to serve", markup=False)
+        raise typer.Exit(1)
+    deployments = runner_deployments(playbooks.values())
+    configured = PREFECT_API_URL.value()
+    with prefect_environment(st.settings):
+        if configured:
+            console.print(f"serving {len(deployments)} playbooks against {configured}", markup=False)
+            prefect_serve(*deployments, limit=limit)
+            return
+        console.print("starting a local Prefect server on 127.0.0.1 …", markup=False)
+        saved = os.environ.get("PREFECT_API_URL")
+        try:
+            with local_prefect_server() as server:
+                # flow runs are subprocesses: they read the environment; this process reads settings
+                os.environ["PREFECT_API_URL"] = server.api_url
+                console.print(
+                    f"Prefect server at {server.api_url.removesuffix('/api')} (Ctrl-C stops both)", markup=False
+                )
+                try:
+                    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+                        prefect_serve(*deployments, limit=limit)
+                finally:
+                    drain_prefect_workers()
+        finally:
+            if saved is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = saved
+        console.print("stopped the local Prefect server", markup=False)
