@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer._click.globals import get_current_context
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
@@ -40,9 +41,16 @@ class State:
         """The configured database; with ``require``, it must hold the current schema."""
         if self._engine is None:
             self._engine = make_engine(self.settings.database_url)
+            context = click_context()
+            if context is not None:  # close connections when the command ends (SQLite tidies its WAL)
+                context.call_on_close(self._engine.dispose)
         if require:
             require_schema(self._engine)
         return self._engine
+
+
+def click_context() -> typer.Context | None:
+    return get_current_context(silent=True)  # type: ignore[no-any-return]
 
 
 def state(ctx: typer.Context) -> State:

@@ -51,7 +51,10 @@ def sync(
         console.print(f"{file} is up to date ({len(playbooks)} deployments)", markup=False)
         return
     file.write_text(text, encoding="utf-8")
-    console.print(f"wrote {file}: {len(playbooks)} deployments ({', '.join(sorted(playbooks))})", markup=False)
+    console.print(
+        f"wrote {file}: {len(playbooks)} playbook deployments ({', '.join(sorted(playbooks))}) and the outbox",
+        markup=False,
+    )
 
 
 @app.command("serve")

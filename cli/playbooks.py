@@ -144,6 +144,68 @@ def show(
     console.print("\n".join(out), soft_wrap=True)
 
 
+@playbooks_app.command("simulate")
+def simulate_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The playbook id.")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Start of the simulation, ISO 8601. Default: now.")
+    ] = None,
+    days: Annotated[
+        int, typer.Option("--days", min=0, max=730, help="How many days to simulate, one tick a day.")
+    ] = 30,
+    fmt: Annotated[Format, typer.Option("--format", help="text for people, json for scripts.")] = Format.text,
+) -> None:
+    """Preview a playbook over the whole book: who would enter, which steps they would reach, the
+    touches by channel, and what the contact policy would defer or suppress and why. Nothing is
+    kept and nothing is sent: it runs on a scratch copy with recording channels."""
+    from flows.policy import load_policy
+    from flows.simulate import simulate
+    from flows.tick import delivery_policy, parse_as_of
+
+    st = state(ctx)
+    pb = find_playbook(ctx, name)
+    delivery = delivery_policy([pb], load_policy(st.playbooks_dir))
+    result = simulate(st.engine(), pb, parse_as_of(as_of), days, delivery)
+    if fmt is Format.json:
+        console.print_json(json.dumps(result.to_dict(), default=str))
+        return
+    console.print(
+        f"[bold]{pb.spec.name}[/bold] ({pb.id}@{pb.revision}): {days} days from {result.start}, nothing kept, nothing sent"
+    )
+    console.print(f"{len(result.entered)} accounts would enter ({result.holdout} in the holdout)")
+    entered = Table(title="Who would enter (first 20)")
+    for column in ("account", "name", "on", "holdout"):
+        entered.add_column(column)
+    for row in result.entered[:20]:
+        entered.add_row(row["account"], row["name"], row["on"], "yes" if row["holdout"] else "")
+    if result.entered:
+        console.print(entered)
+    steps = Table(title="Steps reached (enrollments)")
+    steps.add_column("step")
+    steps.add_column("enrollments", justify="right")
+    for step_id, n in result.steps.items():
+        steps.add_row(step_id, str(n))
+    console.print(steps)
+    touches = Table(title="Touches by channel")
+    touches.add_column("channel")
+    touches.add_column("states")
+    for channel, states in result.touches.items():
+        touches.add_row(channel, ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+    console.print(touches)
+    if result.held_back:
+        held = Table(title="Held back by the contact policy (first 30)")
+        for column in ("account", "step", "state", "why"):
+            held.add_column(column)
+        for row in result.held_back[:30]:
+            held.add_row(row["account"] or "", row["step"] or "", row["state"], row["why"] or "")
+        console.print(held)
+    if result.outcomes:
+        console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items())))
+    for error in result.errors[:10]:
+        console.print(f"[yellow]error:[/yellow] {error}", soft_wrap=True)
+
+
 @playbooks_app.command("schema")
 def schema(
     output: Annotated[

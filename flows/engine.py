@@ -65,6 +65,7 @@ from models.tables import HOLDOUT_BUCKETS
 from ._expr import AUDIENCE, ENROLLMENT, env_for, evaluate, to_sql
 from ._render import markdown_to_html, render_value, template_variables
 from .compiler import CompiledPlaybook, compile_source
+from .policy import unsubscribe_reason
 
 __all__ = [
     "AdvanceResult",
@@ -801,10 +802,8 @@ class _Run:
                     "survey_url": extra["survey_url"],
                     "html": markdown_to_html(text),
                 }
-            reason = None
-            if contact is not None and (contact.unsubscribed or "email" in (contact.unsubscribed_channels or [])):
-                reason = "unsubscribed"
-            elif not to:
+            reason = unsubscribe_reason(contact, payload["kind"]) if contact is not None else None
+            if reason is None and not to:
                 reason = "no address (the account has no CSM email)" if contact is None else "contact has no email"
             self._touch(step, visit, "email", payload, contact, suppressed=reason)
 

@@ -42,7 +42,7 @@ from models import (
     utcnow,
 )
 
-from .policy import ContactPolicy, decide
+from .policy import ContactPolicy, decide, unsubscribe_reason
 
 __all__ = ["CUSTOMER_CHANNELS", "DeliveryPolicy", "deliver", "recover_interrupted"]
 
@@ -249,7 +249,7 @@ def _apply_contact_policy(
                 continue
             account = accounts.get(contact.account_id)
             kind = (row["payload"] or {}).get("kind", "email")
-            blocked = _unsubscribed(contact, kind)
+            blocked = unsubscribe_reason(contact, kind)
             zone = contact.timezone or (account.timezone if account else None) or "UTC"
             decision = decide(
                 as_of=as_of,
@@ -288,17 +288,6 @@ def _apply_contact_policy(
             )
             counts[what] += 1
     return sorted(ready, key=lambda r: (-r["priority"], r["id"]))
-
-
-def _unsubscribed(contact: Contact, kind: str) -> str | None:
-    channels = set(contact.unsubscribed_channels or [])
-    since = f" on {contact.unsubscribed_at:%Y-%m-%d}" if contact.unsubscribed_at else ""
-    if contact.unsubscribed:
-        return f"unsubscribed from everything{since}"
-    for name in ("email", kind):
-        if name in channels:
-            return f"unsubscribed from {name}{since}"
-    return None
 
 
 async def _send_and_record(

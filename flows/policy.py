@@ -20,12 +20,20 @@ import holidays as holiday_calendars
 import pendulum
 from pydantic import ValidationError
 
-from models import PlaybookError, Problem
+from models import Contact, PlaybookError, Problem
 from models.playbook import PolicySpec, parse_max_touches, parse_quiet_hours
 from playbooks._loader import located_problems
 from playbooks._yaml import load_document
 
-__all__ = ["ContactPolicy", "Decision", "decide", "effective_policy", "load_policy", "next_allowed"]
+__all__ = [
+    "ContactPolicy",
+    "Decision",
+    "decide",
+    "effective_policy",
+    "load_policy",
+    "next_allowed",
+    "unsubscribe_reason",
+]
 
 POLICY_FILE = "policy.yaml"
 DEFAULT_MAX_DEFER = timedelta(days=14)
@@ -183,6 +191,18 @@ def decide(
     if allowed - created_at > policy.max_defer:
         return Decision("suppress", reason=f"held back more than {policy.max_defer.days} days ({reason})")
     return Decision("defer", until=allowed, reason=f"deferred to {allowed:%Y-%m-%d %H:%M} UTC: {reason}")
+
+
+def unsubscribe_reason(contact: Contact, kind: str) -> str | None:
+    """Why this contact may not receive a message of ``kind`` (email, survey), or None."""
+    channels = set(contact.unsubscribed_channels or [])
+    since = f" on {contact.unsubscribed_at:%Y-%m-%d}" if contact.unsubscribed_at else ""
+    if contact.unsubscribed:
+        return f"unsubscribed from everything{since}"
+    for name in ("email", kind):
+        if name in channels:
+            return f"unsubscribed from {name}{since}"
+    return None
 
 
 def problems_of(path: Path) -> list[Problem]:

@@ -112,8 +112,8 @@ def delivery_policy(playbooks: Iterable[CompiledPlaybook], global_policy: Policy
 
 
 def _default_delivery(pb: CompiledPlaybook) -> DeliveryPolicy:
-    folder = Path(pb.file).parent
-    return delivery_policy([pb], load_policy(folder) if folder.is_dir() else PolicySpec())
+    source = Path(pb.file)
+    return delivery_policy([pb], load_policy(source.parent) if source.is_file() else PolicySpec())
 
 
 def tick(
@@ -269,3 +269,26 @@ def run_playbook(playbook: str, as_of: str | None = None, dry_run: bool = False)
     summarize_task(report, engine)
     engine.dispose()
     return report.to_dict()
+
+
+@task(name="deliver-all", cache_policy=NO_CACHE)
+def deliver_all_task(engine: Engine, as_of: datetime, settings: Settings) -> dict[str, int]:
+    playbooks = load_playbooks(settings.resolved_playbooks_dir())
+    policy = delivery_policy(playbooks.values(), load_policy(settings.resolved_playbooks_dir()))
+    return dict(deliver(engine, build_channels(settings), as_of=as_of, policy=policy))
+
+
+@flow(name="retain-outbox", log_prints=False)
+def deliver_outbox(as_of: str | None = None) -> dict[str, int]:
+    """Deliver every touch that is due, of every playbook, under the contact policy.
+
+    Ticks deliver what they write; this flow runs every few minutes so that a touch deferred to the
+    end of a contact's quiet hours goes out then, not at the playbook's next tick."""
+    settings = Settings()
+    moment = parse_as_of(as_of or _scheduled_start())
+    engine = make_engine(settings.database_url)
+    require_schema(engine)
+    counts = deliver_all_task(engine, moment, settings)
+    get_run_logger().info("outbox as of %s: %s", moment.isoformat(), ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing due")
+    engine.dispose()
+    return counts

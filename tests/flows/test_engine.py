@@ -629,11 +629,11 @@ def test_unsubscribed_contacts_get_a_suppressed_touch_and_nothing_is_delivered_t
     status = {(t.step_id, t.payload["to"]): (t.status, t.reason) for t in rows}
     assert status == {
         ("note", "ok@example.com"): ("delivered", None),
-        ("note", "all@example.com"): ("suppressed", "unsubscribed"),
-        ("note", "email@example.com"): ("suppressed", "unsubscribed"),
+        ("note", "all@example.com"): ("suppressed", "unsubscribed from everything"),
+        ("note", "email@example.com"): ("suppressed", "unsubscribed from email"),
         ("survey", "ok@example.com"): ("delivered", None),
-        ("survey", "all@example.com"): ("suppressed", "unsubscribed"),
-        ("survey", "email@example.com"): ("suppressed", "unsubscribed"),
+        ("survey", "all@example.com"): ("suppressed", "unsubscribed from everything"),
+        ("survey", "email@example.com"): ("suppressed", "unsubscribed from email"),
     }
     assert sorted(d.payload["to"] for d in email.sent) == ["ok@example.com", "ok@example.com"]
     assert count(engine, TL, TL.c.kind == "suppressed") == 4
