@@ -12,7 +12,7 @@ from rich.table import Table
 
 from flows._describe import mermaid, step_summary
 from flows.compiler import CompiledPlaybook, validate_paths
-from models import NotFoundError
+from models import NotFoundError, Problem
 from models._duration import format_duration
 from models.playbook import json_schema
 
@@ -41,6 +41,7 @@ def validate(
         if not target.exists():
             raise typer.BadParameter(f"no such file or folder: {target}", param_hint="PATHS")
     compiled, problems = validate_paths(targets)
+    problems += _folder_files_problems(targets)
     if fmt is Format.json:
         console.print_json(
             json.dumps(
@@ -64,6 +65,19 @@ def validate(
             console.print(f"{len(compiled)} playbook{'s' * (len(compiled) != 1)} valid: {names}", style="green")
     if problems:
         raise typer.Exit(1)
+
+
+def _folder_files_problems(targets: list[Path]) -> list[Problem]:
+    """A playbooks folder's contact policy and health model are checked with its playbooks."""
+    from flows import health, policy
+
+    problems: list[Problem] = []
+    for folder in (t for t in targets if t.is_dir()):
+        if (folder / "policy.yaml").exists():
+            problems += policy.problems_of(folder / "policy.yaml")
+        if (folder / "health.yaml").exists():
+            problems += health.problems_of(folder / "health.yaml")
+    return problems
 
 
 @playbooks_app.command("list")

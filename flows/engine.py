@@ -66,6 +66,7 @@ from ._expr import AUDIENCE, ENROLLMENT, env_for, evaluate, to_sql
 from ._render import markdown_to_html, render_value, template_variables
 from .compiler import CompiledPlaybook, compile_source
 from .policy import unsubscribe_reason
+from .surveys import survey_link_for
 
 __all__ = [
     "AdvanceResult",
@@ -728,7 +729,7 @@ class _Run:
         *,
         suppressed: str | None = None,
     ) -> None:
-        key = f"{self.pb.id}:{self.e.id}:{step.id}:{visit}" + (f":{contact.id}" if contact else "")
+        key = self._touch_key(step.id, visit, contact)
         values = {
             "key": key,
             "enrollment_id": self.e.id,
@@ -752,6 +753,10 @@ class _Run:
         else:
             self._timeline("touch", f"{step.id}: {channel} to {who} queued", step.id, key=key)
 
+    def _touch_key(self, step_id: str, visit: int, contact: Contact | None) -> str:
+        """The touch's unique key: playbook, enrollment, step, visit and contact."""
+        return f"{self.pb.id}:{self.e.id}:{step_id}:{visit}" + (f":{contact.id}" if contact else "")
+
     def _message(self, step: EmailStep | SurveyStep, visit: int) -> None:
         if isinstance(step, EmailStep) and step.to == "csm":
             targets: list[Contact | None] = [None]
@@ -767,9 +772,8 @@ class _Run:
         for contact in targets:
             extra: dict[str, Any] = {}
             if isinstance(step, SurveyStep):
-                extra["survey_url"] = (
-                    f"survey://{step.survey}/{self.pb.id}:{self.e.id}:{step.id}:{visit}:{contact.id if contact else 0}"
-                )
+                # the signed link carries the touch key, so an answer finds its touch (and marks it replied)
+                extra["survey_url"] = survey_link_for(self._touch_key(step.id, visit, contact))
             variables = template_variables(
                 self.pb, self.account, now=self.as_of, enrollment=self.e, contact=contact, step_id=step.id, extra=extra
             )
