@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["BUNDLED_PLAYBOOKS_DIR", "Settings", "get_settings"]
@@ -25,6 +25,30 @@ class Settings(BaseSettings):
     outbox_dir: Path = Path("retain-outbox")
     #: HMAC key that signs every webhook body (X-Retain-Signature)
     webhook_signing_secret: SecretStr | None = None
+
+    # --- email (SMTP); without ``smtp_url`` email goes to the file channel ---
+    #: ``smtp://user:pass@host:587`` (STARTTLS when offered), ``smtps://user:pass@host:465`` (implicit
+    #: TLS), ``smtp://host:1025?starttls=false`` (a trusted local relay); user and password URL-encoded
+    smtp_url: SecretStr | None = None
+    #: at most this many SMTP connections open at once, each reused across messages
+    smtp_connections: int = Field(default=2, ge=1, le=20)
+    #: the From header, e.g. ``Acme Success <success@acme.com>``; required with ``smtp_url``
+    email_from: str | None = None
+    #: base of the one-click unsubscribe link (``List-Unsubscribe``): ``<url>?t=<token>``
+    unsubscribe_url: str | None = None
+    #: HMAC key of the unsubscribe tokens; required with ``unsubscribe_url``
+    unsubscribe_secret: SecretStr | None = None
+
+    # --- Slack: an incoming webhook, or a bot token (which can also message people by email) ---
+    slack_webhook_url: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    # --- CRM tasks (a HubSpot-shaped API); without ``crm_token`` tasks go to the file channel ---
+    crm_url: str = "https://api.hubapi.com"
+    crm_token: SecretStr | None = None
+    #: the company property that holds an account's external id
+    crm_company_id_property: str = "retain_external_id"
 
     def resolved_playbooks_dir(self) -> Path:
         if self.playbooks_dir is not None:
