@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from aiolimiter import AsyncLimiter
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Engine
 
@@ -33,6 +34,7 @@ from models import (
     ConfigError,
     Contact,
     IntegrationError,
+    MaybeDeliveredError,
     RetryableError,
     SurveyResponse,
     TimelineEvent,
@@ -126,7 +128,7 @@ async def _deliver(
 ) -> Counter[str]:
     counts: Counter[str] = Counter()
     recover_interrupted(engine, channels)
-    limits = {name: asyncio.Semaphore(policy.concurrency) for name in channels}
+    limits = {name: _Limits.of(channel, policy) for name, channel in channels.items()}
     seen: set[int] = set()
     try:
         while True:
@@ -303,12 +305,27 @@ async def _send_and_record(
     if channel is None:
         _finish(engine, row, as_of, policy, TouchStatus.FAILED, f"no channel {row['channel']!r} is configured")
         return TouchStatus.FAILED
-    async with limits.get(row["channel"]) or asyncio.Semaphore(1):
+    limit = limits[row["channel"]]
+    async with limit.in_flight:
         if not _mark_sending(engine, row, as_of, policy):
             return "skipped"  # another worker took it after its lease ran out
-        status, detail = await _send_one(row, channel, policy)
-        _finish(engine, row, as_of, policy, status, detail)
+        status, detail, retry_in = await _send_one(row, channel, policy, limit)
+        _finish(engine, row, as_of, policy, status, detail, retry_in)
     return status
+
+
+@dataclass
+class _Limits:
+    """How hard one channel may be pushed: requests in flight, and requests per second."""
+
+    in_flight: asyncio.Semaphore
+    rate: AsyncLimiter | None
+
+    @classmethod
+    def of(cls, channel: Channel, policy: DeliveryPolicy) -> _Limits:
+        in_flight = min(policy.concurrency, int(getattr(channel, "max_in_flight", policy.concurrency)))
+        per_second = getattr(channel, "max_per_second", None)
+        return cls(asyncio.Semaphore(max(1, in_flight)), AsyncLimiter(per_second, 1) if per_second else None)
 
 
 def _mark_sending(engine: Engine, row: dict[str, Any], as_of: datetime, policy: DeliveryPolicy) -> bool:
@@ -328,12 +345,14 @@ def _mark_sending(engine: Engine, row: dict[str, Any], as_of: datetime, policy: 
     return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
-async def _send_one(row: dict[str, Any], channel: Channel, policy: DeliveryPolicy) -> tuple[str, str | None]:
-    """(status, detail) for one touch: delivered, retry, or failed."""
+async def _send_one(
+    row: dict[str, Any], channel: Channel, policy: DeliveryPolicy, limit: _Limits
+) -> tuple[str, str | None, float | None]:
+    """(status, detail, retry in seconds) for one touch: delivered, retry, unknown or failed."""
     try:
         payload = resolve_secrets(row["payload"])
     except ConfigError as exc:
-        return TouchStatus.FAILED, str(exc)
+        return TouchStatus.FAILED, str(exc), None
     delivery = Delivery(
         row["key"],
         row["channel"],
@@ -343,27 +362,54 @@ async def _send_one(row: dict[str, Any], channel: Channel, policy: DeliveryPolic
     )
     for attempt in range(1, policy.attempts_now + 1):
         try:
+            if limit.rate is not None:
+                await limit.rate.acquire()
             receipt = await channel.send(delivery)
-            return TouchStatus.DELIVERED, receipt.provider_id
-        except RetryableError as exc:
+            return TouchStatus.DELIVERED, receipt.provider_id, None
+        except MaybeDeliveredError as exc:
+            if not channel.dedupes_by_key:
+                return (
+                    TouchStatus.UNKNOWN,
+                    f"may have been delivered ({exc}); not sent again because the {row['channel']} channel cannot drop a repeat",
+                    None,
+                )
             if attempt == policy.attempts_now:
-                return "retry", str(exc)
-            delay = exc.retry_after if exc.retry_after is not None else policy.backoff_base * 2 ** (attempt - 1)
-            await asyncio.sleep(min(policy.backoff_cap, delay) * (1 + random.random() * 0.25))
+                return "retry", str(exc), None
+            await asyncio.sleep(_backoff(policy, attempt))
+        except RetryableError as exc:
+            if exc.retry_after is not None and exc.retry_after > policy.backoff_cap:
+                return "retry", str(exc), exc.retry_after  # the receiver asked for a long pause: come back then
+            if attempt == policy.attempts_now:
+                return "retry", str(exc), None
+            await asyncio.sleep(exc.retry_after if exc.retry_after is not None else _backoff(policy, attempt))
         except IntegrationError as exc:
-            return TouchStatus.FAILED, str(exc)
-    return "retry", "no attempt made"
+            return TouchStatus.FAILED, str(exc), None
+    return "retry", "no attempt made", None
+
+
+def _backoff(policy: DeliveryPolicy, attempt: int) -> float:
+    """Exponential backoff with jitter, capped."""
+    return min(policy.backoff_cap, policy.backoff_base * 2 ** (attempt - 1)) * (1 + random.random() * 0.25)
 
 
 def _finish(
-    engine: Engine, row: dict[str, Any], as_of: datetime, policy: DeliveryPolicy, status: str, detail: str | None
+    engine: Engine,
+    row: dict[str, Any],
+    as_of: datetime,
+    policy: DeliveryPolicy,
+    status: str,
+    detail: str | None,
+    retry_in: float | None = None,
 ) -> None:
     t = Touch.__table__  # type: ignore[attr-defined]
     values: dict[str, Any] = {"lease_until": None}
     if status == TouchStatus.DELIVERED:
         values.update(status=TouchStatus.DELIVERED, delivered_at=as_of, provider_id=detail, reason=None)
     elif status == "retry" and row["attempts"] < policy.max_attempts:
-        values.update(status=TouchStatus.PENDING, not_before=as_of + policy.later, reason=f"will retry: {detail}")
+        later = timedelta(seconds=retry_in) if retry_in is not None else policy.later
+        values.update(status=TouchStatus.PENDING, not_before=as_of + later, reason=f"will retry: {detail}")
+    elif status == TouchStatus.UNKNOWN:
+        values.update(status=TouchStatus.UNKNOWN, reason=detail)
     else:
         values.update(status=TouchStatus.FAILED, reason=detail)
     with session(engine) as s:
@@ -372,7 +418,7 @@ def _finish(
             .where(t.c.id == row["id"], t.c.status.in_([TouchStatus.SENDING, TouchStatus.PENDING]))
             .values(**values)
         )
-        if values["status"] == TouchStatus.FAILED:
+        if values["status"] in (TouchStatus.FAILED, TouchStatus.UNKNOWN):
             s.add(
                 _event(
                     row["account_id"],
@@ -381,7 +427,7 @@ def _finish(
                     row["step_id"],
                     as_of,
                     "failed",
-                    f"{row['step_id']}: {row['channel']} touch failed: {detail}",
+                    f"{row['step_id']}: {row['channel']} touch {values['status']}: {detail}",
                 )
             )
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from models import IntegrationError, RetryableError
+from models import IntegrationError, MaybeDeliveredError, RetryableError
 
 __all__ = ["make_client", "raise_for_answer", "retry_after_seconds", "translate_transport_error"]
 
@@ -57,5 +57,9 @@ def raise_for_answer(response: httpx.Response, what: str) -> None:
 
 
 def translate_transport_error(exc: httpx.HTTPError, what: str) -> RetryableError:
-    """Timeouts and connection failures are worth another attempt."""
-    return RetryableError(f"{what}: {type(exc).__name__}: {exc}")
+    """Failing to connect is worth another attempt; losing the answer after the request left means
+    it may have been delivered (the outbox then re-sends only to receivers that drop repeats)."""
+    message = f"{what}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return RetryableError(message)
+    return MaybeDeliveredError(message)

@@ -36,6 +36,9 @@ class Channel(Protocol):
     timeouts) and :class:`models.IntegrationError` for permanent failures, with the receiver's answer.
     ``dedupes_by_key``: the receiver drops a second delivery with the same key, so a touch whose
     send was interrupted by a crash can safely be sent again. Otherwise it is marked ``unknown``.
+
+    A channel may also say how hard it may be pushed (the outbox honours both when present):
+    ``max_in_flight`` (requests at once) and ``max_per_second`` (the provider's rate limit).
     """
 
     name: str

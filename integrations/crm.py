@@ -54,6 +54,7 @@ class CrmTaskChannel:
 
     name = "crm"
     dedupes_by_key = False  # the CRM creates a second task for a repeat
+    max_per_second = 5.0  # HubSpot private apps: well under the 10-per-second burst limit
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiosmtplib
 
-from models import ConfigError, IntegrationError, RetryableError
+from models import ConfigError, IntegrationError, MaybeDeliveredError, RetryableError
 
 from .base import Delivery, Receipt
 
@@ -182,6 +182,7 @@ class SmtpEmailChannel:
         self._unsubscribe_url = unsubscribe_url
         self._unsubscribe_secret = unsubscribe_secret
         self._size = max(1, connections)
+        self.max_in_flight = self._size  # one message per pooled connection
         self._timeout = timeout
         self._tls_context = tls_context
         self._pool: _Connections | None = None
@@ -242,8 +243,10 @@ class SmtpEmailChannel:
         pool = self._connections()
         async with pool.slots:
             client: aiosmtplib.SMTP | None = None
+            connected = False
             try:
                 client = await self._checkout(pool)
+                connected = True
                 refused, reply = await client.sendmail(
                     self.sender_address, recipients, raw, mail_options=["SMTPUTF8"] if utf8 else None
                 )
@@ -251,7 +254,7 @@ class SmtpEmailChannel:
                 if client is not None:
                     _abort(client)  # the session's state is unknown: never reuse it
                 if isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError | ValueError):
-                    raise self._translate(exc, where) from exc
+                    raise self._translate(exc, where, sending=client is not None and connected) from exc
                 raise
             pool.idle.append((client, time.monotonic()))
         detail = reply
@@ -306,8 +309,9 @@ class SmtpEmailChannel:
             raise
         return client
 
-    def _translate(self, exc: BaseException, where: str) -> IntegrationError:
-        """SMTP 4xx, lost connections and timeouts are worth another attempt; 5xx replies are not."""
+    def _translate(self, exc: BaseException, where: str, *, sending: bool = False) -> IntegrationError:
+        """SMTP 4xx, lost connections and timeouts are worth another attempt; 5xx replies are not.
+        A connection lost or timed out while the message was being sent may have delivered it."""
         if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
             replies = [(r.code, f"{r.recipient}: {r.code} {r.message}") for r in exc.recipients]
             text = self._redact("; ".join(reply for _, reply in replies))
@@ -323,7 +327,10 @@ class SmtpEmailChannel:
                 return IntegrationError(message, status_code=exc.code, response=text)
             return RetryableError(message, status_code=exc.code, response=text)
         if isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPConnectError | OSError | TimeoutError):
-            return RetryableError(f"{where}: {type(exc).__name__}: {self._redact(str(exc))}")
+            message = f"{where}: {type(exc).__name__}: {self._redact(str(exc))}"
+            if sending and not isinstance(exc, aiosmtplib.SMTPConnectError):
+                return MaybeDeliveredError(message)
+            return RetryableError(message)
         # SMTPNotSupported (e.g. SMTPUTF8), no AUTH offered, an address that cannot be sent
         return IntegrationError(f"{where}: {self._redact(str(exc))}")
 

@@ -35,6 +35,7 @@ class SlackChannel:
 
     name = "slack"
     dedupes_by_key = False  # Slack posts a repeated message again
+    max_per_second = 1.0  # Slack: about one message a second per channel
 
     def __init__(
         self,

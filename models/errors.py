@@ -12,6 +12,8 @@ exits 1, without a traceback. Third-party errors are translated where they enter
     +-- DataImportError        a CSV file with bad rows (carries every RowProblem at once)
     +-- IntegrationError       a channel or outside system that failed
         +-- RetryableError     429, 5xx, timeouts: worth another attempt
+            +-- MaybeDeliveredError  the request left, and its fate is unknown (a timeout
+                                     waiting for the answer, a connection dropped mid-reply)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "DataImportError",
     "ExpressionError",
     "IntegrationError",
+    "MaybeDeliveredError",
     "NotFoundError",
     "PlaybookError",
     "Problem",
@@ -152,3 +155,10 @@ class RetryableError(IntegrationError):
     ) -> None:
         super().__init__(message, status_code=status_code, response=response)
         self.retry_after = retry_after
+
+
+class MaybeDeliveredError(RetryableError):
+    """The message left but no answer came back: it may have been delivered.
+
+    The outbox tries again only through a channel whose receiver drops a repeat of the same key;
+    otherwise the touch is marked ``unknown`` rather than risk sending it twice."""
