@@ -316,7 +316,7 @@ def record_revenue_outcomes(
     for event in events:
         account_id = accounts[event.account][0]
         kinds[event.kind] += 1
-        chosen = [
+        chosen: list[tuple[int | None, str | None]] = [
             (e, p)
             for e, p, started, ended in enrollments.get(account_id, ())
             if window.covers(started, ended, event.occurred_at)
@@ -353,6 +353,8 @@ def record_revenue_outcomes(
         identity = (row.account_id, _key_of(row.note), row.enrollment_id)
         want = wanted.pop(identity, None)
         if want is None:
+            if _key_of(row.note).rsplit(":", 1)[-1] > result.through:
+                continue  # a month this run does not judge (an earlier as_of): left as it is
             stale.append(row.id)
         elif (row.note, row.arr_delta_cents, row.occurred_at, row.playbook) != (
             want["note"],
@@ -851,7 +853,10 @@ def _funnel(
         ).scalar_one()
     known = shape.steps if shape is not None else []
     known_ids = {step_id for step_id, _ in known}
-    extra = sorted((step for step in reached if step not in known_ids), key=lambda step: first_seen[step])
+    # steps the stored revision does not name (or no revision is stored): the most reached first
+    extra = sorted(
+        (step for step in reached if step not in known_ids), key=lambda step: (-reached[step], first_seen[step])
+    )
     for step_id, kind in [*known, *((step, "step") for step in extra)]:
         stages.append(FunnelStep(step_id, kind, reached[step_id], share(reached[step_id])))
     goal_name = f"goal: {shape.goal}" if shape is not None and shape.goal else "goal"

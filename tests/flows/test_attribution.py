@@ -362,6 +362,11 @@ def test_revenue_outcomes_are_recorded_attributed_and_idempotent(engine: Engine)
         notes = s.exec(select(Outcome.note).where(Outcome.account_id == churned, Outcome.source == "revenue")).scalars()
     assert [note.split(" ", 1)[0] for note in notes if note] == ["revenue:churned:2027-04"]
 
+    # a run as of an earlier day judges fewer months and leaves the later ones alone
+    with session(engine) as s:
+        earlier = record_revenue_outcomes(s, at("2027-03-20T00:00:00"))
+    assert (earlier.through, earlier.removed) == ("2027-03", 0)
+
 
 def test_attribution_after_the_enrollment_ended(sqlite_engine: Engine) -> None:
     groups = build_book(sqlite_engine, per_group=5)
