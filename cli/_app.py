@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer._click.globals import get_current_context
 from rich.console import Console
 from sqlalchemy.engine import Engine
+from typer._click.globals import get_current_context
 
 from models import Settings, make_engine, require_schema
 

@@ -52,7 +52,7 @@ def sync(
         return
     file.write_text(text, encoding="utf-8")
     console.print(
-        f"wrote {file}: {len(playbooks)} playbook deployments ({', '.join(sorted(playbooks))}), the outbox and health scores",
+        f"wrote {file}: {len(playbooks)} playbook deployments ({', '.join(sorted(playbooks))}), the outbox, health scores and reports",
         markup=False,
     )
 

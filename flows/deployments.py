@@ -54,6 +54,9 @@ OUTBOX_ENTRYPOINT = "flows/tick.py:deliver_outbox"
 #: the outbox drains every five minutes, so deferred touches go out when their quiet hours end
 OUTBOX_CRON = "*/5 * * * *"
 HEALTH_ENTRYPOINT = "flows/health.py:health"
+REPORTS_ENTRYPOINT = "flows/reports.py:report_flow"
+#: reports (revenue outcomes, retention, lift, surveys, health) once a day, after health scores
+REPORTS_CRON = "0 6 * * *"
 #: health scores once a day, early, before the playbooks' business-hours ticks read them
 HEALTH_CRON = "0 5 * * *"
 HEADER = (
@@ -103,6 +106,16 @@ def deployment_specs(playbooks: Iterable[CompiledPlaybook]) -> list[dict[str, An
             "entrypoint": HEALTH_ENTRYPOINT,
             "parameters": {},
             "schedules": [{"cron": HEALTH_CRON, "timezone": "UTC", "active": True}],
+        }
+    )
+    specs.append(
+        {
+            "name": "reports",
+            "description": "Record revenue outcomes and publish retention, playbook lift, survey and health reports",
+            "tags": ["retain", "reports"],
+            "entrypoint": REPORTS_ENTRYPOINT,
+            "parameters": {},
+            "schedules": [{"cron": REPORTS_CRON, "timezone": "UTC", "active": True}],
         }
     )
     return specs
@@ -240,9 +253,15 @@ def runner_deployments(playbooks: Iterable[CompiledPlaybook]) -> list[Any]:
     from prefect.schedules import Cron
 
     from .health import health
+    from .reports import report_flow
     from .tick import deliver_outbox, run_playbook
 
-    flows = {ENTRYPOINT: run_playbook, OUTBOX_ENTRYPOINT: deliver_outbox, HEALTH_ENTRYPOINT: health}
+    flows = {
+        ENTRYPOINT: run_playbook,
+        OUTBOX_ENTRYPOINT: deliver_outbox,
+        HEALTH_ENTRYPOINT: health,
+        REPORTS_ENTRYPOINT: report_flow,
+    }
     result = []
     for spec in deployment_specs(playbooks):
         schedules = [Cron(s["cron"], timezone=s["timezone"]) for s in spec["schedules"]]

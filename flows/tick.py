@@ -244,6 +244,10 @@ def summarize_task(report: TickReport, engine: Engine) -> TickReport:
     create_markdown_artifact(
         markdown=markdown, key=f"tick-{report.playbook.replace('_', '-')}", description=report.line()
     )
+    if not report.dry_run:
+        from .reports import publish_playbook_artifacts  # the playbook's funnel and lift, as of this tick
+
+        publish_playbook_artifacts(engine, report.playbook, parse_as_of(report.as_of))
     return report
 
 
@@ -289,6 +293,10 @@ def deliver_outbox(as_of: str | None = None) -> dict[str, int]:
     engine = make_engine(settings.database_url)
     require_schema(engine)
     counts = deliver_all_task(engine, moment, settings)
-    get_run_logger().info("outbox as of %s: %s", moment.isoformat(), ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing due")
+    get_run_logger().info(
+        "outbox as of %s: %s",
+        moment.isoformat(),
+        ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing due",
+    )
     engine.dispose()
     return counts

@@ -20,6 +20,7 @@ from flows.compiler import load_playbooks
 from flows.deployments import (
     ENTRYPOINT,
     HEALTH_CRON,
+    REPORTS_CRON,
     OUTBOX_CRON,
     OUTBOX_ENTRYPOINT,
     deployment_specs,
@@ -57,7 +58,7 @@ def test_the_text_is_deterministic(shipped: dict[str, object]) -> None:
 def test_one_deployment_per_playbook_with_its_schedule(shipped: dict[str, object]) -> None:
     data = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
     deployments = {d["name"]: d for d in data["deployments"]}
-    assert set(deployments) == {*shipped, "outbox", "health"}
+    assert set(deployments) == {*shipped, "outbox", "health", "reports"}
     outbox = deployments["outbox"]
     assert outbox["entrypoint"] == OUTBOX_ENTRYPOINT and outbox["parameters"] == {}
     assert outbox["schedules"] == [{"cron": OUTBOX_CRON, "timezone": "UTC", "active": True}]
@@ -79,11 +80,12 @@ def test_prefects_own_loader_reads_every_deployment_and_schedule(shipped: dict[s
     from rich.console import Console
 
     configs, _ = _load_deploy_configs_and_actions(PREFECT_YAML, console=Console(quiet=True))
-    assert sorted(c["name"] for c in configs) == sorted([*shipped, "outbox", "health"])
+    assert sorted(c["name"] for c in configs) == sorted([*shipped, "outbox", "health", "reports"])
     for config in configs:
-        if config["name"] in ("outbox", "health"):
+        if config["name"] in ("outbox", "health", "reports"):
             (schedule,) = [_schedule_config_to_deployment_schedule(s) for s in config["schedules"]]
-            assert schedule["schedule"].cron == (OUTBOX_CRON if config["name"] == "outbox" else HEALTH_CRON)
+            crons = {"outbox": OUTBOX_CRON, "health": HEALTH_CRON, "reports": REPORTS_CRON}
+            assert schedule["schedule"].cron == crons[config["name"]]
             continue
         assert config["entrypoint"] == ENTRYPOINT and config["parameters"] == {"playbook": config["name"]}
         (schedule,) = [_schedule_config_to_deployment_schedule(s) for s in config["schedules"]]
@@ -142,16 +144,17 @@ def test_playbooks_without_a_schedule_get_a_deployment_without_schedules(shipped
     pb = compile_source(
         "playbook: manual\nname: Manual\nlifecycle: custom\naudience: 'true'\nsteps:\n  - id: done\n    kind: exit\n"
     )
-    spec, outbox, health = deployment_specs([pb])
-    assert spec["schedules"] == [] and (outbox["name"], health["name"]) == ("outbox", "health")
+    spec, *others = deployment_specs([pb])
+    assert spec["schedules"] == [] and [o["name"] for o in others] == ["outbox", "health", "reports"]
     assert prefect_yaml_problems(render_prefect_yaml([pb]), root=ROOT) == []
 
 
 def test_runner_deployments_carry_cron_and_time_zone(shipped: dict[str, object]) -> None:
     deployments = {d.name: d for d in runner_deployments(shipped.values())}  # type: ignore[arg-type]
-    assert set(deployments) == {*shipped, "outbox", "health"}
+    assert set(deployments) == {*shipped, "outbox", "health", "reports"}
     assert deployments["outbox"].entrypoint.endswith("tick.py:deliver_outbox")  # type: ignore[union-attr]
     assert deployments["health"].entrypoint.endswith("health.py:health")  # type: ignore[union-attr]
+    assert deployments["reports"].entrypoint.endswith("reports.py:report_flow")  # type: ignore[union-attr]
     renewal = deployments["renewal"]
     assert renewal.parameters == {"playbook": "renewal"}
     assert renewal.entrypoint is not None and renewal.entrypoint.endswith("tick.py:run_playbook")
