@@ -20,9 +20,9 @@ from flows.compiler import load_playbooks
 from flows.deployments import (
     ENTRYPOINT,
     HEALTH_CRON,
-    REPORTS_CRON,
     OUTBOX_CRON,
     OUTBOX_ENTRYPOINT,
+    REPORTS_CRON,
     deployment_specs,
     local_prefect_server,
     prefect_yaml_problems,
