@@ -45,7 +45,17 @@ class WebhookChannel:
 
     def __init__(self, *, signing_secret: str | None = None, client: httpx.AsyncClient | None = None) -> None:
         self._secret = signing_secret
-        self._client = client or make_client()
+        self._given = client  # a client passed in is the caller's to close
+        self._own: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        """The client: the one passed in, or our own, made again after aclose() (each delivery run
+        has its own event loop, and a client belongs to the loop it was used on)."""
+        if self._given is not None:
+            return self._given
+        if self._own is None or self._own.is_closed:
+            self._own = make_client()
+        return self._own
 
     async def send(self, delivery: Delivery) -> Receipt:
         payload = delivery.payload
@@ -62,11 +72,13 @@ class WebhookChannel:
         # name the host only: paths and queries of webhook URLs often hold tokens
         what = f"webhook {payload.get('method', 'POST')} {target.scheme}://{target.host}"
         try:
-            response = await self._client.request(payload.get("method", "POST"), url, content=body, headers=headers)
+            response = await self._http().request(payload.get("method", "POST"), url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise translate_transport_error(exc, what) from exc
         raise_for_answer(response, what)
         return Receipt(provider_id=response.headers.get("X-Request-Id"), detail=f"HTTP {response.status_code}")
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._own is not None:
+            await self._own.aclose()
+            self._own = None

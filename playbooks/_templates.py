@@ -12,11 +12,11 @@ import difflib
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import pendulum
-from jinja2 import BaseLoader, StrictUndefined, TemplateSyntaxError, meta, nodes, pass_context
+from jinja2 import BaseLoader, StrictUndefined, Template, TemplateSyntaxError, meta, nodes, pass_context
 from jinja2.exceptions import TemplateAssertionError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.runtime import Context
@@ -142,10 +142,16 @@ def check_template(source: str, *, allowed: frozenset[str] = TEMPLATE_VARIABLES)
     return sorted(set(problems))
 
 
+@lru_cache(maxsize=512)
+def _compiled(source: str) -> Template:
+    return environment().from_string(source)
+
+
 def render(source: str, variables: Mapping[str, Any]) -> str:
-    """Render a template in the sandbox; any failure becomes a :class:`TemplateError`."""
+    """Render a template in the sandbox (compiled once per source); any failure becomes a
+    :class:`TemplateError`."""
     try:
-        return environment().from_string(source).render(**variables)
+        return _compiled(source).render(**variables)
     except JinjaTemplateError as exc:
         raise TemplateError(f"template failed to render: {exc}", lineno=getattr(exc, "lineno", None)) from exc
 
