@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from sqlalchemy.engine import Engine
+from typer._click.core import Context as ClickContext
 from typer._click.globals import get_current_context
 
 from models import Settings, make_engine, require_schema
@@ -49,8 +50,8 @@ class State:
         return self._engine
 
 
-def click_context() -> typer.Context | None:
-    return get_current_context(silent=True)  # type: ignore[no-any-return]
+def click_context() -> ClickContext | None:
+    return get_current_context(silent=True)
 
 
 def state(ctx: typer.Context) -> State:

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
@@ -168,7 +168,9 @@ def _check_fields(doc: Document, expressions: dict[DataPath, Expr]) -> list[Prob
         if model is None or not isinstance(mapping, dict):
             continue
         label, step_id = (
-            step_label(data, place[1]) if place and place[0] == "steps" else (".".join(map(str, place)), None)
+            step_label(data, cast(int, place[1]))
+            if place and place[0] == "steps"
+            else (".".join(map(str, place)), None)
         )
         for key, marker in _marked_fields(model):
             if key not in mapping:
@@ -233,9 +235,9 @@ def _check_template_files(
     for i, step in enumerate(data.get("steps") or []):
         if (
             not isinstance(step, dict)
-            or STEP_MODELS.get(step.get("kind")) is None
+            or STEP_MODELS.get(step.get("kind")) is None  # type: ignore[arg-type]
             or not isinstance(step.get("template"), str)
-        ):  # type: ignore[arg-type]
+        ):
             continue
         name = step["template"]
         label, step_id = step_label(data, i)

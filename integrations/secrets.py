@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, cast
 
 from models import ConfigError
 
@@ -41,7 +41,7 @@ def resolve_secret(name: str) -> str:
     try:
         from prefect.blocks.system import Secret
 
-        loaded = Secret.load(block, _sync=True)  # type: ignore[call-arg]
+        loaded = cast(Secret, Secret.load(block, _sync=True))  # type: ignore[call-arg]
         return str(loaded.get())
     except Exception:  # no Prefect API, no such block: report both places below
         pass

@@ -542,12 +542,9 @@ def _loops_without_wait(spec: PlaybookSpec) -> list[tuple[Path, str]]:
                 if frozenset(cycle) not in reported:
                     reported.add(frozenset(cycle))
                     names = " -> ".join(spec.steps[k].id for k in [*cycle, nxt])
-                    key = (
-                        "then"
-                        if isinstance(spec.steps[node], BranchStep) and spec.steps[node].then == spec.steps[nxt].id
-                        else None
-                    )
-                    if key is None and isinstance(spec.steps[node], BranchStep):
+                    step = spec.steps[node]
+                    key = "then" if isinstance(step, BranchStep) and step.then == spec.steps[nxt].id else None
+                    if key is None and isinstance(step, BranchStep):
                         key = "else"
                     where: Path = ("steps", node, key) if key else ("steps", node, "id")
                     problems.append(

@@ -86,7 +86,7 @@ def _get(data: Any, path: Path) -> Any:
         if (isinstance(data, dict) and part in data) or (
             isinstance(data, list) and isinstance(part, int) and part < len(data)
         ):
-            data = data[part]
+            data = data[part]  # type: ignore[index]  # a dict's key, or an int within a list
         else:
             return None
     return data

@@ -9,11 +9,11 @@ validation, not in front of a customer.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, cast
 
 import pendulum
 from jinja2 import BaseLoader, StrictUndefined, Template, TemplateSyntaxError, meta, nodes, pass_context
@@ -117,7 +117,8 @@ def check_template(source: str, *, allowed: frozenset[str] = TEMPLATE_VARIABLES)
     try:
         env.compile(ast)
     except TemplateAssertionError as exc:  # e.g. an unknown filter
-        hint = _did_you_mean(exc.message.split("'")[1], env.filters) if "No filter named" in (exc.message or "") else ""
+        message = exc.message or ""
+        hint = _did_you_mean(message.split("'")[1], env.filters) if "No filter named" in message else ""
         return [(exc.lineno or 1, f"template: {exc.message}{hint}")]
     problems: list[tuple[int, str]] = []
     for name in sorted(meta.find_undeclared_variables(ast)):
@@ -127,7 +128,8 @@ def check_template(source: str, *, allowed: frozenset[str] = TEMPLATE_VARIABLES)
             problems.append(
                 (lineno, f"unknown template variable {name!r}{hint}; available: {', '.join(sorted(allowed))}")
             )
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+    found = ast.find_all((nodes.Getattr, nodes.Getitem))  # typed as their common base, Expr
+    for node in cast(Iterator[nodes.Getattr | nodes.Getitem], found):
         attr = node.attr if isinstance(node, nodes.Getattr) else _const_key(node)
         if attr is None:
             continue
