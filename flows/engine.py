@@ -411,24 +411,44 @@ def _advance_batch(s: Session, cache: RevisionCache, ids: list[int], as_of: date
         .all()
     ):
         contacts.setdefault(c.account_id, []).append(c)
+    writes = _Writes(s)
     for enrollment in enrollments:
         result.enrollments += 1
         account = accounts[enrollment.account_id]
         savepoint = s.begin_nested()
         try:
             pb = cache.get(s, enrollment.playbook, enrollment.revision)
-            _Run(s, pb, enrollment, account, contacts.get(account.id, []), as_of, result).wake()
+            run = _Run(s, pb, enrollment, account, contacts.get(account.id, []), as_of, result, writes)
+            run.wake()
             enrollment.claimed_by = None
             s.add(enrollment)
             s.flush()
             savepoint.commit()
+            writes.timeline += run.timeline  # kept only once the enrollment's own writes are
         except SQLAlchemyError:
             raise  # the database failed, not this enrollment: the whole batch is rolled back and retried
         except Exception as exc:  # a template, expression or step failing for this account only
             savepoint.rollback()
             message = str(exc) if isinstance(exc, RetainError) else f"{type(exc).__name__}: {exc}"
             _record_error(s, enrollment, as_of, message, result)
+    writes.flush_timeline()
     return result
+
+
+class _Writes:
+    """A batch's inserts through Core statements compiled once (the ORM's per-row overhead was most
+    of a wake-up's cost); timeline rows go in one executemany at the end of the batch."""
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+        self.touch = _insert_ignore(s, Touch.__table__)  # type: ignore[attr-defined]
+        self.task = insert(CsmTask.__table__)  # type: ignore[attr-defined]
+        self.timeline: list[dict[str, Any]] = []
+
+    def flush_timeline(self) -> None:
+        if self.timeline:
+            self.s.connection().execute(insert(TimelineEvent.__table__), self.timeline)  # type: ignore[attr-defined]
+            self.timeline = []
 
 
 def _record_error(s: Session, enrollment: Enrollment, as_of: datetime, message: str, result: AdvanceResult) -> None:
@@ -478,9 +498,12 @@ class _Run:
         contacts: list[Contact],
         as_of: datetime,
         result: AdvanceResult,
+        writes: _Writes | None = None,
     ) -> None:
         self.s, self.pb, self.e, self.account, self.contacts = s, pb, enrollment, account, contacts
         self.as_of, self.result = as_of, result
+        self.writes = writes or _Writes(s)
+        self.timeline: list[dict[str, Any]] = []  # this wake-up's timeline rows (written with the batch)
         self.today = today_in(pb, as_of)
         self.state: dict[str, Any] = dict(enrollment.state or {})
 
@@ -492,19 +515,17 @@ class _Run:
         return evaluate(expr, self._env(contact)) is True
 
     def _timeline(self, kind: str, summary: str, step_id: str | None = None, **detail: Any) -> None:
-        self.s.add(
-            TimelineEvent.model_validate(
-                {
-                    "account_id": self.account.id,
-                    "enrollment_id": self.e.id,
-                    "playbook": self.pb.id,
-                    "step_id": step_id,
-                    "at": self.as_of,
-                    "kind": kind,
-                    "summary": summary,
-                    "detail": detail,
-                }
-            )
+        self.timeline.append(
+            {
+                "account_id": self.account.id,
+                "enrollment_id": self.e.id,
+                "playbook": self.pb.id,
+                "step_id": step_id,
+                "at": self.as_of,
+                "kind": kind,
+                "summary": summary,
+                "detail": detail,
+            }
         )
 
     def _save(self) -> None:
@@ -745,7 +766,7 @@ class _Run:
             "payload": payload,
             "created_at": self.as_of,
         }
-        self.s.exec(_insert_ignore(self.s, Touch.__table__).values(**values))  # type: ignore[call-overload]
+        self.s.connection().execute(self.writes.touch, values)
         self.result.touches[f"{channel}:{values['status']}"] += 1
         who = contact.email if contact else payload.get("channel") or (payload.get("url") and "webhook") or channel
         if suppressed:
@@ -840,19 +861,18 @@ class _Run:
         body = render_value(step.body, variables) if step.body else None
         assignee = render_value(step.assignee, variables) if step.assignee else self.account.csm_email
         due = self.as_of + step.due_in
-        task = CsmTask.model_validate(
-            {
-                "account_id": self.account.id,
-                "enrollment_id": self.e.id,
-                "title": title,
-                "body": body,
-                "priority": step.priority,
-                "assignee": assignee,
-                "due_at": due,
-                "created_at": self.as_of,
-            }
-        )
-        self.s.add(task)
+        task = {
+            "account_id": self.account.id,
+            "enrollment_id": self.e.id,
+            "title": title,
+            "body": body,
+            "priority": step.priority,
+            "assignee": assignee,
+            "due_at": due,
+            "status": "open",
+            "created_at": self.as_of,
+        }
+        self.s.connection().execute(self.writes.task, task)
         self._timeline("task", f"{step.id}: task for {assignee or 'the CSM'}: {title} (due {due:%Y-%m-%d})", step.id)
         if step.crm:
             payload = {
