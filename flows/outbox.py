@@ -68,6 +68,7 @@ class DeliveryPolicy:
     backoff_cap: float = 30.0
     later: timedelta = timedelta(minutes=15)  # a still-failing touch is tried again this much later
     contact_policies: dict[str | None, ContactPolicy] = field(default_factory=dict)
+    resolve_secrets: bool = True  # a simulation hands channels the payload with its secret markers
 
     def contact_policy(self, playbook: str | None) -> ContactPolicy | None:
         return self.contact_policies.get(playbook, self.contact_policies.get(None))
@@ -368,7 +369,7 @@ async def _send_one(
 ) -> tuple[str, str | None, float | None]:
     """(status, detail, retry in seconds) for one touch: delivered, retry, unknown or failed."""
     try:
-        payload = resolve_secrets(row["payload"])
+        payload = resolve_secrets(row["payload"]) if policy.resolve_secrets else row["payload"]
     except ConfigError as exc:
         return TouchStatus.FAILED, str(exc), None
     delivery = Delivery(

@@ -15,7 +15,7 @@ import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,7 @@ def simulate(engine: Engine, pb: CompiledPlaybook, start: datetime, days: int, d
     """Run ``pb`` on its schedule from ``start`` for ``days`` days on a scratch copy, with the outbox
     drained every hour as its deployment does, and report what happened."""
     result = Simulation(pb.id, pb.revision, start.isoformat(), days)
+    delivery = replace(delivery, resolve_secrets=False)  # nothing leaves: no secret is needed
     channels = {name: _Recorder(name) for name in ("email", "slack", "webhook", "crm", "file")}
     ticks = _tick_times(pb, start, start + timedelta(days=days))
     drains = {start + timedelta(hours=h) for h in range(days * 24 + 1)}
@@ -215,14 +216,15 @@ def _collect(bind: Any, pb: CompiledPlaybook, result: Simulation, first_touch: i
         for (outcome,) in conn.execute(select(e.outcome).where(e.id.in_(new_enrollments), e.outcome.is_not(None))):
             result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
         # deferrals that were later delivered are still worth showing: they changed the timing
-        for at, summary, step_id in conn.execute(
-            select(tl.at, tl.summary, tl.step_id)
+        for at, summary, step_id, external_id in conn.execute(
+            select(tl.at, tl.summary, tl.step_id, a.external_id)
+            .join(a, a.id == tl.account_id)
             .where(tl.enrollment_id.in_(new_enrollments), tl.kind == "deferred")
             .order_by(tl.id)
         ):
             result.held_back.append(
                 {
-                    "account": None,
+                    "account": external_id,
                     "step": step_id,
                     "channel": "email",
                     "state": "deferred",

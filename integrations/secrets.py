@@ -48,6 +48,14 @@ def resolve_secret(name: str) -> str:
     raise ConfigError(f"secret {name!r} is not set: set {env_name} or create the Prefect Secret block {block!r}")
 
 
+def _prefect_server_configured() -> bool:
+    """Blocks live on a Prefect server; without one configured, looking would start a temporary
+    server just to find nothing."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
 def secret_names(value: Any) -> set[str]:
     """The secrets a rendered payload refers to."""
     if isinstance(value, str):
