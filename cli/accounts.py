@@ -146,6 +146,54 @@ def import_contacts_command(
     _run_import(import_contacts, engine, file, skip_invalid=skip_invalid, dry_run=dry_run)
 
 
+class _Channel(StrEnum):
+    all = "all"
+    email = "email"
+    survey = "survey"
+
+
+@contacts_app.command("unsubscribe")
+def unsubscribe_command(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The address, in any account.")],
+    channel: Annotated[
+        _Channel, typer.Option("--channel", help="What to stop: everything, or one kind of message.")
+    ] = "all",  # type: ignore[assignment]
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the timeline.")] = None,
+) -> None:
+    """Unsubscribe an address: every contact with it, in every account, now and when imported later.
+    An unsubscribed contact is never contacted again; the touches Retain would have sent are
+    recorded as suppressed, with the reason."""
+    from integrations.suppression import unsubscribe
+
+    try:
+        result = unsubscribe(state(ctx).engine(), email, channel=str(channel), reason=reason)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="EMAIL") from exc
+    what = "everything" if channel == "all" else f"{channel} messages"
+    console.print(f"{email.lower()}: unsubscribed from {what}; {result.contacts} contact(s) updated", markup=False)
+
+
+@contacts_app.command("suppress")
+def suppress_command(
+    ctx: typer.Context,
+    file: Annotated[Path, _FILE],
+    dry_run: Annotated[bool, _DRY_RUN] = False,
+) -> None:
+    """Import a suppression list (e.g. your email provider's unsubscribes and bounces).
+
+    Columns: email (required); channel (all, email or survey; default all) and reason (optional).
+    All or nothing: a bad row and nothing is written; every bad row is listed as FILE: row N,
+    column 'x': message. Addresses are kept even when no contact has them yet."""
+    from integrations.suppression import import_suppression_list
+
+    result = import_suppression_list(state(ctx).engine(), file, dry_run=dry_run)
+    prefix = f"{file.name} (dry run, nothing written)" if dry_run else file.name
+    console.print(
+        f"{prefix}: {result.addresses} address(es) suppressed, {result.contacts} contact(s) unsubscribed", markup=False
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # list
 

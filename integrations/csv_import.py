@@ -819,6 +819,10 @@ def import_contacts(
             _update_in_batches(conn, _CONTACT, updates, None)
         if events:
             conn.execute(insert(_TIMELINE), events)
+        if inserts:  # an address on the suppression list is unsubscribed the moment it arrives
+            from .suppression import apply_suppressions
+
+            apply_suppressions(conn, now, {row["email"].lower() for row in inserts})
 
     _write(engine, csv_file.name, write)
     notes: tuple[str, ...] = ()

@@ -45,6 +45,7 @@ __all__ = [
     "PlaybookRevision",
     "RevenueEntry",
     "SupportTicket",
+    "Suppression",
     "SurveyResponse",
     "TimelineEvent",
     "Touch",
@@ -319,6 +320,17 @@ class HealthScore(SQLModel, table=True):
     band: str = Field(max_length=10)  # green | yellow | red
     trend: float | None = None  # change against the score 30 days before
     components: dict[str, Any] = _json(dict)  # measure -> {value, points, weight}
+
+
+class Suppression(SQLModel, table=True):
+    """An address that must not be contacted (on some channels, or at all), kept even when no
+    contact has it yet: a contact imported later with this address is unsubscribed at once."""
+
+    email: str = Field(primary_key=True, max_length=320)  # lower case
+    channels: list[str] = _json(list)  # e.g. ["survey"]; empty: everything
+    reason: str | None = None
+    source: str = Field(default="manual", max_length=30)  # manual | list | link
+    created_at: datetime = _ts(nullable=False, default=utcnow)
 
 
 class TimelineEvent(SQLModel, table=True):
