@@ -148,7 +148,7 @@ def settle(s: Session, cache: RevisionCache, playbook: str, as_of: datetime) -> 
     window has passed. One query per condition and revision in flight, not one per enrollment."""
     enr, acct = Enrollment.__table__, Account.__table__  # type: ignore[attr-defined]
     counts: Counter[str] = Counter()
-    revisions = s.exec(
+    revisions = s.exec(  # type: ignore[call-overload]
         select(enr.c.revision).where(enr.c.playbook == playbook, enr.c.status == EnrollmentStatus.ACTIVE).distinct()
     ).all()
     for (revision,) in revisions:
@@ -198,7 +198,7 @@ def _end(
     if not ids:
         return 0
     enr = Enrollment.__table__  # type: ignore[attr-defined]
-    rows = s.exec(select(enr.c.id, enr.c.account_id, enr.c.playbook).where(enr.c.id.in_(ids))).all()
+    rows = s.exec(select(enr.c.id, enr.c.account_id, enr.c.playbook).where(enr.c.id.in_(ids))).all()  # type: ignore[call-overload]
     s.exec(
         update(enr)
         .where(enr.c.id.in_(ids), enr.c.status == EnrollmentStatus.ACTIVE)
@@ -291,14 +291,14 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
         .where(enr.c.playbook == pb.id, enr.c.started_at == as_of, enr.c.holdout == true(), enr.c.step_id.is_not(None))
         .values(step_id=None, next_due_at=None)
     )
-    new = s.exec(
+    new = s.exec(  # type: ignore[call-overload]
         select(enr.c.id, enr.c.account_id, enr.c.holdout).where(
             enr.c.playbook == pb.id,
             enr.c.started_at == as_of,
             enr.c.source == source,
             ~exists(
-                select(TimelineEvent.id).where(
-                    TimelineEvent.enrollment_id == enr.c.id, TimelineEvent.kind == "enrolled"
+                select(col(TimelineEvent.id)).where(
+                    col(TimelineEvent.enrollment_id) == enr.c.id, col(TimelineEvent.kind) == "enrolled"
                 )
             ),
         )
@@ -400,13 +400,18 @@ def advance(
 def _advance_batch(s: Session, cache: RevisionCache, ids: list[int], as_of: datetime) -> AdvanceResult:
     result = AdvanceResult()
     enrollments = (
-        s.exec(select(Enrollment).where(col(Enrollment.id).in_(ids)).order_by(col(Enrollment.id))).scalars().all()
+        s.exec(select(Enrollment).where(col(Enrollment.id).in_(ids)).order_by(col(Enrollment.id)))  # type: ignore[call-overload]
+        .scalars()
+        .all()
     )
     account_ids = {e.account_id for e in enrollments}
-    accounts = {a.id: a for a in s.exec(select(Account).where(col(Account.id).in_(account_ids))).scalars().all()}
+    accounts = {
+        a.id: a
+        for a in s.exec(select(Account).where(col(Account.id).in_(account_ids))).scalars().all()  # type: ignore[call-overload]
+    }
     contacts: dict[int, list[Contact]] = {}
     for c in (
-        s.exec(select(Contact).where(col(Contact.account_id).in_(account_ids)).order_by(col(Contact.id)))
+        s.exec(select(Contact).where(col(Contact.account_id).in_(account_ids)).order_by(col(Contact.id)))  # type: ignore[call-overload]
         .scalars()
         .all()
     ):

@@ -6,6 +6,7 @@ import difflib
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from integrations.base import Channel
 from models import Account, Enrollment, EnrollmentStatus, NotFoundError, RetainError, TimelineEvent, session, utcnow
@@ -21,9 +22,9 @@ __all__ = ["find_account", "run_play"]
 
 def find_account(s: object, external_id: str) -> Account:
     """The account with this external id, or a NotFoundError with the closest ids."""
-    account = s.exec(select(Account).where(Account.external_id == external_id)).scalars().first()  # type: ignore[attr-defined]
+    account = s.exec(select(Account).where(col(Account.external_id) == external_id)).scalars().first()  # type: ignore[attr-defined]
     if account is None:
-        known = [row[0] for row in s.exec(select(Account.external_id)).all()]  # type: ignore[attr-defined]
+        known = [row[0] for row in s.exec(select(col(Account.external_id))).all()]  # type: ignore[attr-defined]
         close = difflib.get_close_matches(external_id, known, n=3)
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
         raise NotFoundError(f"no account with external id {external_id!r}{hint}")
@@ -48,11 +49,11 @@ def run_play(
             sync_revision(s, pb)
             account = find_account(s, external_id)
             active = (
-                s.exec(
+                s.exec(  # type: ignore[call-overload]
                     select(Enrollment).where(
-                        Enrollment.playbook == pb.id,
-                        Enrollment.account_id == account.id,
-                        Enrollment.status == EnrollmentStatus.ACTIVE,
+                        col(Enrollment.playbook) == pb.id,
+                        col(Enrollment.account_id) == account.id,
+                        col(Enrollment.status) == EnrollmentStatus.ACTIVE,
                     )
                 )
                 .scalars()
@@ -107,10 +108,10 @@ def run_play(
         advance(bind, cache, pb.id, now, only={enrollment_id})  # type: ignore[arg-type]
         with session(bind) as s:
             events = (
-                s.exec(
+                s.exec(  # type: ignore[call-overload]
                     select(TimelineEvent)
-                    .where(TimelineEvent.enrollment_id == enrollment_id, TimelineEvent.at >= now)
-                    .order_by(TimelineEvent.id)
+                    .where(col(TimelineEvent.enrollment_id) == enrollment_id, col(TimelineEvent.at) >= now)
+                    .order_by(col(TimelineEvent.id))
                 )
                 .scalars()
                 .all()

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
+from sqlmodel import col
 
 from integrations.base import Channel
 from integrations.registry import build_channels
@@ -227,12 +228,12 @@ def summarize_task(report: TickReport, engine: Engine) -> TickReport:
         active = conn.execute(
             select(func.count())
             .select_from(Enrollment)
-            .where(Enrollment.playbook == report.playbook, Enrollment.status == "active")
+            .where(col(Enrollment.playbook) == report.playbook, col(Enrollment.status) == "active")
         ).scalar_one()
         touches = conn.execute(
-            select(Touch.channel, Touch.status, func.count())
-            .where(Touch.playbook == report.playbook)
-            .group_by(Touch.channel, Touch.status)
+            select(col(Touch.channel), col(Touch.status), func.count())
+            .where(col(Touch.playbook) == report.playbook)
+            .group_by(col(Touch.channel), col(Touch.status))
         ).all()
     rows = "\n".join(f"| {ch} | {st} | {n} |" for ch, st, n in touches)
     steps = "\n".join(f"| {k} | {v} |" for k, v in sorted(report.steps.items()))
