@@ -120,3 +120,37 @@ def test_reset_empties_every_table(tmp_path: Path) -> None:
     assert _count(engine, select(func.count()).select_from(Touch)) == 0
     assert not (settings.outbox_dir / "email.jsonl").exists()
     engine.dispose()
+
+
+def test_simulate_on_the_demo_data_changes_nothing(ran: tuple[Engine, Settings, demo.DemoResult]) -> None:
+    """``retain playbooks simulate`` on the demo's book: entries, touches and what the policy holds
+    back, and the database folder byte for byte as it was."""
+    import hashlib
+    from datetime import UTC, datetime, timedelta
+
+    from flows.compiler import load_playbooks
+    from flows.policy import load_policy
+    from flows.simulate import simulate
+    from flows.tick import delivery_policy
+
+    engine, settings, _ = ran
+    engine.dispose()  # as after a command: SQLite folds its write-ahead log into the file
+    folder = Path(str(settings.database_url).removeprefix("sqlite:///")).parent
+
+    def files() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+    before = files()
+    playbooks = load_playbooks(BUNDLED_PLAYBOOKS_DIR)
+    start = datetime(2027, 1, 4, 14, tzinfo=UTC) + timedelta(days=40)
+    result = simulate(
+        make_engine(settings.database_url),
+        playbooks["check_in"],
+        start,
+        14,
+        delivery_policy(playbooks.values(), load_policy(BUNDLED_PLAYBOOKS_DIR)),
+    )
+    assert result.entered and result.steps
+    assert result.touches.get("email", {}).get("would be delivered", 0) > 0
+    assert result.held_back, "quiet hours, weekends, caps or unsubscribes hold some touches back"
+    assert files() == before
