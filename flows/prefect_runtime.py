@@ -16,13 +16,26 @@ __all__ = ["prefect_environment", "run_flow_in_process"]
 def prefect_environment(settings: Settings) -> Iterator[None]:
     """Make the flow see the CLI's settings (flows read ``RETAIN_*`` from the environment) and
     turn off the per-run heartbeat thread, which adds about a second to every short flow run."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
 
     saved = {k: os.environ.get(k) for k in ("RETAIN_DATABASE_URL", "RETAIN_PLAYBOOKS_DIR")}
     os.environ["RETAIN_DATABASE_URL"] = settings.database_url
     os.environ["RETAIN_PLAYBOOKS_DIR"] = str(settings.resolved_playbooks_dir())
+    updates: dict[Any, Any] = {
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+        # the temporary server has no internet here to send usage data to, and says so loudly
+        PREFECT_SERVER_ANALYTICS_ENABLED: False,
+    }
+    if not os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+        # the default 20 s is close to a cold start on 2 cores
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 90
     try:
-        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with temporary_settings(updates=updates):
             yield
     finally:
         for key, value in saved.items():
