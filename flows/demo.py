@@ -568,12 +568,14 @@ def _insert_accounts(
     acct, cont = Account.__table__, Contact.__table__  # type: ignore[attr-defined]
     with engine.begin() as conn:
         conn.execute(insert(acct), [row for row, _, _ in batch])
-        ids = dict(
+        ids: dict[str, int] = dict(
             conn.execute(
                 select(acct.c.external_id, acct.c.id).where(
                     acct.c.external_id.in_([r["external_id"] for r, _, _ in batch])
                 )
-            ).all()
+            )
+            .tuples()
+            .all()
         )
         contacts = []
         for row, profile, domain in batch:
@@ -687,7 +689,7 @@ def seed(engine: Engine, cfg: DemoConfig) -> World:
     while month < start:
         revenue += _revenue_rows(world, month)
         month = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
-    tickets = []
+    tickets: list[dict[str, Any]] = []
     for p in world.profiles.values():
         if p.status == "churned":
             continue
@@ -712,7 +714,7 @@ def seed(engine: Engine, cfg: DemoConfig) -> World:
             conn.execute(insert(RevenueEntry.__table__), revenue)  # type: ignore[attr-defined]
         if tickets:
             conn.execute(insert(SupportTicket.__table__), tickets)  # type: ignore[attr-defined]
-        open_ids = conn.execute(select(SupportTicket.id).where(SupportTicket.status == "open")).scalars().all()
+        open_ids = conn.execute(select(SupportTicket.id).where(SupportTicket.status == "open")).scalars().all()  # type: ignore[call-overload]
     world.open_tickets = list(open_ids)
     world.seeded["usage rows"] = len(usage)
     world.seeded["revenue rows"] = len(revenue)
@@ -934,7 +936,8 @@ def _world_day(engine: Engine, world: World, day_index: int, playbooks: dict[str
             ev.updates.append((p.id, {"health": health, "health_score": score}))
     _replies_and_answers(engine, world, day_index, ev)
     # solve some open tickets
-    still_open, solved = [], []
+    still_open: list[int] = []
+    solved: list[int] = []
     for ticket_id in world.open_tickets:
         (solved if rng.random() < 0.2 else still_open).append(ticket_id)
     world.open_tickets = still_open
@@ -986,7 +989,9 @@ def _ticket(engine: Engine, world: World, p: Profile, at: datetime) -> None:
                 opened_at=at,
             )
         )
-        world.open_tickets.append(int(result.inserted_primary_key[0]))
+        key = result.inserted_primary_key
+        assert key is not None  # a single-row insert always has its primary key
+        world.open_tickets.append(int(key[0]))
 
 
 def _replies_and_answers(engine: Engine, world: World, day_index: int, ev: _Events) -> None:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pendulum
 from croniter import croniter
@@ -173,7 +173,8 @@ def _connect(bind: Any) -> Iterator[Any]:
 
 
 def _collect(bind: Any, pb: CompiledPlaybook, result: Simulation, first_touch: int, first_enrollment: int) -> None:
-    e, a, t, tl = Enrollment, Account, Touch, TimelineEvent
+    # SQLModel types these columns as their values (int | None), which mypy cannot query with
+    e, a, t, tl = cast(Any, (Enrollment, Account, Touch, TimelineEvent))
     with _connect(bind) as conn:
         for external_id, name, started, holdout in conn.execute(
             select(a.external_id, a.name, e.started_at, e.holdout)
