@@ -3,12 +3,15 @@ and recording revenue outcomes. Definitions: docs/reports.md."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import Engine
@@ -17,6 +20,7 @@ from sqlmodel import Session
 from flows.attribution import MIN_GROUP, AttributionWindow, record_revenue_outcomes
 from flows.reports import (
     Report,
+    ReportTable,
     health_report,
     playbooks_report,
     post_digest,
@@ -41,6 +45,11 @@ class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
+
+
+class DigestFormat(StrEnum):
+    markdown = "markdown"
+    json = "json"
 
 
 class Post(StrEnum):
@@ -72,6 +81,15 @@ MonthsOption = Annotated[int, typer.Option("--months", min=1, max=120, help="How
 SegmentOption = Annotated[
     str | None, typer.Option("--segment", help="Only the accounts of this segment.", show_default="all")
 ]
+CurrencyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--currency",
+        metavar="CODE",
+        help="Add money up in this currency only (revenue is never converted).",
+        show_default="several: the one most accounts pay in (retention); each in turn (ARR effect)",
+    ),
+]
 AsOfOption = Annotated[
     str | None, typer.Option("--as-of", help="Report as of this (simulated) time, ISO 8601. Default: now.")
 ]
@@ -102,16 +120,194 @@ def _draw(report: Report, path: Path) -> None:
 def _print_tables(report: Report) -> None:
     _print(f"{report.title} (as of {report.as_of})", style="bold")
     for t in report.tables:
-        table = Table(title=t.title, title_justify="left")
-        for column in t.columns:
-            numeric = column.kind != "text"
-            # numbers never wrap; text (a verdict) folds
-            table.add_column(column.name, justify="right" if numeric else "left", no_wrap=numeric, overflow="fold")
-        for row in t.shown():
-            table.add_row(*(Text(cell) for cell in row))
-        console.print(table)
+        for part in table_renderables(t, console.width):
+            console.print(part)
+        console.print()
     for note in report.notes:
         _print(f"note: {note}")
+
+
+#: a text column after the first is a key (never wraps, repeated in every part of a split table) when
+#: its values are at most this long; longer text (a name, an email address) wraps instead
+_KEY_TEXT = 20
+#: the narrowest a wrapping text column is made before the table is split
+_MIN_TEXT = 12
+
+
+@dataclass
+class _View:
+    """A column as a terminal shows it (two report columns "X low" and "X high" become one "X")."""
+
+    name: str
+    short: str | None
+    kind: str
+    cells: list[str]
+    detail: bool = False
+    key: bool = False
+    wraps_at: int = 0  # a cell that may break: its narrowest readable width
+
+    def header(self, short: bool) -> str:
+        return self.short if short and self.short else self.name
+
+    def longest(self) -> int:
+        return max((len(cell) for cell in self.cells), default=0)
+
+    def need(self, short: bool, roomy: bool = False) -> int:
+        """The narrowest this column can be and still read well (``roomy``: a range on one line)."""
+        words = max((len(word) for word in self.header(short).split()), default=1)
+        if self.key:
+            return max(len(self.header(short)), self.longest())
+        if self.wraps_at:
+            return max(self.longest() if roomy else self.wraps_at, words)
+        if self.kind == "text":
+            return max(min(self.longest(), _MIN_TEXT), words, 1)
+        return max(self.longest(), words, 1)
+
+
+def _views(t: ReportTable) -> list[_View]:
+    shown = t.shown()
+    views: list[_View] = []
+    columns = list(enumerate(t.columns))
+    skip: set[int] = set()
+    for i, c in columns:
+        if i in skip:
+            continue
+        cells = [row[i] for row in shown]
+        nxt = t.columns[i + 1] if i + 1 < len(t.columns) else None
+        if c.name.endswith(" low") and nxt is not None and nxt.name == c.name[: -len("low")] + "high":
+            highs = [row[i + 1] for row in shown]
+            pairs = zip(cells, highs, strict=True)
+            joined = [f"{lo} to {hi}" if (lo, hi) != ("n/a", "n/a") else "n/a" for lo, hi in pairs]
+            wraps = max((len(f"{lo} to") for lo in cells), default=3)
+            wraps = max([wraps, *(len(hi) for hi in highs)])
+            views.append(
+                _View(c.name[: -len(" low")], "CI" if "CI" in c.name else None, "range", joined, wraps_at=wraps)
+            )
+            skip.add(i + 1)
+            continue
+        views.append(_View(c.name, c.short, c.kind, cells, detail=c.detail))
+    body = [v for v in views if not v.detail]
+    for position, v in enumerate(body):
+        if v.kind != "text" or (position > 0 and v.longest() > _KEY_TEXT):
+            break
+        v.key = True
+    if body and not any(v.key for v in body):
+        body[0].key = True
+    return views
+
+
+def table_renderables(t: ReportTable, width: int) -> list[RenderableType]:
+    """A report table laid out for a terminal ``width`` columns wide, for people.
+
+    Key columns (the first, and short text columns right after it: playbook, outcome, month) never
+    wrap and are never squeezed; numbers never wrap; "X low" and "X high" show as one "X" column
+    ("a to b"); headers wrap at spaces, then shorten (``Column.short``). Long text (``Column.detail``:
+    a verdict) is listed under the table, one "key: text" line per row. A table still too wide is
+    grouped by its first column (the values it shares within a group go to the group's heading), and
+    then split into parts that repeat the keys.
+    """
+    if not t.rows:
+        return [Text(f"{t.title}: none", style="italic")]
+    views = _views(t)
+    rows = len(t.rows)
+    body = [v for v in views if not v.detail]
+    detail = [v for v in views if v.detail]
+
+    def fits(chosen: list[_View], short: bool, roomy: bool = False) -> bool:
+        return sum(v.need(short, roomy) for v in chosen) + 3 * len(chosen) + 1 <= width
+
+    def build(chosen: list[_View], indices: list[int], short: bool, title: str | None) -> Table:
+        roomy = fits(chosen, short, roomy=True)
+        # fixed widths, worked out here: each column gets what it needs, then what is left goes to
+        # putting headers (and ranges) on one line, narrowest first
+        widths = [v.need(short, roomy) for v in chosen]
+        spare = width - (sum(widths) + 3 * len(chosen) + 1)
+        natural = [max(len(v.header(short)), v.longest()) for v in chosen]
+        for n in sorted(range(len(chosen)), key=lambda n: natural[n] - widths[n]):
+            grow = min(max(natural[n] - widths[n], 0), spare)
+            widths[n] += grow
+            spare -= grow
+        table = Table(title=title, title_justify="left")
+        for v, w in zip(chosen, widths, strict=True):
+            # numbers and ranges fit their width; only headers (at spaces) and long text wrap
+            table.add_column(
+                v.header(short),
+                justify="right" if v.kind != "text" else "left",
+                no_wrap=v.key,
+                width=w,
+                overflow="fold",
+            )
+        for r in indices:
+            table.add_row(*(Text(v.cells[r]) for v in chosen))
+        return table
+
+    def laid_out(chosen: list[_View], indices: list[int], title: str | None) -> list[RenderableType]:
+        for short in (False, True):
+            if fits(chosen, short):
+                return [build(chosen, indices, short, title)]
+        keys = [v for v in chosen if v.key]
+        others = [v for v in chosen if not v.key]
+
+        def split(limit: int) -> list[list[_View]]:
+            chunks: list[list[_View]] = [[]]
+            for v in others:
+                if chunks[-1] and sum(u.need(True) + 3 for u in [*keys, *chunks[-1], v]) + 1 > limit:
+                    chunks.append([])
+                chunks[-1].append(v)
+            return chunks
+
+        # as few parts as fit, and then as even as they can be
+        fewest = len(split(width))
+        chunks = next(chunks for limit in range(1, width + 1) if len(chunks := split(limit)) <= fewest)
+        return [
+            build(
+                [v for v in chosen if v.key or v in chunk],
+                indices,
+                True,
+                f"{title or ''} ({n}/{len(chunks)})".strip(),
+            )
+            for n, chunk in enumerate(chunks, start=1)
+        ]
+
+    def verdicts(keys: list[_View], indices: list[int]) -> list[RenderableType]:
+        lines: list[Text] = []
+        for v in detail:
+            if len(detail) > 1:
+                lines.append(Text(f"{v.name}:", style="bold"))
+            for r in indices:
+                line = Text("  " + " · ".join(k.cells[r] for k in keys) + ": ", style="bold")
+                line.append(v.cells[r], style="")
+                lines.append(line)
+        return [Group(*lines)] if lines else []
+
+    everything = list(range(rows))
+    first = body[0] if body else None
+    grouped = (
+        first is not None
+        and first.key
+        and not fits(body, False)
+        and len(set(first.cells)) < rows
+        and len([v for v in body if v.key]) > 1
+    )
+    if not grouped or first is None:
+        return [*laid_out(body, everything, t.title), *verdicts([v for v in body if v.key], everything)]
+    # one small table per value of the first column; what is the same within every group is said once
+    groups: dict[str, list[int]] = {}
+    for r, value in enumerate(first.cells):
+        groups.setdefault(value, []).append(r)
+    shared = [
+        v for v in body[1:] if not v.key and all(len({v.cells[r] for r in indices}) == 1 for indices in groups.values())
+    ]
+    rest = [v for v in body[1:] if v not in shared]
+    keys = [v for v in rest if v.key]
+    parts: list[RenderableType] = [Text(t.title, style="italic")]
+    for value, indices in groups.items():
+        said = ", ".join(f"{v.name} {v.cells[indices[0]]}" for v in shared)
+        heading = Text(f"{first.name} {value}", style="bold")
+        if said:
+            heading.append(f": {said}", style="")
+        parts += [heading, *laid_out(rest, indices, None), *verdicts(keys, indices), Text("")]
+    return parts
 
 
 def _engine(ctx: typer.Context) -> Engine:
@@ -125,12 +321,13 @@ def retention(
     chart: ChartOption = None,
     months: MonthsOption = 12,
     segment: SegmentOption = None,
-    currency: Annotated[
-        str | None, typer.Option("--currency", metavar="CODE", help="The currency, when revenue is in several.")
-    ] = None,
+    currency: CurrencyOption = None,
     as_of: AsOfOption = None,
 ) -> None:
-    """The MRR waterfall month by month, GRR and NRR of 12-month cohorts, and logo churn."""
+    """The MRR waterfall month by month, GRR and NRR of 12-month cohorts, and logo churn.
+
+    Money is never converted: with revenue in several currencies and no --currency, the report is in
+    the one most accounts pay in, and says so."""
     moment = parse_as_of(as_of)
     with Session(_engine(ctx)) as s:
         report = retention_report(s, moment, months=months, segment=segment, currency=currency)
@@ -157,10 +354,14 @@ def playbooks(
         bool,
         typer.Option("--detect/--no-detect", help="Record revenue outcomes first (idempotent), or only read."),
     ] = True,
+    currency: CurrencyOption = None,
     as_of: AsOfOption = None,
 ) -> None:
     """Per playbook, enrollments of the last --months months: enrolled vs holdout on each outcome
-    (rates, lift with its 95% interval, a verdict in plain words), the ARR effect, and the funnel."""
+    (rates, lift with its 95% interval, a verdict in plain words), the ARR effect, and the funnel.
+
+    Rates and lift count enrollments, whatever the currency. The ARR effect adds money up: it is shown
+    per currency (each over the accounts paying in it), or for --currency only."""
     moment = parse_as_of(as_of)
     engine = _engine(ctx)
     if detect:
@@ -175,6 +376,7 @@ def playbooks(
             segment=segment,
             playbooks=playbook or None,
             min_group=min_group,
+            currency=currency,
         )
     _emit(report, fmt, chart)
 
@@ -253,6 +455,10 @@ def weekly(
             "--output", "-o", metavar="FILE.md", help="Write the Markdown here instead of printing it.", dir_okay=False
         ),
     ] = None,
+    fmt: Annotated[
+        DigestFormat,
+        typer.Option("--format", case_sensitive=False, help="markdown for people, json (every figure) for scripts."),
+    ] = DigestFormat.markdown,
     as_of: AsOfOption = None,
 ) -> None:
     """The weekly customer-success digest (Markdown) of the last whole week (Monday to Sunday, UTC):
@@ -265,12 +471,13 @@ def weekly(
             record_revenue_outcomes(s, moment)
     with Session(st.engine()) as s:
         digest = weekly_digest(s, moment)
+    text = digest.markdown if fmt is DigestFormat.markdown else json.dumps(digest.to_dict(), indent=2, default=str)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(digest.markdown, encoding="utf-8")
+        output.write_text(text, encoding="utf-8")
         _print(f"digest {digest.week} written to {output}", err=True)
     else:
-        typer.echo(digest.markdown, nl=False)
+        typer.echo(text, nl=fmt is DigestFormat.json)
     if post is not None:
         channel = build_channel(post.value, st.settings)
         result = post_digest(digest, channel, ledger=st.settings.outbox_dir / "digests.jsonl", to=to)

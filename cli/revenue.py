@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 from sqlmodel import Session, col, select
 
 from flows.metrics import (
@@ -20,18 +18,22 @@ from flows.metrics import (
     cohort_retention,
     currencies,
     expansion_metrics,
+    last_revenue_month,
     lifetime_value,
     load_product_mrr,
     logo_metrics,
+    main_currency,
     month_range,
     revenue_months,
     total_mrr,
     waterfall,
 )
+from flows.reports import Column, ReportTable
 from integrations.billing_import import BillingColumns, RevenueImportResult, Spread, import_revenue
 from models import Account, DataImportError, NotFoundError, utcnow
 
 from ._app import app, console, err_console, state
+from .report import table_renderables
 
 revenue_app = typer.Typer(
     help="Import revenue (MRR) from a billing export; GRR, NRR and the MRR waterfall.", no_args_is_help=True
@@ -272,22 +274,27 @@ def summary(
     with Session(engine) as s:
         if segment is not None:
             _check_segment(s, segment)
-        products = load_product_mrr(s, segment, currency=currency)
         found = currencies(s, segment)
-    chosen = currency.upper() if currency else (found[0] if found else None)
+        # several currencies and none chosen: the one most accounts pay in, said (never converted)
+        chosen = currency.upper() if currency else main_currency(s, segment)
+        products = load_product_mrr(s, segment, currency=chosen) if chosen else {}
+    others = [code for code in found if code != chosen]
     mrr = total_mrr(products)
     span = revenue_months(mrr)
     if span is None:
         if fmt is Format.json:
-            typer.echo(json.dumps({"currency": chosen, "segment": segment, "month": None}, indent=2))
+            document = {"currency": chosen, "currencies": found, "segment": segment, "month": None}
+            typer.echo(json.dumps(document, indent=2))
+        elif found:
+            _print(f"no revenue in {chosen}; the revenue is in {', '.join(found)} (--currency)")
         else:
             where = f" in segment {segment!r}" if segment else ""
             _print(f"no revenue{where} yet (`retain revenue import FILE.csv`)")
         return
-    if last is None:
+    if last is None:  # the book's latest month (in any currency) that is not after this one
         this_month = utcnow().date().replace(day=1)
-        past = [m for (_, m) in mrr if m <= this_month]
-        last = max(past) if past else span[1]
+        with Session(engine) as s:
+            last = last_revenue_month(s, segment, until=this_month) or last_revenue_month(s, segment) or span[1]
     if last < span[0]:
         raise NotFoundError(f"no revenue up to {last:%Y-%m}: it starts in {span[0]:%Y-%m}")
     months = month_range(max(add_months(last, -11), span[0]), last)
@@ -301,6 +308,7 @@ def summary(
     if fmt is Format.json:
         document: dict[str, Any] = {
             "currency": chosen,
+            "currencies": found,
             "segment": segment,
             "month": f"{last:%Y-%m}",
             "waterfall": [{**row.to_dict(), "ending_arr": arr_cents(row.ending)} for row in rows],
@@ -313,27 +321,38 @@ def summary(
         return
 
     of = f", segment {segment}" if segment else ""
-    table = Table(title=f"MRR waterfall in {chosen}{of}: {months[0]:%Y-%m} to {months[-1]:%Y-%m}", title_justify="left")
-    for header in ("month", "starting", "new", "expansion", "contraction", "churn", "reactivation", "ending", "ARR"):
-        table.add_column(header, justify="left" if header == "month" else "right", no_wrap=True)
+    if others and currency is None:
+        _print(
+            f"the revenue is in {len(found)} currencies ({', '.join(found)}): this summary is in {chosen}, the one "
+            f"most accounts pay in (never converted). For another: --currency {others[0]}",
+            style="yellow",
+        )
+    table = ReportTable(
+        "waterfall",
+        f"MRR waterfall in {chosen}{of}: {months[0]:%Y-%m} to {months[-1]:%Y-%m}",
+        [
+            Column("month"), Column("starting", "money"), Column("new", "money"), Column("expansion", "money"),
+            Column("contraction", "money", short="contr."), Column("churn", "money"),
+            Column("reactivation", "money", short="react."), Column("ending", "money"), Column("ARR", "money"),
+        ],
+    )  # fmt: skip
     for row in rows:
-        table.add_row(
-            Text(f"{row.month:%Y-%m}"),
-            *(
-                Text(_money(value))
-                for value in (
-                    row.starting, row.new, row.expansion, -row.contraction, -row.churn, row.reactivation, row.ending,
-                    arr_cents(row.ending),
-                )
-            ),
-        )  # fmt: skip
-    console.print(table)
+        table.rows.append([
+            f"{row.month:%Y-%m}", row.starting, row.new, row.expansion, -row.contraction, -row.churn,
+            row.reactivation, row.ending, arr_cents(row.ending),
+        ])  # fmt: skip
+    for part in table_renderables(table, console.width):
+        console.print(part)
+
+    def _cash(cents: int | None) -> str:
+        return f"{_money(cents)} {chosen}" if cents is not None else _money(cents)
+
     if retention.cohort_accounts:
         _print(
             f"GRR {_percent(retention.grr)}, NRR {_percent(retention.nrr)}: the {retention.cohort_accounts} "
             f"account{'s' * (retention.cohort_accounts != 1)} with MRR in {retention.start_month:%Y-%m}, "
-            f"in {retention.end_month:%Y-%m} (starting MRR {_money(retention.starting_mrr)}, retained "
-            f"{_money(retention.retained_mrr)}, ending {_money(retention.ending_mrr)}); "
+            f"in {retention.end_month:%Y-%m} (starting MRR {_cash(retention.starting_mrr)}, retained "
+            f"{_cash(retention.retained_mrr)}, ending {_cash(retention.ending_mrr)}); "
             f"{retention.retained_accounts} still paying ({_percent(retention.logo_retention)})"
         )
     else:
@@ -345,13 +364,13 @@ def summary(
     line = f"expansion {_percent(expansion.expansion_rate)} of starting MRR a month"
     if expansion.upsell is not None:
         line += (
-            f"; upsell {_money(expansion.upsell)} ({_percent(expansion.upsell_rate)} of accounts a month), "
-            f"cross-sell {_money(expansion.cross_sell)} ({_percent(expansion.cross_sell_rate)} of accounts a month)"
+            f"; upsell {_cash(expansion.upsell)} ({_percent(expansion.upsell_rate)} of accounts a month), "
+            f"cross-sell {_cash(expansion.cross_sell)} ({_percent(expansion.cross_sell_rate)} of accounts a month)"
         )
     _print(line)
     if ltv.value is not None:
         _print(
-            f"lifetime value {_money(ltv.value)} (ARPA {_money(ltv.arpa)} × {gross_margin:g}% gross margin ÷ "
+            f"lifetime value {_cash(ltv.value)} (ARPA {_cash(ltv.arpa)} × {gross_margin:g}% gross margin ÷ "
             f"{_percent(ltv.churn_rate)} monthly logo churn)"
         )
     else:

@@ -31,7 +31,15 @@ from sqlmodel import Session
 
 from models import Account, Enrollment, Outcome, PlaybookRevision, RetainError, TimelineEvent
 
-from .metrics import add_months, load_mrr, month_range, revenue_months, split_by_segment, waterfall
+from .metrics import (
+    account_currencies,
+    add_months,
+    load_mrr_by_currency,
+    month_range,
+    revenue_months,
+    split_by_segment,
+    waterfall,
+)
 
 __all__ = [
     "ARR_KINDS",
@@ -108,6 +116,7 @@ class RevenueEvent:
     occurred_at: datetime
     before_cents: int
     after_cents: int
+    currency: str | None = None  # the account's currency: every amount here is in it
 
     @property
     def arr_delta_cents(self) -> int:
@@ -119,14 +128,16 @@ class RevenueEvent:
         return f"revenue:{self.kind}:{self.month:%Y-%m}"
 
     def describe(self) -> str:
-        arr = f"ARR {'+' if self.arr_delta_cents >= 0 else ''}{_money(self.arr_delta_cents)}"
+        code = f" {self.currency}" if self.currency else ""
+        arr = f"ARR {'+' if self.arr_delta_cents >= 0 else ''}{_money(self.arr_delta_cents)}{code}"
         if self.kind == "renewed":
             return (
-                f"renewed on {self.occurred_at:%Y-%m-%d} at MRR {_money(self.after_cents)} "
+                f"renewed on {self.occurred_at:%Y-%m-%d} at MRR {_money(self.after_cents)}{code} "
                 f"(was {_money(self.before_cents)}; {arr})"
             )
         return (
-            f"{self.kind} in {self.month:%Y-%m}: MRR {_money(self.before_cents)} -> {_money(self.after_cents)} ({arr})"
+            f"{self.kind} in {self.month:%Y-%m}: MRR {_money(self.before_cents)} -> {_money(self.after_cents)}{code} "
+            f"({arr})"
         )
 
 
@@ -159,6 +170,7 @@ def revenue_events(
     through: date,
     since: date | None = None,
     tolerance: float = 0.01,
+    currency: str | None = None,
 ) -> list[RevenueEvent]:
     """The revenue outcomes in the months from ``since`` (default: the second month of the history)
     to ``through`` (a first day of a month; months after it are not judged), sorted by month.
@@ -172,6 +184,9 @@ def revenue_events(
     *renewed*: an account with a renewal date ``D`` whose first whole month on or after ``D`` is judged,
     with MRR ``e`` in that month at least its MRR ``b > 0`` in the last whole month before ``D``
     (per month or per day, give or take ``tolerance``); it occurred on ``D``.
+
+    ``mrr`` is in one currency, ``currency`` (named on every event); for a book in several, call it
+    once per currency (:func:`flows.metrics.load_mrr_by_currency`), as :func:`record_revenue_outcomes` does.
     """
     span = revenue_months(mrr)
     if span is None:
@@ -194,7 +209,7 @@ def revenue_events(
                     kind = "expanded" if row.expanded_accounts else "contracted"
                 else:
                     continue  # unchanged, or new (a sale, not an outcome of customer success)
-                events.append(RevenueEvent(account, kind, row.month, _start_of(row.month), before, after))
+                events.append(RevenueEvent(account, kind, row.month, _start_of(row.month), before, after, currency))
         renewal = (renewal_dates or {}).get(account)
         if renewal is None:
             continue
@@ -204,7 +219,7 @@ def revenue_events(
         before, after = history.get((account, prior), 0), history.get((account, after_month), 0)
         if before > 0 and after > 0 and _kept_paying(before, after, prior, after_month, tolerance):
             occurred = datetime.combine(renewal, time(0), tzinfo=UTC)
-            events.append(RevenueEvent(account, "renewed", after_month, occurred, before, after))
+            events.append(RevenueEvent(account, "renewed", after_month, occurred, before, after, currency))
     return sorted(events, key=lambda e: (e.month, str(e.account), e.kind))
 
 
@@ -275,28 +290,40 @@ def record_revenue_outcomes(
     (a corrected import) are removed; running it again changes nothing. A timeline event
     (``kind="outcome"``) tells the account's story once per outcome. The caller's session commits.
 
+    Each account is judged in its own currency: the MRR is split by currency and every currency is
+    judged on its own, so ``arr_delta_cents`` is in the account's currency (the note names it). With
+    ``currency``, only the accounts paying in it are judged; the others' rows are left as they are.
+
     Months are judged up to the month of ``as_of``, and no later than the last month with any revenue
-    in the book: a billing export not yet imported must not look like everybody churning."""
+    in the book (in any currency): a billing export not yet imported must not look like everybody
+    churning. (Not per currency: a currency whose last accounts all churned must still show it.)"""
     window = window or AttributionWindow()
     _lock(s)
     conn = s.connection()
-    mrr = load_mrr(s, currency=currency)
-    span = revenue_months(mrr)
+    books = load_mrr_by_currency(s)
     this_month = as_of.date().replace(day=1)
     result = RecordResult(as_of.isoformat(), None)
-    if span is None:
+    spans = {code: span for code, mrr in books.items() if (span := revenue_months(mrr)) is not None}
+    if not spans:
         return result
-    through = min(this_month, span[1])
-    result.through = f"{through:%Y-%m}"
+    last = max(span[1] for span in spans.values())
+    if currency is not None:
+        spans = {code: span for code, span in spans.items() if code == currency.upper()}
     accounts = {
         external: (account_id, renewal)
         for account_id, external, renewal in conn.execute(
             select(_ACCOUNT.c.id, _ACCOUNT.c.external_id, _ACCOUNT.c.renewal_date)
         )
     }
-    events = revenue_events(
-        mrr, {external: renewal for external, (_, renewal) in accounts.items()}, through=through, tolerance=tolerance
-    )
+    renewals = {external: renewal for external, (_, renewal) in accounts.items()}
+    through = min(this_month, last)
+    result.through = f"{through:%Y-%m}"
+    events: list[RevenueEvent] = []
+    judged: set[int] = set()  # the accounts whose revenue was judged
+    for code in sorted(spans):
+        events += revenue_events(books[code], renewals, through=through, tolerance=tolerance, currency=code)
+        judged |= {accounts[external][0] for external, _ in books[code] if external in accounts}
+    events.sort(key=lambda e: (e.month, str(e.account), e.kind))
     enrollments: dict[int, list[tuple[int, str, datetime, datetime | None]]] = defaultdict(list)
     for enrollment_id, account_id, playbook, started, ended in conn.execute(
         select(
@@ -312,6 +339,7 @@ def record_revenue_outcomes(
         enrollments[account_id].append((enrollment_id, playbook, started, ended))
 
     wanted: dict[tuple[int, str, int | None], dict[str, Any]] = {}
+    currency_of: dict[tuple[int, str], str | None] = {}
     kinds: Counter[str] = Counter()
     for event in events:
         account_id = accounts[event.account][0]
@@ -322,6 +350,7 @@ def record_revenue_outcomes(
             if window.covers(started, ended, event.occurred_at)
         ]
         result.attributed += bool(chosen)
+        currency_of[(account_id, event.key)] = event.currency
         for enrollment_id, playbook in chosen or [(None, None)]:
             wanted[(account_id, event.key, enrollment_id)] = {
                 "account_id": account_id,
@@ -329,7 +358,7 @@ def record_revenue_outcomes(
                 "playbook": playbook,
                 "kind": event.kind,
                 "source": "revenue",
-                "arr_delta_cents": event.arr_delta_cents,
+                "arr_delta_cents": event.arr_delta_cents,  # in the account's currency, named in the note
                 "note": f"{event.key} {event.describe()}",
                 "recorded_by": RECORDED_BY,
                 "occurred_at": event.occurred_at,
@@ -347,6 +376,8 @@ def record_revenue_outcomes(
             _OUTCOME.c.playbook,
         ).where(_OUTCOME.c.source == "revenue", _OUTCOME.c.recorded_by == RECORDED_BY)
     ).all()
+    if currency is not None:  # only the accounts of that currency were judged
+        existing = [row for row in existing if row.account_id in judged]
     had_keys = {(row.account_id, _key_of(row.note)) for row in existing}
     stale: list[int] = []
     for row in existing:
@@ -400,7 +431,13 @@ def record_revenue_outcomes(
             "enrollment_id": None,
             "step_id": None,
             "summary": "revenue: " + v["note"].split(" ", 1)[1],
-            "detail": {"key": key, "source": "revenue", "kind": v["kind"], "arr_delta_cents": v["arr_delta_cents"]},
+            "detail": {
+                "key": key,
+                "source": "revenue",
+                "kind": v["kind"],
+                "arr_delta_cents": v["arr_delta_cents"],
+                "currency": currency_of.get((account_id, key)),
+            },
         }
         for (account_id, key), v in fresh.items()
         if (account_id, key) not in had_keys
@@ -549,21 +586,32 @@ class ArrEffect:
     difference_cents: int | None
     interval_cents: tuple[int, int] | None
     verdict: str
+    currency: str | None = None  # every amount is in it: only enrollments of accounts paying in it count
+    enrolled: int = 0  # enrollments compared
+    holdout: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def arr_effect(
-    enrolled: Sequence[int], holdout: Sequence[int], *, min_group: int = MIN_GROUP, confidence: float = 0.95
+    enrolled: Sequence[int],
+    holdout: Sequence[int],
+    *,
+    min_group: int = MIN_GROUP,
+    confidence: float = 0.95,
+    currency: str | None = None,
 ) -> ArrEffect:
-    """Compare the ARR change per enrollment (cents) of the two groups."""
+    """Compare the ARR change per enrollment (cents, all in ``currency``) of the two groups."""
     mean1 = round(fmean(enrolled)) if enrolled else None
     mean2 = round(fmean(holdout)) if holdout else None
+    sizes = {"currency": currency, "enrolled": len(enrolled), "holdout": len(holdout)}
+    code = f" {currency}" if currency else ""
     if mean1 is None or mean2 is None or len(enrolled) < 2 or len(holdout) < 2:
         difference = None if mean1 is None or mean2 is None else mean1 - mean2
         small, n = ("holdout enrollments", len(holdout)) if len(holdout) < 2 else ("enrolled", len(enrolled))
-        return ArrEffect(mean1, mean2, difference, None, f"too few {small} to tell (n={n}; {min_group} needed)")
+        verdict = f"too few {small} to tell (n={n}; {min_group} needed)"
+        return ArrEffect(mean1, mean2, difference, None, verdict, **sizes)  # type: ignore[arg-type]
     diff = fmean(enrolled) - fmean(holdout)
     se = math.sqrt(variance(enrolled) / len(enrolled) + variance(holdout) / len(holdout))
     half = _z(confidence) * se
@@ -573,14 +621,16 @@ def arr_effect(
     elif len(enrolled) < min_group:
         verdict = f"too few enrolled to tell (n={len(enrolled)}; {min_group} needed)"
     elif interval[0] <= 0 <= interval[1]:
-        verdict = f"no detectable effect on ARR ({confidence:.0%} CI {_money(interval[0])} to {_money(interval[1])})"
+        verdict = (
+            f"no detectable effect on ARR ({confidence:.0%} CI {_money(interval[0])} to {_money(interval[1])}{code})"
+        )
     else:
         verb = "adds" if diff > 0 else "loses"
         verdict = (
-            f"{verb} {_money(abs(round(diff)))} ARR per enrolled account ({confidence:.0%} CI "
+            f"{verb} {_money(abs(round(diff)))}{code} ARR per enrolled account ({confidence:.0%} CI "
             f"{_money(interval[0])} to {_money(interval[1])})"
         )
-    return ArrEffect(mean1, mean2, round(diff), interval, verdict)
+    return ArrEffect(mean1, mean2, round(diff), interval, verdict, **sizes)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,9 +658,10 @@ class PlaybookImpact:
     accounts: int  # distinct accounts among both groups
     open_windows: int  # enrollments whose window has not closed yet at as_of (counted with what is known)
     outcomes: list[Lift] = field(default_factory=list)
-    arr: ArrEffect | None = None
+    arr: ArrEffect | None = None  # when the enrollments' accounts pay in one currency (or one was chosen)
     funnel: list[FunnelStep] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    arr_by_currency: list[ArrEffect] = field(default_factory=list)  # one per currency, by code
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -622,6 +673,7 @@ class PlaybookImpact:
             "open_windows": self.open_windows,
             "outcomes": [o.to_dict() for o in self.outcomes],
             "arr": None if self.arr is None else self.arr.to_dict(),
+            "arr_by_currency": [a.to_dict() for a in self.arr_by_currency],
             "funnel": [asdict(f) for f in self.funnel],
             "notes": list(self.notes),
         }
@@ -675,6 +727,7 @@ def playbook_impact(
     segment: str | None = None,
     playbooks: Iterable[str] | None = None,
     min_group: int = MIN_GROUP,
+    currency: str | None = None,
 ) -> list[PlaybookImpact]:
     """Per playbook, the enrollments started in ``[since, as_of]`` (all up to ``as_of`` by default), of
     accounts in ``segment``: enrolled vs holdout on every outcome seen within ``window`` after each
@@ -683,8 +736,14 @@ def playbook_impact(
     Counted outcomes are *facts about the account*, recorded whichever group it is in: revenue
     outcomes (of every kind), and the playbook's own goal when holdout enrollments are watched for it
     (the goal has a ``within``). Step outcomes and goals without a window are only recorded for
-    contacted enrollments and are not compared (the funnel shows them)."""
+    contacted enrollments and are not compared (the funnel shows them).
+
+    Rates and lift are counts and mix currencies freely. The ARR effect adds money up, so it is per
+    currency (the account's, :func:`flows.metrics.account_currencies`): one per currency in
+    ``arr_by_currency``, or only ``currency``'s; ``arr`` is set when there is one."""
     conn = s.connection()
+    money_of = account_currencies(s)
+    wanted_currency = currency.upper() if currency else None
     query = select(
         _ENROLLMENT.c.id,
         _ENROLLMENT.c.playbook,
@@ -741,7 +800,20 @@ def playbook_impact(
 
     impacts = []
     for playbook in sorted(units):
-        impacts.append(_impact(s, playbook, units[playbook], facts, as_of, window, min_group, playbook in watched_seen))
+        impacts.append(
+            _impact(
+                s,
+                playbook,
+                units[playbook],
+                facts,
+                as_of,
+                window,
+                min_group,
+                playbook in watched_seen,
+                money_of,
+                wanted_currency,
+            )
+        )
     return impacts
 
 
@@ -754,6 +826,8 @@ def _impact(
     window: timedelta,
     min_group: int,
     watched_seen: bool,
+    money_of: Mapping[int, str] | None = None,
+    currency: str | None = None,
 ) -> PlaybookImpact:
     shape = _shape(s, playbook)
     # the stored playbook says whether holdouts are watched for the goal; without it, the data does
@@ -768,7 +842,9 @@ def _impact(
         open_windows=sum(1 for u in units if u[3] + window > as_of),
     )
     counts: dict[tuple[str, str], Counter[bool]] = defaultdict(Counter)
-    arr: dict[bool, list[int]] = {False: [], True: []}
+    arr: dict[str, dict[bool, list[int]]] = defaultdict(lambda: {False: [], True: []})
+    if currency is not None:
+        arr[currency]  # shown even when no enrollment is in it
     unwatched = 0  # contacted enrollments that reached a goal holdouts are not watched for
     for holdout, members in groups.items():
         for _, account_id, _, started in members:
@@ -793,7 +869,9 @@ def _impact(
             unwatched += reached_unwatched and not holdout
             for key in had:
                 counts[key][holdout] += 1
-            arr[holdout].append(delta)
+            code = (money_of or {}).get(account_id, "USD")
+            if currency is None or code == currency:
+                arr[code][holdout].append(delta)
     wanted = set(counts)
     if watched and shape is not None and shape.goal:
         wanted.add((shape.goal, "goal"))
@@ -803,7 +881,11 @@ def _impact(
         impact.outcomes.append(
             lift(kind, c[False], impact.enrolled, c[True], impact.holdout, source=source, min_group=min_group)
         )
-    impact.arr = arr_effect(arr[False], arr[True], min_group=min_group)
+    impact.arr_by_currency = [
+        arr_effect(arr[code][False], arr[code][True], min_group=min_group, currency=code) for code in sorted(arr)
+    ]
+    if len(impact.arr_by_currency) == 1:
+        impact.arr = impact.arr_by_currency[0]
     if unwatched:
         impact.notes.append(
             "the goal is not compared: holdout enrollments end at once when the goal has no 'within', so they "

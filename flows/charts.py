@@ -98,6 +98,18 @@ def _month_ticks(ax: Axes, labels: Sequence[str]) -> None:
     )
 
 
+def _from_first(items: Sequence[Any], has_data: Any) -> list[Any]:
+    """``items`` from the first one with data (a chart of months before any data is empty space)."""
+    for i, item in enumerate(items):
+        if has_data(item):
+            return list(items[i:])
+    return list(items)
+
+
+def _empty(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#6C757D", fontsize=11)
+
+
 # --------------------------------------------------------------------------------------------
 # the charts
 
@@ -128,7 +140,11 @@ def _retention(report: Report) -> Figure:
         base_down = [b + v for b, v in zip(base_down, values, strict=True)]
     net = [(m["ending"] - m["starting"]) / 100 for m in months]
     top.plot(x, net, color="black", marker="o", linewidth=1.5, label="net change")
+    for xi, value in zip(x, net, strict=True):
+        top.annotate(f"{value:+,.0f}", (xi, value), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
     top.axhline(0, color="black", linewidth=0.8)
+    low, high = top.get_ylim()
+    top.set_ylim(low, high + (high - low) * 0.1)  # room for the labels above the highest bar
     top.set_title("MRR waterfall: what moved each month")
     top.set_ylabel(f"MRR change ({currency})" if currency else "MRR change")
     top.set_xlabel("Month")
@@ -147,13 +163,33 @@ def _retention(report: Report) -> Figure:
     bottom.set_xlabel("Month")
     _percent_axis(bottom)
     _month_ticks(bottom, labels)
-    _legend(bottom)
-    if all(v != v for v in grr):  # all NaN: the history is shorter than 13 months
-        bottom.text(
-            0.5, 0.5, "needs 13 months of revenue history", ha="center", va="center", transform=bottom.transAxes
-        )
+    bottom.set_xlim(top.get_xlim())  # the same months under each other
+    known = [v for v in grr + nrr if v == v]
+    if not known:  # the history is shorter than 13 months
+        _empty(bottom, "needs 13 months of revenue history")
         bottom.set_ylim(0, 150)
-    fig.suptitle(report.title, fontsize=14)
+    else:
+        # at least 80% to 110%, so that a fraction of a point does not look like a cliff
+        bottom.set_ylim(min(80.0, min(known) - 2), max(110.0, max(known) + 4))
+        first = next(i for i, (g, n) in enumerate(zip(grr, nrr, strict=True)) if g == g or n == n)
+        if first > 0:
+            bottom.text(
+                (first - 1) / 2, 95, f"n/a before {labels[first]}:\nno revenue 12 months before",
+                ha="center", va="center", color="#6C757D", fontsize=9,
+            )  # fmt: skip
+        for series, offset in ((nrr, 8), (grr, -14)):
+            last = max((i for i, v in enumerate(series) if v == v), default=None)
+            if last is not None:
+                bottom.annotate(
+                    f"{series[last]:.1f}%", (x[last], series[last]), textcoords="offset points",
+                    xytext=(0, offset), ha="center", fontsize=9,
+                )  # fmt: skip
+    _legend(bottom)
+    others = [c for c in report.data.get("currencies") or [] if c != currency]
+    title = report.title
+    if others:
+        title += f" (not converted; the revenue in {', '.join(others)} is left out: --currency for it)"
+    fig.suptitle(title, fontsize=14)
     return fig
 
 
@@ -162,23 +198,25 @@ def _playbooks(report: Report) -> Figure:
     rows = [(p["playbook"], o) for p in playbooks for o in p["outcomes"] if o["lift"] is not None]
     if not playbooks:
         raise NothingToChart("nothing to chart: no enrollment in this period")
+    # playbooks with no holdout (or no enrolled) cannot be compared: said under the lift chart
+    uncompared = [p for p in playbooks if not any(o["lift"] is not None for o in p["outcomes"])]
     funnels = [p for p in playbooks if len(p["funnel"]) > 1][:6]
-    fig = _figure(11, 3.0 + 0.45 * max(len(rows), 2) + 2.6 * ((len(funnels) + 1) // 2))
-    grid = fig.add_gridspec(
-        1 + (len(funnels) + 1) // 2,
-        2,
-        height_ratios=[max(len(rows), 2) * 0.45 + 1.5] + [2.6] * ((len(funnels) + 1) // 2),
-    )
+    # funnels two by two; a row as tall as its longer funnel needs (a stage label is about 0.2 inch)
+    pairs = [funnels[i : i + 2] for i in range(0, len(funnels), 2)]
+    funnel_heights = [1.4 + 0.2 * max(len(p["funnel"]) for p in pair) for pair in pairs]
+    lift_height = max(len(rows), 2) * 0.45 + 1.8 + (0.3 if uncompared else 0)
+    fig = _figure(12, lift_height + sum(funnel_heights) + 0.6)
+    grid = fig.add_gridspec(1 + len(pairs), 2, height_ratios=[lift_height, *funnel_heights])
     lift_ax = fig.add_subplot(grid[0, :])
     window = report.data.get("window_days")
 
-    # lift with its 95% interval, one line per playbook and outcome
+    # lift with its 95% interval, one line per playbook and outcome, the numbers written by each
     seen: set[str] = set()
     for y, (_, o) in enumerate(reversed(rows)):
         low, high = o["interval"]
         point = o["lift"] * 100
         if "too few" in o["verdict"]:
-            colour, label = COLOURS["too_few"], "too few to tell"
+            colour, label = COLOURS["too_few"], "too few to tell (n below the minimum)"
         elif low <= 0 <= high:
             colour, label = COLOURS["lift_none"], "no detectable effect"
         elif point > 0:
@@ -196,16 +234,29 @@ def _playbooks(report: Report) -> Figure:
             markersize=7,
             label=label if label not in seen else None,
         )
+        lift_ax.annotate(
+            f"{point:+.1f} ({low * 100:+.1f} to {high * 100:+.1f}); "
+            f"{o['enrolled_rate'] * 100:.0f}% of {o['enrolled']} vs {o['holdout_rate'] * 100:.0f}% of {o['holdout']}",
+            (point, y),
+            textcoords="offset points",
+            xytext=(0, 8),
+            ha="center",
+            fontsize=8,
+        )
         seen.add(label)
     lift_ax.axvline(0, color="black", linewidth=1, linestyle="--", label="no difference")
     lift_ax.set_yticks(range(len(rows)), [f"{p} · {o['label']}" for p, o in reversed(rows)])
-    lift_ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
+    lift_ax.set_ylim(-0.7, max(len(rows), 1) - 0.1)
     lift_ax.set_title(f"Lift: enrolled minus holdout, outcomes within {window} days (95% CI)")
-    lift_ax.set_xlabel("Lift (percentage points)")
+    xlabel = "Lift (percentage points); labels: lift (95% CI); enrolled rate of n vs holdout rate of n"
+    if uncompared:
+        names = ", ".join(f"{p['playbook']} ({p['enrolled']} enrolled, {p['holdout']} holdout)" for p in uncompared)
+        xlabel += f"\nnot compared, no holdout or no enrolled: {names}"
+    lift_ax.set_xlabel(xlabel)
     lift_ax.set_ylabel("Playbook · outcome")
     _legend(lift_ax)
     if not rows:
-        lift_ax.text(0.5, 0.5, "no outcome to compare yet", ha="center", va="center", transform=lift_ax.transAxes)
+        _empty(lift_ax, "no outcome to compare yet")
         lift_ax.set_xlim(-10, 10)
 
     # funnels: share of the enrolled reaching each stage
@@ -213,14 +264,15 @@ def _playbooks(report: Report) -> Figure:
         ax = fig.add_subplot(grid[1 + i // 2, i % 2])
         stages = list(reversed(p["funnel"]))
         shares = [(s["share"] or 0) * 100 for s in stages]
-        bars = ax.barh(range(len(stages)), shares, color=COLOURS["funnel"], label="share of enrolled")
+        bars = ax.barh(range(len(stages)), shares, color=COLOURS["funnel"], label="share of enrolled", height=0.7)
         for bar, stage in zip(bars, stages, strict=True):
             ax.text(
-                bar.get_width() + 1, bar.get_y() + bar.get_height() / 2, f"{stage['reached']}", va="center", fontsize=9
+                bar.get_width() + 1, bar.get_y() + bar.get_height() / 2, f"{stage['reached']}", va="center", fontsize=8
             )
-        ax.set_yticks(range(len(stages)), [s["stage"] for s in stages])
+        ax.set_yticks(range(len(stages)), [s["stage"] for s in stages], fontsize=8)
+        ax.set_ylim(-0.6, len(stages) - 0.4)
         ax.set_xlim(0, 118)  # room on the right for the counts
-        ax.set_xticks([0, 25, 50, 75, 100])
+        ax.set_xticks([0, 50, 100])
         _percent_axis(ax, "x")
         ax.set_title(f"Funnel: {p['playbook']} ({p['enrolled']} enrolled)")
         ax.set_xlabel("Share of enrolled (%); bar labels: enrollments")
@@ -234,6 +286,9 @@ def _surveys(report: Report) -> Figure:
     months = report.data.get("months") or []
     if not any(m[k]["responses"] for m in months for k in ("nps", "csat", "ces")):
         raise NothingToChart("nothing to chart: no survey answers in this period")
+    asked = len(months)
+    months = _from_first(months, lambda m: any(m[k]["responses"] for k in ("nps", "csat", "ces")))
+    trimmed = f" (no answers before {months[0]['month']})" if len(months) < asked else ""
     labels = [m["month"] for m in months]
     x = list(range(len(labels)))
     fig = _figure(11, 9)
@@ -249,14 +304,19 @@ def _surveys(report: Report) -> Figure:
         ax.plot(x, values, marker="o", color=colour, linewidth=2, label=f"{name} by month")
         for xi, v, n in zip(x, values, answers, strict=True):
             if n:
-                ax.annotate(f"n={n}", (xi, v), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+                ax.annotate(
+                    f"{v:.3g} (n={n})", (xi, v), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
+                )
+        if not any(answers):
+            _empty(ax, f"no {name} answers in this period")
+        ax.set_xlim(-0.5, len(x) - 0.5)
         ax.set_ylim(*limits)
         ax.set_title(f"{name} by month")
         ax.set_ylabel(ylabel)
         ax.set_xlabel("Month")
         _legend(ax)
     _month_ticks(axes[-1], labels)
-    fig.suptitle(report.title, fontsize=14)
+    fig.suptitle(report.title + trimmed, fontsize=14)
     return fig
 
 
@@ -264,6 +324,9 @@ def _health(report: Report) -> Figure:
     snapshots = report.data.get("over_time") or []
     if not any(sum(s[b] for b in ("green", "yellow", "red")) for s in snapshots):
         raise NothingToChart("nothing to chart: no health scores in this period")
+    asked = len(snapshots)
+    snapshots = _from_first(snapshots, lambda s: sum(s[b] for b in ("green", "yellow", "red")))
+    trimmed = f" (no scores before {snapshots[0]['at']})" if len(snapshots) < asked else ""
     labels = [s["at"] for s in snapshots]
     x = list(range(len(labels)))
     fig = _figure(11, 5.5)
@@ -271,14 +334,24 @@ def _health(report: Report) -> Figure:
     base = [0] * len(x)
     for band in ("green", "yellow", "red"):
         values = [s[band] for s in snapshots]
-        ax.bar(x, values, bottom=base, color=COLOURS[band], label=band, width=0.7)
+        bars = ax.bar(x, values, bottom=base, color=COLOURS[band], label=band, width=0.7)
+        # the count of each band, inside its bar when there is room, else just above the stack
+        tall = max(base[i] + values[i] for i in range(len(x))) or 1
+        for bar, value in zip(bars, values, strict=True):
+            if value and value / tall >= 0.06:
+                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_y() + value / 2, str(value), ha="center",
+                        va="center", fontsize=9, color="white" if band != "yellow" else "black")  # fmt: skip
+            elif value:
+                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_y() + value, f"{band} {value}", ha="center",
+                        va="bottom", fontsize=8)  # fmt: skip
         base = [b + v for b, v in zip(base, values, strict=True)]
+    ax.set_ylim(0, max(base) * 1.1 or 1)
     ax.set_title("Accounts by health band, at the end of each month")
     ax.set_ylabel("Accounts")
     ax.set_xlabel("Month")
     _month_ticks(ax, labels)
     _legend(ax)
-    fig.suptitle(report.title, fontsize=14)
+    fig.suptitle(report.title + trimmed, fontsize=14)
     return fig
 
 

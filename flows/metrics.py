@@ -30,16 +30,20 @@ __all__ = [
     "ProductMRR",
     "Retention",
     "WaterfallRow",
+    "account_currencies",
     "add_months",
     "arr_cents",
     "cohort_retention",
     "currencies",
     "expansion_metrics",
+    "last_revenue_month",
     "lifetime_value",
     "load_mrr",
+    "load_mrr_by_currency",
     "load_product_mrr",
     "load_segments",
     "logo_metrics",
+    "main_currency",
     "month_range",
     "revenue_months",
     "split_by_segment",
@@ -465,6 +469,40 @@ def currencies(session: Session, segment: str | None = None) -> list[str]:
     return sorted(session.exec(query).all())
 
 
+def _accounts_per_currency(session: Session, segment: str | None = None) -> dict[str, int]:
+    """How many accounts have revenue in each currency (of one segment's accounts)."""
+    query = select(RevenueEntry.currency, func.count(func.distinct(col(RevenueEntry.account_id)))).group_by(
+        RevenueEntry.currency
+    )
+    if segment is not None:
+        query = query.join(Account, col(Account.id) == col(RevenueEntry.account_id)).where(Account.segment == segment)
+    return {code: int(n) for code, n in session.exec(query)}
+
+
+def main_currency(session: Session, segment: str | None = None) -> str | None:
+    """The book's largest currency: the one the most accounts pay in (then the first by code), or None
+    without revenue. Counting accounts needs no exchange rate; Retain never converts currencies."""
+    counts = _accounts_per_currency(session, segment)
+    return min(counts, key=lambda code: (-counts[code], code)) if counts else None
+
+
+def account_currencies(session: Session) -> dict[int, str]:
+    """Each account's currency, by account id: the currency of its latest revenue entry, else the
+    account's own ``currency`` field (an account without revenue)."""
+    found: dict[int, str] = dict(session.exec(select(Account.id, Account.currency)).all())  # type: ignore[arg-type]
+    latest = (
+        select(col(RevenueEntry.account_id), func.max(col(RevenueEntry.period)).label("period"))
+        .group_by(col(RevenueEntry.account_id))
+        .subquery()
+    )
+    query = select(col(RevenueEntry.account_id), col(RevenueEntry.currency)).join(
+        latest, (latest.c.account_id == col(RevenueEntry.account_id)) & (latest.c.period == col(RevenueEntry.period))
+    )
+    for account_id, code in session.exec(query):
+        found[account_id] = code
+    return {account_id: (code or "USD").upper() for account_id, code in found.items()}
+
+
 def _currency_of(session: Session, segment: str | None, currency: str | None) -> str | None:
     found = currencies(session, segment)
     if currency is not None:
@@ -513,6 +551,23 @@ def load_mrr(
     if segment is not None:
         query = query.where(Account.segment == segment)
     return {(account, period): int(cents) for account, period, cents in session.exec(query) if cents}
+
+
+def last_revenue_month(session: Session, segment: str | None = None, *, until: date | None = None) -> date | None:
+    """The last month with any revenue in the book, in any currency (not after ``until``): a report in
+    one currency runs to it, so that a currency whose last accounts all left still shows them leaving."""
+    query = select(func.max(col(RevenueEntry.period))).where(col(RevenueEntry.mrr_cents) != 0)
+    if until is not None:
+        query = query.where(col(RevenueEntry.period) <= until)
+    if segment is not None:
+        query = query.join(Account, col(Account.id) == col(RevenueEntry.account_id)).where(Account.segment == segment)
+    return session.exec(query).one()
+
+
+def load_mrr_by_currency(session: Session, segment: str | None = None) -> dict[str, dict[tuple[str, date], int]]:
+    """The MRR of every currency, ``{currency: {(external_id, month): mrr_cents}}``: what judges each
+    account in its own currency (revenue outcomes) without choosing one for the book."""
+    return {code: load_mrr(session, segment, currency=code) for code in currencies(session, segment)}
 
 
 def load_segments(session: Session) -> dict[str, str | None]:

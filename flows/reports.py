@@ -44,12 +44,15 @@ from models import (
 from ._render import markdown_to_html
 from .attribution import ARR_KINDS, DEFAULT_LIFT_WINDOW, MIN_GROUP, STEP_EVENT_KINDS, playbook_impact
 from .metrics import (
+    account_currencies,
     add_months,
     arr_cents,
     cohort_retention,
     currencies,
+    last_revenue_month,
     load_mrr,
     logo_metrics,
+    main_currency,
     month_range,
     revenue_months,
     waterfall,
@@ -96,6 +99,10 @@ class Column:
 
     name: str
     kind: str = "text"
+    #: long text (a verdict): a terminal lists it under the table, "key: text", instead of in a column
+    detail: bool = False
+    #: the header when space is short (a terminal): "enr. rate" for "enrolled rate"
+    short: str | None = None
 
 
 def money(cents: int | None) -> str:
@@ -221,6 +228,21 @@ def _of(segment: str | None) -> str:
     return f", segment {segment}" if segment else ""
 
 
+def _currency_notes(found: Sequence[str], chosen: str | None, asked: str | None) -> list[str]:
+    """Say which currency a report that adds money up is in, when the book has several (no conversion)."""
+    others = [code for code in found if code != chosen]
+    if asked is not None and chosen not in found:
+        return [f"no revenue in {chosen}; the revenue is in {', '.join(found) or 'no currency yet'}"]
+    if not others:
+        return []
+    if asked is None:
+        return [
+            f"the revenue is in {len(found)} currencies ({', '.join(found)}); this report is in {chosen}, the one "
+            f"most accounts pay in (never converted). For another: --currency {others[0]}"
+        ]
+    return [f"only the accounts paying in {chosen}; the others pay in {', '.join(others)} (never converted)"]
+
+
 # --------------------------------------------------------------------------------------------
 # retention
 
@@ -232,22 +254,31 @@ def retention_report(
     the last month with revenue), with each month's GRR and NRR (the cohort of 12 months before)
     and logo churn; money in cents of one currency (``flows.metrics``)."""
     check_segment(s, segment)
-    mrr = load_mrr(s, segment, currency=currency)
     found = currencies(s, segment)
-    chosen = currency.upper() if currency else (found[0] if found else None)
+    chosen = currency.upper() if currency else main_currency(s, segment)
+    mrr = load_mrr(s, segment, currency=chosen) if chosen else {}
     columns = [
         Column("month"), Column("start MRR", "money"), Column("new", "money"), Column("expansion", "money"),
-        Column("contraction", "money"), Column("churn", "money"), Column("reactivation", "money"),
-        Column("end MRR", "money"), Column("ARR", "money"), Column("GRR", "percent"), Column("NRR", "percent"),
-        Column("logo churn", "percent"), Column("logos lost", "int"), Column("logos", "int"),
+        Column("contraction", "money", short="contr."), Column("churn", "money"),
+        Column("reactivation", "money", short="react."), Column("end MRR", "money"), Column("ARR", "money"),
+        Column("GRR", "percent"), Column("NRR", "percent"), Column("logo churn", "percent"),
+        Column("logos lost", "int"), Column("logos", "int"),
     ]  # fmt: skip
     table = ReportTable("retention", "MRR waterfall, GRR and NRR (12-month cohorts), logo churn", columns)
     span = revenue_months(mrr)
     title = f"Retention in {chosen or 'no currency'}{_of(segment)}"
     if span is None:
-        data: dict[str, Any] = {"currency": chosen, "segment": segment, "months": [], "logos": None}
-        return Report("retention", title, as_of.isoformat(), data, [table], ["no revenue yet: `retain revenue import`"])
-    last = min(_month_of(as_of), span[1])
+        data: dict[str, Any] = {
+            "currency": chosen,
+            "currencies": found,
+            "segment": segment,
+            "months": [],
+            "logos": None,
+        }
+        empty = ["no revenue yet: `retain revenue import`"] if not found else _currency_notes(found, chosen, currency)
+        return Report("retention", title, as_of.isoformat(), data, [table], empty)
+    # up to the book's last month in any currency: a currency whose accounts all left shows it
+    last = min(_month_of(as_of), max(span[1], last_revenue_month(s, segment) or span[1]))
     if last < span[0]:
         raise NotFoundError(f"no revenue up to {last:%Y-%m}: it starts in {span[0]:%Y-%m}")
     chosen_months = month_range(max(add_months(last, -(months - 1)), span[0]), last)
@@ -265,7 +296,7 @@ def retention_report(
             row.churned_accounts, row.ending_accounts,
         ])  # fmt: skip
     overall = logo_metrics(mrr, chosen_months)
-    notes = []
+    notes = _currency_notes(found, chosen, currency)
     if span[0] > add_months(chosen_months[0], -12):
         notes.append(
             f"GRR and NRR need revenue 12 months before each month; the history starts in {span[0]:%Y-%m}, "
@@ -273,7 +304,13 @@ def retention_report(
         )
     if chosen_months[0] == span[0]:
         notes.append(f"{span[0]:%Y-%m} is the first month of the history: every account in it counts as new")
-    document: dict[str, Any] = {"currency": chosen, "segment": segment, "months": rows, "logos": overall.to_dict()}
+    document: dict[str, Any] = {
+        "currency": chosen,
+        "currencies": found,
+        "segment": segment,
+        "months": rows,
+        "logos": overall.to_dict(),
+    }
     return Report("retention", title, as_of.isoformat(), document, [table], notes)
 
 
@@ -290,31 +327,46 @@ def playbooks_report(
     segment: str | None = None,
     playbooks: Iterable[str] | None = None,
     min_group: int = MIN_GROUP,
+    currency: str | None = None,
 ) -> Report:
     """Per playbook, of the enrollments started in the last ``months`` months (all with None):
     enrolled and holdout, each outcome's rates and lift with its 95% interval and verdict, the ARR
-    effect, and the funnel (``flows.attribution.playbook_impact``)."""
+    effect, and the funnel (``flows.attribution.playbook_impact``).
+
+    Rates and lift are counts: every enrollment counts, whatever its currency. The ARR effect adds
+    money up, so it is per currency (one row per playbook and currency), or only ``currency``'s."""
     check_segment(s, segment)
     since = _start(add_months(_month_of(as_of), -months)) if months else None
     impacts = playbook_impact(
-        s, as_of, window=window, since=since, segment=segment, playbooks=playbooks, min_group=min_group
+        s,
+        as_of,
+        window=window,
+        since=since,
+        segment=segment,
+        playbooks=playbooks,
+        min_group=min_group,
+        currency=currency,
     )
     lift_table = ReportTable(
         "lift",
         f"Enrolled vs holdout: outcomes within {window.days} days of enrollment",
         [
-            Column("playbook"), Column("outcome"), Column("enrolled", "int"), Column("holdout", "int"),
-            Column("enrolled rate", "percent"), Column("holdout rate", "percent"), Column("lift (points)", "points"),
-            Column("95% CI low", "points"), Column("95% CI high", "points"), Column("verdict"),
+            Column("playbook"), Column("outcome"), Column("enrolled", "int", short="enr."),
+            Column("holdout", "int", short="hold."), Column("enrolled rate", "percent", short="enr. %"),
+            Column("holdout rate", "percent", short="hold. %"), Column("lift (points)", "points", short="lift pts"),
+            Column("95% CI low", "points", short="CI low"), Column("95% CI high", "points", short="CI high"),
+            Column("verdict", detail=True),
         ],
     )  # fmt: skip
     arr_table = ReportTable(
         "arr",
-        "ARR change per enrollment within the window",
+        "ARR change per enrollment within the window (in the accounts' own currency)",
         [
-            Column("playbook"), Column("enrolled", "money"), Column("holdout", "money"),
-            Column("difference", "money"), Column("95% CI low", "money"), Column("95% CI high", "money"),
-            Column("verdict"),
+            Column("playbook"), Column("currency", short="cur."), Column("enrolled n", "int", short="enr. n"),
+            Column("holdout n", "int", short="hold. n"), Column("enrolled", "money", short="enr. ARR"),
+            Column("holdout", "money", short="hold. ARR"), Column("difference", "money", short="diff."),
+            Column("95% CI low", "money", short="CI low"), Column("95% CI high", "money", short="CI high"),
+            Column("verdict", detail=True),
         ],
     )  # fmt: skip
     funnel_table = ReportTable(
@@ -335,20 +387,29 @@ def playbooks_report(
                 impact.playbook, "(none seen)", impact.enrolled, impact.holdout, None, None, None, None, None,
                 "no outcome within the window yet",
             ])  # fmt: skip
-        if impact.arr is not None:
-            a = impact.arr
+        for a in impact.arr_by_currency:
             low_c, high_c = a.interval_cents if a.interval_cents else (None, None)
             arr_table.rows.append([
-                impact.playbook, a.enrolled_mean_cents, a.holdout_mean_cents, a.difference_cents, low_c, high_c,
-                a.verdict,
+                impact.playbook, a.currency, a.enrolled, a.holdout, a.enrolled_mean_cents, a.holdout_mean_cents,
+                a.difference_cents, low_c, high_c, a.verdict,
             ])  # fmt: skip
         for stage in impact.funnel:
             funnel_table.rows.append([impact.playbook, stage.stage, stage.kind, stage.reached, stage.share])
         notes += [f"{impact.playbook}: {note}" for note in impact.notes]
     if not impacts:
         notes.append("no enrollment yet in this period")
+    shown = sorted({a.currency for impact in impacts for a in impact.arr_by_currency if a.currency})
+    if currency is not None:
+        notes.append(f"the ARR effect counts only the accounts paying in {currency.upper()} (rates and lift count all)")
+    elif len(shown) > 1:
+        notes.append(
+            f"the ARR effect is per currency ({', '.join(shown)}; never converted), each over the accounts paying "
+            "in it: one currency's groups are smaller than the playbook's. --currency CODE for one"
+        )
     data = {
         "window_days": window.days,
+        "currency": currency.upper() if currency else None,
+        "currencies": shown,
         "since": since.isoformat() if since else None,
         "segment": segment,
         "min_group": min_group,
@@ -463,8 +524,8 @@ def health_report(
         "movers",
         f"Movers over the last {days} days (band changes, then the largest score changes)",
         [
-            Column("account"), Column("name"), Column("CSM"), Column("band then"), Column("band now"),
-            Column("score then", "number"), Column("score now", "number"), Column("change", "number"),
+            Column("account"), Column("name"), Column("band then"), Column("band now"),
+            Column("score then", "number"), Column("score now", "number"), Column("change", "number"), Column("CSM"),
         ],
     )  # fmt: skip
     ordered = sorted(
@@ -473,7 +534,7 @@ def health_report(
     )
     for account_id, band_then, band_now, score_then, score_now, change in ordered:
         external, name, csm = names.get(account_id, (str(account_id), "", None))
-        movers_table.rows.append([external, name, csm or "", band_then, band_now, score_then, score_now, change])
+        movers_table.rows.append([external, name, band_then, band_now, score_then, score_now, change, csm or ""])
     current = Counter(band for _, band, _ in now.values())
     data = {
         "segment": segment,
@@ -548,6 +609,7 @@ def weekly_digest(
     with no touch delivered in ``quiet_days``), and what each playbook did."""
     week, start, end = digest_week(as_of)
     conn = s.connection()
+    money_of = account_currencies(s)
     accounts = {
         row.id: row
         for row in conn.execute(
@@ -601,7 +663,16 @@ def weekly_digest(
     ):  # fmt: skip
         if source == "revenue":
             key = (account_id, (note or kind).split(" ", 1)[0])
-            move = moves.setdefault(key, {"account_id": account_id, "kind": kind, "arr": delta or 0, "playbooks": []})
+            move = moves.setdefault(
+                key,
+                {
+                    "account_id": account_id,
+                    "kind": kind,
+                    "arr": delta or 0,
+                    "currency": money_of.get(account_id),
+                    "playbooks": [],
+                },
+            )
             if playbook:
                 move["playbooks"].append(playbook)
             continue
@@ -610,7 +681,19 @@ def weekly_digest(
             goals[playbook] += 1
     for move in moves.values():
         outcomes[f"{move['kind']} (revenue)"] += 1
-    net_arr = sum(m["arr"] for m in moves.values() if m["kind"] in ARR_KINDS)
+    # money is added up per currency (each account's own; never converted)
+    net_by_currency: dict[str, int] = defaultdict(int)
+    for m in moves.values():
+        if m["kind"] in ARR_KINDS:
+            net_by_currency[m["currency"] or ""] += m["arr"]
+    net_arr = sum(net_by_currency.values()) if len(net_by_currency) <= 1 else None
+    net_text = (
+        ", ".join(
+            f"{'+' if cents >= 0 else ''}{money(cents)}{' ' + code if code else ''}"
+            for code, cents in sorted(net_by_currency.items())
+        )
+        or "+0.00"
+    )
 
     # who is at risk
     live = [a for a in accounts.values() if a.status != AccountStatus.CHURNED]
@@ -698,7 +781,8 @@ def weekly_digest(
                 {**m, "account": accounts[m["account_id"]].external_id if m["account_id"] in accounts else None}
                 for m in sorted(moves.values(), key=lambda m: -abs(m["arr"]))
             ],
-            "net_arr_delta_cents": net_arr,
+            "net_arr_delta_cents": net_arr,  # None when the moves are in several currencies
+            "net_arr_delta_cents_by_currency": dict(sorted(net_by_currency.items())),
         },
         "at_risk": {
             "red_health": [a.external_id for a in red],
@@ -721,14 +805,15 @@ def weekly_digest(
                 f"- **{sum(by_channel.values())}** touches delivered: {_counts(by_channel)}"
                 + (f"; not sent: {_counts(not_sent)}" if not_sent else ""),
                 f"- **{sum(outcomes.values())}** outcomes: {_counts(outcomes)}",
-                f"- revenue moves: **{len(moves)}**, net ARR {'+' if net_arr >= 0 else ''}{money(net_arr)}"
+                f"- revenue moves: **{len(moves)}**, net ARR {net_text}"
                 + " (monthly moves are dated the 1st of their month)",
             ]
         ),
     ]
     if moves:
         rows = "\n".join(
-            f"| {who(m['account_id'])} | {m['kind']} | {'+' if m['arr'] >= 0 else ''}{money(m['arr'])} | "
+            f"| {who(m['account_id'])} | {m['kind']} | {'+' if m['arr'] >= 0 else ''}{money(m['arr'])}"
+            f"{' ' + m['currency'] if m['currency'] else ''} | "
             f"{', '.join(sorted(set(m['playbooks']))) or '-'} |"
             for m in sorted(moves.values(), key=lambda m: -abs(m["arr"]))[:limit]
         )

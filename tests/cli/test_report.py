@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 from collections.abc import Callable
@@ -11,12 +12,15 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 
 import cli
 from cli._app import console
+from cli.report import table_renderables
 from flows.attribution import newcombe_interval
+from flows.reports import Column, ReportTable
 from models import Account, Enrollment, Outcome, RevenueEntry, make_engine, session
 
 
@@ -199,3 +203,127 @@ def test_report_weekly_by_email_needs_an_address(retain: Retain) -> None:
     result = retain("report", "weekly", "--as-of", "2027-03-10", "--post", "email")
     assert result.code == 1
     assert "needs --to" in result.err
+
+
+# --------------------------------------------------------------------------------------------
+# several currencies
+
+
+def _half_in_euros(url: str) -> None:
+    """The odd-numbered accounts pay in EUR (same cents): the book is in two currencies."""
+    engine = make_engine(url)
+    with session(engine) as s:
+        table = RevenueEntry.__table__  # type: ignore[attr-defined]
+        s.connection().execute(table.update().where(table.c.account_id % 2 == 1).values(currency="EUR"))
+    engine.dispose()
+
+
+def test_report_playbooks_in_several_currencies(retain: Retain, sqlite_url: str) -> None:
+    _half_in_euros(sqlite_url)
+    result = retain("report", "playbooks", "--format", "json", "--as-of", AS_OF)
+    assert result.code == 0, result.err  # detecting outcomes needs no currency: each account in its own
+    assert "revenue outcomes through 2027-06: 17 (0 renewed, 0 expanded, 0 contracted, 17 churned" in result.err
+    document = json.loads(result.out)
+    nudge = document["playbooks"][0]
+    # the counts are those of the one-currency book
+    churned = {o["label"]: o for o in nudge["outcomes"]}["churned"]
+    assert (churned["enrolled_with"], churned["enrolled"], churned["holdout_with"], churned["holdout"]) == (
+        4,
+        40,
+        12,
+        40,
+    )
+    assert nudge["arr"] is None
+    assert [(a["currency"], a["enrolled"] + a["holdout"]) for a in nudge["arr_by_currency"]] == [
+        ("EUR", 40),
+        ("USD", 40),
+    ]
+    assert document["currencies"] == ["EUR", "USD"]
+    one = retain("report", "playbooks", "--format", "json", "--as-of", AS_OF, "--currency", "eur", "--no-detect")
+    assert one.code == 0, one.err
+    [eur] = [a for a in json.loads(one.out)["playbooks"][0]["arr_by_currency"]]
+    assert eur["currency"] == "EUR"
+    table = retain("report", "playbooks", "--as-of", AS_OF, "--no-detect")
+    assert "note: the ARR effect is per currency (EUR, USD; never converted)" in table.out
+    retention = retain("report", "retention", "--as-of", AS_OF, "--months", "3")
+    assert retention.code == 0, retention.err
+    assert "Retention in EUR" in retention.out  # 43 accounts pay in EUR, 42 in USD
+    assert "this report is in EUR, the one most accounts pay in (never converted). For another: --currency USD" in (
+        " ".join(retention.out.split())
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# an 80-column terminal
+
+
+def test_report_tables_read_well_in_80_columns(retain: Retain, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "width", 80)
+    result = retain("report", "playbooks", "--as-of", AS_OF)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert max(len(line) for line in lines if not line.startswith("note: ")) <= 80  # notes wrap softly
+    # the keys whole, the numbers whole, the verdicts as sentences under their table
+    assert "playbook nudge: enrolled 40, holdout 40" in lines
+    assert "playbook tiny: enrolled 3, holdout 2" in lines
+    assert any(line.startswith("│ renewed (goal) ") for line in lines)
+    assert any(line.startswith("│ churned ") and "10.0%" in line and "30.0%" in line for line in lines)
+    interval = newcombe_interval(4, 40, 12, 40)
+    assert (
+        f"  churned: lowers churned by 20.0 points (95% CI {interval.low * 100:.1f} to {interval.high * 100:.1f})"
+        in lines
+    )
+    for command in ("retention", "surveys", "health"):
+        other = retain("report", command, "--as-of", AS_OF)
+        assert other.code == 0, other.err
+        tables = [line for line in other.out.splitlines() if line[:1] in "┏┃┡│└"]
+        assert tables and max(len(line) for line in tables) <= 80, command
+
+
+def _render(table: ReportTable, width: int) -> str:
+    out = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False)
+    for part in table_renderables(table, width):
+        out.print(part)
+    return out.file.getvalue()  # type: ignore[attr-defined]
+
+
+LIFT = ReportTable(
+    "lift",
+    "Enrolled vs holdout",
+    [
+        Column("playbook"), Column("outcome"), Column("enrolled", "int"), Column("holdout", "int"),
+        Column("enrolled rate", "percent"), Column("holdout rate", "percent"), Column("lift (points)", "points"),
+        Column("95% CI low", "points"), Column("95% CI high", "points"), Column("verdict", detail=True),
+    ],
+    [
+        ["renewal_enterprise_q4", "renewed (goal)", 1234, 310, 0.5, 0.4, 0.1, 0.02, 0.18,
+         "lifts renewed by 10.0 points (95% CI 2.0 to 18.0)"],
+        ["renewal_enterprise_q4", "contracted", 1234, 310, 0.05, 0.06, -0.01, -0.04, 0.02,
+         "no detectable effect on contracted (5.0% enrolled vs 6.0% holdout; 95% CI -4.0 to 2.0 points)"],
+        ["onboarding", "onboarded (goal)", 40, 3, 0.9, 0.33, 0.57, None, None,
+         "too few holdout enrollments to tell (n=3; 30 needed)"],
+    ],
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_lift_table_keeps_its_names_whole(width: int) -> None:
+    text = _render(LIFT, width)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    for name in ("renewal_enterprise_q4", "onboarding", "renewed (goal)", "contracted", "onboarded (goal)"):
+        assert name in text, name
+    # numbers never break; an interval reads "low to high"
+    assert "+2.0 to +18.0" in text and "1234" in text and "90.0%" in text
+    # verdicts are sentences, not a column one word wide
+    assert any(line.strip().endswith("lifts renewed by 10.0 points (95% CI 2.0 to 18.0)") for line in lines)
+    assert not any(line.strip("│ ") in ("lifts", "renewed", "by") for line in lines)
+
+
+def test_a_wide_table_is_split_in_parts_that_repeat_the_key() -> None:
+    columns = [Column("month"), *(Column(f"column {i}", "money") for i in range(10))]
+    table = ReportTable("wide", "Wide", columns, [["2027-01", *(123_456_789 for _ in range(10))]])
+    text = _render(table, 80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert text.count("2027-01") >= 2 and "Wide (1/" in text
+    assert text.count("1,234,567.89") == 10  # every figure, whole

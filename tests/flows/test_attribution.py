@@ -443,3 +443,89 @@ def test_a_goal_without_a_window_is_not_compared(sqlite_engine: Engine) -> None:
         "never watched for it (20 contacted enrollments reached it; see the funnel)"
     ]
     assert impact.funnel[-1] == impact.funnel[-1].__class__("goal: renewed", "goal", 20, 0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# a book in several currencies
+
+
+def _in_euros(engine: Engine, *, through: str | None = None) -> set[int]:
+    """Move the odd-numbered accounts' revenue to EUR (same cents); with ``through``, the EUR billing export
+    is imported only up to that month (later EUR months removed). Returns the EUR account ids."""
+    with session(engine) as s:
+        conn = s.connection()
+        ids = dict(conn.execute(select(Account.external_id, Account.id)).tuples().all())
+        euros = {account_id for external, account_id in ids.items() if int(external[1:]) % 2}
+        table = RevenueEntry.__table__  # type: ignore[attr-defined]
+        conn.execute(table.update().where(table.c.account_id.in_(euros)).values(currency="EUR"))
+        if through is not None:
+            conn.execute(table.delete().where(table.c.account_id.in_(euros), table.c.period > m(through)))
+    return euros
+
+
+def test_revenue_outcomes_are_judged_in_each_accounts_currency(sqlite_engine: Engine) -> None:
+    groups = build_book(sqlite_engine, per_group=5)
+    with session(sqlite_engine) as s:
+        single = record_revenue_outcomes(s, AS_OF)
+    before = _revenue_rows(sqlite_engine)
+    euros = _in_euros(sqlite_engine)
+    with session(sqlite_engine) as s:
+        mixed = record_revenue_outcomes(s, AS_OF)  # no currency needed: each account in its own
+    # the same outcomes, the same ARR deltas (in each account's currency); only the notes now name it
+    assert _revenue_rows(sqlite_engine) == before
+    assert (mixed.events, mixed.by_kind, mixed.added, mixed.removed) == (single.events, single.by_kind, 0, 0)
+    assert mixed.updated == sum(1 for a, *_ in before if a in euros)
+    with Session(sqlite_engine) as s:
+        notes = dict(s.exec(select(Outcome.account_id, Outcome.note).where(Outcome.source == "revenue")).all())
+        details = s.exec(select(TimelineEvent.detail).where(TimelineEvent.kind == "outcome")).scalars().all()
+    churned_eur = next(a for a in groups["holdout"] if a in euros)
+    assert notes[churned_eur] == (
+        "revenue:churned:2027-03 churned in 2027-03: MRR 1,000.00 -> 0.00 EUR (ARR -12,000.00 EUR)"
+    )
+    assert {d["currency"] for d in details} <= {"EUR", "USD"}
+
+
+def test_judging_one_currency_leaves_the_others_alone(sqlite_engine: Engine) -> None:
+    build_book(sqlite_engine, per_group=5)
+    euros = _in_euros(sqlite_engine)
+    with session(sqlite_engine) as s:
+        everything = record_revenue_outcomes(s, AS_OF)
+    rows = _revenue_rows(sqlite_engine)
+    assert [k for a, _, k, _ in rows if a not in euros].count("expanded") == 1
+    with session(sqlite_engine) as s:  # a corrected USD import: the expansion was a mistake
+        table = RevenueEntry.__table__  # type: ignore[attr-defined]
+        s.connection().execute(
+            table.update().where(table.c.currency == "USD", table.c.mrr_cents > 1_000_00).values(mrr_cents=1_000_00)
+        )
+        eur = record_revenue_outcomes(s, AS_OF, currency="eur")
+    # every EUR account churned by 2027-03; judged on its own, EUR still knows the book runs to 2027-06
+    assert (everything.through, eur.through) == ("2027-06", "2027-06")
+    assert (eur.added, eur.updated, eur.removed) == (0, 0, 0)
+    assert _revenue_rows(sqlite_engine) == rows  # the USD accounts were not judged: their rows stay
+    with session(sqlite_engine) as s:
+        usd = record_revenue_outcomes(s, AS_OF, currency="USD")
+    assert usd.removed == 1 and "expanded" not in usd.by_kind
+
+
+def test_playbook_impact_counts_every_currency_and_adds_money_per_currency(sqlite_engine: Engine) -> None:
+    build_book(sqlite_engine)
+    with session(sqlite_engine) as s:
+        record_revenue_outcomes(s, AS_OF)
+    with Session(sqlite_engine) as s:
+        [single] = playbook_impact(s, AS_OF)
+    euros = _in_euros(sqlite_engine)
+    with session(sqlite_engine) as s:
+        record_revenue_outcomes(s, AS_OF)
+    with Session(sqlite_engine) as s:
+        [mixed] = playbook_impact(s, AS_OF)
+        [eur] = playbook_impact(s, AS_OF, currency="eur")
+    # rates and lift are counts: the same whatever the currencies
+    assert [o.to_dict() for o in mixed.outcomes] == [o.to_dict() for o in single.outcomes]
+    # money is never added across currencies
+    assert mixed.arr is None
+    assert [(a.currency, a.enrolled, a.holdout) for a in mixed.arr_by_currency] == [("EUR", 20, 20), ("USD", 20, 20)]
+    assert single.arr is not None and single.arr.currency == "USD"
+    assert eur.arr is not None and eur.arr == mixed.arr_by_currency[0] and len(euros) == 40
+    assert eur.arr.verdict.startswith("too few holdout enrollments to tell (n=20")
+    document = mixed.to_dict()
+    assert document["arr"] is None and [a["currency"] for a in document["arr_by_currency"]] == ["EUR", "USD"]

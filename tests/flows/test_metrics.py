@@ -18,15 +18,18 @@ from cli._app import console
 from flows.metrics import (
     Retention,
     WaterfallRow,
+    account_currencies,
     add_months,
     arr_cents,
     cohort_retention,
     expansion_metrics,
     lifetime_value,
     load_mrr,
+    load_mrr_by_currency,
     load_product_mrr,
     load_segments,
     logo_metrics,
+    main_currency,
     month_range,
     split_by_segment,
     total_mrr,
@@ -359,12 +362,12 @@ def test_the_summary_command(book, capsys, monkeypatch):
         in out
     )
     assert out[-4:] == [
-        "GRR 73.7%, NRR 105.8%: the 5 accounts with MRR in 2027-01, in 2028-01 (starting MRR 1,710.00, retained "
-        "1,260.00, ending 1,810.00); 4 still paying (80.0%)",
+        "GRR 73.7%, NRR 105.8%: the 5 accounts with MRR in 2027-01, in 2028-01 (starting MRR 1,710.00 USD, "
+        "retained 1,260.00 USD, ending 1,810.00 USD); 4 still paying (80.0%)",
         "logo churn 3.5% a month (2 lost over 57 account-months); 1 new, 1 won back",
-        "expansion 2.5% of starting MRR a month; upsell 620.00 (14.0% of accounts a month), cross-sell 100.00 "
-        "(1.8% of accounts a month)",
-        "lifetime value 12,100.00 (ARPA 530.70 × 80% gross margin ÷ 3.5% monthly logo churn)",
+        "expansion 2.5% of starting MRR a month; upsell 620.00 USD (14.0% of accounts a month), cross-sell "
+        "100.00 USD (1.8% of accounts a month)",
+        "lifetime value 12,100.00 USD (ARPA 530.70 USD × 80% gross margin ÷ 3.5% monthly logo churn)",
     ]
 
     assert cli.main(["--database-url", url, "revenue", "summary", "--month", "2028-01", "--segment", "smb",
@@ -388,3 +391,42 @@ def test_the_summary_command(book, capsys, monkeypatch):
     # by default, the latest month with revenue that is not after this one (or the latest, when all is ahead)
     assert cli.main(["--database-url", url, "revenue", "summary"]) == 0
     assert "MRR waterfall in USD" in capsys.readouterr().out
+
+
+def test_a_book_in_several_currencies(sqlite_engine, capsys, monkeypatch):
+    """Two EUR accounts and one USD account: the main currency is the one most accounts pay in; each
+    account's currency is that of its latest revenue; nothing is ever converted."""
+    with Session(sqlite_engine) as s:
+        accounts = [Account.model_validate({"external_id": x, "name": x.upper()}) for x in ("a", "b", "c", "d")]
+        s.add_all(accounts)
+        s.flush()
+        a, b, c, d = (account.id for account in accounts)
+        for account_id, currency, cents in ((a, "USD", 100_000), (b, "EUR", 90_000), (c, "EUR", 10_000)):
+            for month in ("2027-01", "2027-02"):
+                s.add(RevenueEntry.model_validate({"account_id": account_id, "period": m(month),
+                                                   "mrr_cents": cents, "currency": currency}))  # fmt: skip
+        s.add(RevenueEntry.model_validate({"account_id": c, "period": m("2026-12"), "mrr_cents": 1, "currency": "USD"}))
+        s.commit()
+        assert main_currency(s) == "EUR"  # two accounts pay in EUR (c also paid once in USD), one in USD only
+        assert account_currencies(s) == {a: "USD", b: "EUR", c: "EUR", d: "USD"}  # d: its own field (no revenue)
+        books = load_mrr_by_currency(s)
+        assert sorted(books) == ["EUR", "USD"]
+        assert books["EUR"] == {("b", m("2027-01")): 90_000, ("b", m("2027-02")): 90_000,
+                                ("c", m("2027-01")): 10_000, ("c", m("2027-02")): 10_000}  # fmt: skip
+
+    url = sqlite_engine.url.render_as_string(hide_password=False)
+    monkeypatch.setattr(console, "width", 200)
+    capsys.readouterr()
+    assert cli.main(["--database-url", url, "revenue", "summary", "--month", "2027-02"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "the revenue is in 2 currencies (EUR, USD): this summary is in EUR, the one most accounts pay in "
+        "(never converted). For another: --currency USD"
+    )
+    assert "MRR waterfall in EUR: 2027-01 to 2027-02" in out and "100,000.00" not in out
+    assert "│ 2027-02 │ 1,000.00 │" in out
+    assert cli.main(["--database-url", url, "revenue", "summary", "--month", "2027-02", "--currency", "usd",
+                     "--format", "json"]) == 0  # fmt: skip
+    document = json.loads(capsys.readouterr().out)
+    assert (document["currency"], document["currencies"]) == ("USD", ["EUR", "USD"])
+    assert document["waterfall"][-1]["ending"] == 100_000

@@ -219,6 +219,53 @@ def test_playbooks_report_shape(book: Engine) -> None:
     )
 
 
+def _bolt_in_pounds(book: Engine) -> None:
+    """Bolt (churned in March, ARR -6,000.00) pays in GBP; Acme (+6,000.00 in March) and Cargo in USD."""
+    with session(book) as s:
+        conn = s.connection()
+        bolt = conn.execute(select(Account.id).where(Account.external_id == "bolt")).scalar_one()
+        table = RevenueEntry.__table__  # type: ignore[attr-defined]
+        conn.execute(table.update().where(table.c.account_id == bolt).values(currency="GBP"))
+    with session(book) as s:
+        record_revenue_outcomes(s, AS_OF)  # no currency to choose: each account in its own
+
+
+def test_reports_of_a_book_in_several_currencies(book: Engine) -> None:
+    _bolt_in_pounds(book)
+    with Session(book) as s:
+        retention = retention_report(s, AS_OF, months=3)
+        pounds = retention_report(s, AS_OF, months=3, currency="gbp")
+        playbooks = playbooks_report(s, AS_OF, min_group=1)
+        only_usd = playbooks_report(s, AS_OF, min_group=1, currency="usd")
+        digest = weekly_digest(s, AS_OF)
+    # retention adds money up: the currency most accounts pay in, and it says so
+    assert retention.title == "Retention in USD" and retention.data["currencies"] == ["GBP", "USD"]
+    assert retention.notes[0] == (
+        "the revenue is in 2 currencies (GBP, USD); this report is in USD, the one most accounts pay in "
+        "(never converted). For another: --currency GBP"
+    )
+    assert [row[0] for row in retention.tables[0].rows] == ["2027-01", "2027-02", "2027-03"]
+    assert pounds.title == "Retention in GBP" and pounds.tables[0].rows[-1][5] == -50_000  # Bolt's churn
+    assert pounds.notes[0] == "only the accounts paying in GBP; the others pay in USD (never converted)"
+    # the ARR effect: one row per playbook and currency, never a sum across them
+    arr = playbooks.tables[1]
+    assert [c.name for c in arr.columns][:4] == ["playbook", "currency", "enrolled n", "holdout n"]
+    assert [row[:4] for row in arr.rows] == [["nudge", "GBP", 0, 1], ["nudge", "USD", 1, 0]]
+    assert playbooks.data["currencies"] == ["GBP", "USD"] and playbooks.data["playbooks"][0]["arr"] is None
+    assert any(
+        note.startswith("the ARR effect is per currency (GBP, USD; never converted)") for note in playbooks.notes
+    )
+    assert [row[:4] for row in only_usd.tables[1].rows] == [["nudge", "USD", 1, 0]]
+    # rates and lift are counts: the currency changes nothing
+    assert playbooks.tables[0].rows == only_usd.tables[0].rows
+    # the digest nets ARR per currency
+    assert "- revenue moves: **2**, net ARR -6,000.00 GBP, +6,000.00 USD" in digest.markdown
+    assert "| Bolt (bolt) | churned | -6,000.00 GBP | - |" in digest.markdown
+    changed = digest.data["changed"]
+    assert changed["net_arr_delta_cents"] is None
+    assert changed["net_arr_delta_cents_by_currency"] == {"GBP": -600_000, "USD": 600_000}
+
+
 # --------------------------------------------------------------------------------------------
 # charts
 
@@ -277,7 +324,7 @@ def test_playbooks_chart_has_lift_bars_and_funnels(tmp_path: Path, sqlite_engine
     ]
     figure = chart(report)
     assert readability_problems(figure) == []
-    assert figure.axes[0].get_xlabel() == "Lift (percentage points)"
+    assert figure.axes[0].get_xlabel().startswith("Lift (percentage points)")
     assert figure.axes[1].get_title() == "Funnel: nudge (10 enrolled)"
     path = save(report, tmp_path / "playbooks.html", figure)
     page = path.read_text(encoding="utf-8")
@@ -333,8 +380,8 @@ def test_weekly_digest_content(book: Engine) -> None:
     assert "- **2** touches delivered: email 2" in text
     assert "- **3** outcomes: churned (revenue) 1, expanded (revenue) 1, renewed (goal) 1" in text
     assert "- revenue moves: **2**, net ARR +0.00" in text
-    assert "| Acme (acme), CSM dana@cs.example | expanded | +6,000.00 | - |" in text
-    assert "| Bolt (bolt) | churned | -6,000.00 | - |" in text
+    assert "| Acme (acme), CSM dana@cs.example | expanded | +6,000.00 USD | - |" in text
+    assert "| Bolt (bolt) | churned | -6,000.00 USD | - |" in text
     assert "### Red health (1)\n\n- Acme (acme), CSM dana@cs.example: score 30" in text
     assert (
         "### Health falling 10+ points in 30 days (2)\n\n- Acme (acme), CSM dana@cs.example: -30 to 30 (red)\n- Bolt (bolt): -15 to 65 (yellow)"
