@@ -283,8 +283,8 @@ def summary(
     span = revenue_months(mrr)
     if span is None:
         if fmt is Format.json:
-            document = {"currency": chosen, "currencies": found, "segment": segment, "month": None}
-            typer.echo(json.dumps(document, indent=2))
+            empty = {"currency": chosen, "currencies": found, "segment": segment, "month": None}
+            typer.echo(json.dumps(empty, indent=2))
         elif found:
             _print(f"no revenue in {chosen}; the revenue is in {', '.join(found)} (--currency)")
         else:
