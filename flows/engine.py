@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from email.utils import formataddr
 from typing import Any
 
 import pendulum
@@ -803,7 +804,10 @@ class _Run:
             variables = template_variables(
                 self.pb, self.account, now=self.as_of, enrollment=self.e, contact=contact, step_id=step.id, extra=extra
             )
-            to = contact.email if contact else self.account.csm_email
+            address = contact.email if contact else self.account.csm_email
+            name = contact.name if contact else self.account.csm_name
+            # "Dana Buyer <dana@acme.com>": people see their name, not a bare address
+            to = formataddr((name, address)) if address and name else address
             if isinstance(step, EmailStep):
                 body_source = self.pb.templates[step.template] if step.template else step.body
                 text = render_value(body_source, variables)

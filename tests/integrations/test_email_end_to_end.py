@@ -79,7 +79,7 @@ def test_the_email_arrives_once_and_never_to_the_unsubscribed(
     assert got.rcpt_tos == ["dana@acme.example"]
     msg = got.message
     assert msg["Subject"] == "Planning your Business renewal"
-    assert msg["To"] == "dana@acme.example"
+    assert msg["To"] == "Dana Buyer <dana@acme.example>"
     key = msg["X-Retain-Key"]
     assert key.startswith("renewal_note:1:first_note:1:")
     assert msg["Message-ID"] == message_id(key, "acme.example")
