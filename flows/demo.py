@@ -573,9 +573,7 @@ def _insert_accounts(
                 select(acct.c.external_id, acct.c.id).where(
                     acct.c.external_id.in_([r["external_id"] for r, _, _ in batch])
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         contacts = []
         for row, profile, domain in batch:

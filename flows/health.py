@@ -313,12 +313,12 @@ def read_accounts(conn: Connection, spec: HealthSpec, as_of: datetime) -> list[A
     base_query = _latest(
         _HEALTH.c.account_id, newest_first, _HEALTH.c.score, _HEALTH.c.scored_at <= as_of - spec.trend_window
     )
-    trend_base = dict(conn.execute(base_query).tuples().all())
+    trend_base = dict(conn.execute(base_query).all())
     newer = set(conn.execute(select(_HEALTH.c.account_id).where(_HEALTH.c.scored_at > as_of).distinct()).scalars())
     previous: dict[int, str] = {}
     if newer:  # only a backfill needs the band of the score before as_of
         before = _latest(_HEALTH.c.account_id, newest_first, _HEALTH.c.band, _HEALTH.c.scored_at < as_of)
-        previous = dict(conn.execute(before).tuples().all())
+        previous = dict(conn.execute(before).all())
 
     used = spec.measures.used()
     return [

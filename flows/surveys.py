@@ -214,7 +214,7 @@ def survey_summary(
     accounts = conn.execute(
         select(func.count(func.distinct(_RESPONSE.c.account_id))).select_from(source).where(*where)
     ).scalar_one()
-    summary = summarize(kind, dict(rows.tuples().all()))
+    summary = summarize(kind, dict(rows.all()))
     return {**summary, "accounts": int(accounts)}
 
 
@@ -600,9 +600,9 @@ def import_answers(
         accounts: dict[str, int] = {}
         for chunk in _chunks(external_ids):
             accounts.update(
-                conn.execute(select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk)))
-                .tuples()
-                .all()
+                conn.execute(
+                    select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
+                ).all()
             )
         account_ids = set(accounts.values()) | {t.account_id for t in touches.values()}
         contacts: dict[tuple[int, str], int] = {}
@@ -616,9 +616,7 @@ def import_answers(
         external_of = {i: e for e, i in accounts.items()}
         for chunk in _chunks({t.account_id for t in touches.values()} - set(external_of)):
             external_of.update(
-                conn.execute(select(_ACCOUNT.c.id, _ACCOUNT.c.external_id).where(_ACCOUNT.c.id.in_(chunk)))
-                .tuples()
-                .all()
+                conn.execute(select(_ACCOUNT.c.id, _ACCOUNT.c.external_id).where(_ACCOUNT.c.id.in_(chunk))).all()
             )
 
         # 2. rows against the database, and against each other
@@ -686,9 +684,7 @@ def import_answers(
                         _RESPONSE.c.comment,
                         _RESPONSE.c.responded_at,
                     ).where(_RESPONSE.c.account_id.in_(chunk))
-                )
-                .tuples()
-                .all()
+                ).all()
             )
         fresh = []
         for _, a in answers:

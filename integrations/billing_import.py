@@ -65,7 +65,7 @@ from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.engine import Connection, Engine
@@ -597,7 +597,8 @@ def import_revenue(
                     _REVENUE.c.period >= first_month,
                     _REVENUE.c.period <= last_month,
                 )  # fmt: skip
-                for account_id, product, period, mrr, entry_currency in conn.execute(query):
+                # (SQLAlchemy 2.1's stubs type these rows as Never)
+                for account_id, product, period, mrr, entry_currency in cast(Any, conn.execute(query)):
                     existing[(account_id, product, period)] = (int(mrr), entry_currency)
         id_of = {customer: account_id for customer, (account_id, _) in known.items()}
         seen: set[tuple[int, str, date]] = set()
@@ -641,7 +642,7 @@ def import_revenue(
             )  # fmt: skip
             for chunk in _chunks(unknown):
                 query = select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
-                for external_id, account_id in conn.execute(query):
+                for external_id, account_id in cast(Any, conn.execute(query)):
                     id_of[external_id] = account_id
                     events.append(_event(account_id, now, f"created from {label}", {"file": label}))
         if first_month is not None:

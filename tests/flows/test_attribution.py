@@ -269,7 +269,7 @@ def build_book(engine: Engine, per_group: int = 40) -> dict[str, dict[int, int]]
             for i in range(2 * per_group)
         ]
         conn.execute(insert(Account.__table__), accounts)  # type: ignore[attr-defined]
-        ids = dict(conn.execute(select(Account.external_id, Account.id)).tuples().all())
+        ids = dict(conn.execute(select(Account.external_id, Account.id)).all())
         groups: dict[str, dict[int, int]] = {"contacted": {}, "holdout": {}}
         revenue, outcomes, timeline = [], [], []
         for i in range(2 * per_group):
@@ -454,7 +454,7 @@ def _in_euros(engine: Engine, *, through: str | None = None) -> set[int]:
     is imported only up to that month (later EUR months removed). Returns the EUR account ids."""
     with session(engine) as s:
         conn = s.connection()
-        ids = dict(conn.execute(select(Account.external_id, Account.id)).tuples().all())
+        ids = dict(conn.execute(select(Account.external_id, Account.id)).all())
         euros = {account_id for external, account_id in ids.items() if int(external[1:]) % 2}
         table = RevenueEntry.__table__  # type: ignore[attr-defined]
         conn.execute(table.update().where(table.c.account_id.in_(euros)).values(currency="EUR"))

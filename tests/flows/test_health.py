@@ -216,7 +216,7 @@ def _seed(engine: Engine) -> dict[str, int]:
                 _account("echo", status="churned", seats=5),
             ],
         )
-        ids = dict(conn.execute(select(Account.external_id, Account.id)).tuples().all())
+        ids = dict(conn.execute(select(Account.external_id, Account.id)).all())
         a, b, c, d, e = (ids[k] for k in ("alpha", "bravo", "charlie", "delta", "echo"))
         conn.execute(
             insert(Contact),
@@ -225,7 +225,7 @@ def _seed(engine: Engine) -> dict[str, int]:
                 {"account_id": c, "email": "cy@charlie.test", "unsubscribed_channels": [], "preferences": {}},
             ],
         )
-        contact = dict(conn.execute(select(Contact.account_id, Contact.id)).tuples().all())
+        contact = dict(conn.execute(select(Contact.account_id, Contact.id)).all())
         conn.execute(
             insert(UsageMetric),
             [

@@ -84,7 +84,7 @@ def book(sqlite_engine: Engine) -> Engine:
         blank = {"custom": {}, "csm_email": None, "health": None, "health_score": None, "health_trend": None,
                  "renewal_date": None, "status": "active"}  # fmt: skip
         conn.execute(insert(Account.__table__), [{**blank, **r} for r in rows])  # type: ignore[attr-defined]
-        ids = dict(conn.execute(select(Account.external_id, Account.id)).tuples().all())
+        ids = dict(conn.execute(select(Account.external_id, Account.id)).all())
         revenue = (
             [(ids["acme"], p, 150_000 if p == date(2027, 3, 1) else 100_000) for p in months("2026-01", "2027-03")]
             + [(ids["bolt"], p, 50_000) for p in months("2026-01", "2027-02")]

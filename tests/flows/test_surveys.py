@@ -151,7 +151,7 @@ def _seed(engine: Engine) -> dict[str, int]:
                 {"external_id": "globex", "name": "Globex", "segment": "smb", "custom": {}},
             ],
         )
-        ids = dict(conn.execute(select(Account.external_id, Account.id)).tuples().all())
+        ids = dict(conn.execute(select(Account.external_id, Account.id)).all())
         conn.execute(
             insert(Contact),
             [
@@ -159,7 +159,7 @@ def _seed(engine: Engine) -> dict[str, int]:
                 for a, e in (("acme", "ana@acme.test"), ("acme", "bo@acme.test"), ("globex", "gil@globex.test"))
             ],
         )
-        contacts = dict(conn.execute(select(Contact.email, Contact.id)).tuples().all())
+        contacts = dict(conn.execute(select(Contact.email, Contact.id)).all())
         conn.execute(
             insert(Touch),
             [
