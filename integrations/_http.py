@@ -9,7 +9,7 @@ import httpx
 
 from models import IntegrationError, MaybeDeliveredError, RetryableError
 
-__all__ = ["make_client", "raise_for_answer", "retry_after_seconds", "translate_transport_error"]
+__all__ = ["ChannelClient", "make_client", "raise_for_answer", "retry_after_seconds", "translate_transport_error"]
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
@@ -25,6 +25,28 @@ def make_client(
         limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
         follow_redirects=False,
     )
+
+
+class ChannelClient:
+    """A channel's httpx client: the one passed in (its owner closes it), or one made on first use
+    and made again after :meth:`aclose` — the outbox closes channels after each delivery run, and a
+    client belongs to the event loop it was used on."""
+
+    def __init__(self, given: httpx.AsyncClient | None = None) -> None:
+        self._given = given
+        self._own: httpx.AsyncClient | None = None
+
+    def get(self) -> httpx.AsyncClient:
+        if self._given is not None:
+            return self._given
+        if self._own is None or self._own.is_closed:
+            self._own = make_client()
+        return self._own
+
+    async def aclose(self) -> None:
+        own, self._own = self._own, None
+        if own is not None:
+            await own.aclose()
 
 
 def retry_after_seconds(value: str | None) -> float | None:

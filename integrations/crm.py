@@ -15,7 +15,7 @@ import httpx
 
 from models import ConfigError, IntegrationError, RetryableError
 
-from ._http import make_client, raise_for_answer
+from ._http import ChannelClient, raise_for_answer
 from .base import Delivery, Receipt
 
 __all__ = ["DEFAULT_COMPANY_ID_PROPERTY", "DEFAULT_CRM_URL", "TASK_TO_COMPANY", "CrmTaskChannel"]
@@ -69,16 +69,13 @@ class CrmTaskChannel:
         self._token = token
         self._base_url = base_url.rstrip("/")
         self._property = company_id_property
-        self._client = client
+        self._client = ChannelClient(client)
         # lookups remembered for this channel's life (one delivery run): the search API is rate limited
         self._companies: dict[str, str] = {}
         self._owners: dict[str, str | None] = {}
 
     def _http(self) -> httpx.AsyncClient:
-        # made on first use, and again after ``aclose`` (the outbox closes channels after each run)
-        if self._client is None or self._client.is_closed:
-            self._client = make_client()
-        return self._client
+        return self._client.get()
 
     async def send(self, delivery: Delivery) -> Receipt:
         payload = delivery.payload
@@ -206,6 +203,4 @@ class CrmTaskChannel:
             raise RetryableError(f"{what}: {type(exc).__name__}: {str(exc).replace(self._token, '***')}") from exc
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        await self._client.aclose()

@@ -13,7 +13,7 @@ import httpx
 
 from models import ConfigError, IntegrationError, RetryableError
 
-from ._http import make_client, raise_for_answer, retry_after_seconds
+from ._http import ChannelClient, raise_for_answer, retry_after_seconds
 from .base import Delivery, Receipt
 
 __all__ = ["DEFAULT_API_URL", "SlackChannel"]
@@ -52,14 +52,11 @@ class SlackChannel:
         self._webhook_url = None if bot_token else webhook_url  # a bot can do all a webhook can
         self._token = bot_token
         self._api_url = api_url if api_url.endswith("/") else api_url + "/"
-        self._client = client
+        self._client = ChannelClient(client)
         self._user_ids: dict[str, str] = {}  # email -> Slack user id, for this channel's life
 
     def _http(self) -> httpx.AsyncClient:
-        # made on first use, and again after ``aclose`` (the outbox closes channels after each run)
-        if self._client is None or self._client.is_closed:
-            self._client = make_client()
-        return self._client
+        return self._client.get()
 
     async def send(self, delivery: Delivery) -> Receipt:
         payload = delivery.payload
@@ -157,6 +154,4 @@ class SlackChannel:
         return text
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        await self._client.aclose()

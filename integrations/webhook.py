@@ -12,7 +12,7 @@ import httpx
 
 from models import IntegrationError
 
-from ._http import make_client, raise_for_answer, translate_transport_error
+from ._http import ChannelClient, raise_for_answer, translate_transport_error
 from .base import Delivery, Receipt
 
 __all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookChannel", "sign", "verify"]
@@ -45,17 +45,10 @@ class WebhookChannel:
 
     def __init__(self, *, signing_secret: str | None = None, client: httpx.AsyncClient | None = None) -> None:
         self._secret = signing_secret
-        self._given = client  # a client passed in is the caller's to close
-        self._own: httpx.AsyncClient | None = None
+        self._client = ChannelClient(client)
 
     def _http(self) -> httpx.AsyncClient:
-        """The client: the one passed in, or our own, made again after aclose() (each delivery run
-        has its own event loop, and a client belongs to the loop it was used on)."""
-        if self._given is not None:
-            return self._given
-        if self._own is None or self._own.is_closed:
-            self._own = make_client()
-        return self._own
+        return self._client.get()
 
     async def send(self, delivery: Delivery) -> Receipt:
         payload = delivery.payload
@@ -79,6 +72,4 @@ class WebhookChannel:
         return Receipt(provider_id=response.headers.get("X-Request-Id"), detail=f"HTTP {response.status_code}")
 
     async def aclose(self) -> None:
-        if self._own is not None:
-            await self._own.aclose()
-            self._own = None
+        await self._client.aclose()
