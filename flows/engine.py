@@ -738,12 +738,16 @@ class _Run:
         return False
 
     # -- side effects: written as touches (the outbox) or rows in this transaction --
-    def _recipients(self) -> list[Contact]:
-        rule = self.pb.spec.entry.contacts
-        if rule is None:
+    def _recipients(self, step: EmailStep | SurveyStep) -> list[Contact]:
+        """The step's own ``contacts`` rule, else the playbook's ``entry.contacts``, else the
+        primary contact."""
+        if step.contacts is not None:
+            expr = self.pb.step_expression(step.id, "contacts")
+        elif self.pb.spec.entry.contacts is not None:
+            expr = self.pb.expression("entry", "contacts")
+        else:
             primary = [c for c in self.contacts if c.is_primary]
             return primary[:1] or self.contacts[:1]
-        expr = self.pb.expression("entry", "contacts")
         return [c for c in self.contacts if self._holds(expr, c)]
 
     def _touch(
@@ -788,11 +792,11 @@ class _Run:
         if isinstance(step, EmailStep) and step.to == "csm":
             targets: list[Contact | None] = [None]
         else:
-            targets = list(self._recipients())
+            targets = list(self._recipients(step))
             if not targets:
                 self._timeline(
                     "skipped",
-                    f"{step.id}: no contact matches {self.pb.spec.entry.contacts or 'primary contact'}",
+                    f"{step.id}: no contact matches {step.contacts or self.pb.spec.entry.contacts or 'primary contact'}",
                     step.id,
                 )
                 return

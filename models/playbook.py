@@ -302,6 +302,7 @@ class EmailStep(_StepBase):
     template: str | None = None  # a file under the playbooks folder's templates/
     body: Template | None = None  # inline Markdown
     to: Literal["contacts", "csm"] = "contacts"
+    contacts: ContactsExpr | None = None  # this step's recipients; default: the playbook's entry.contacts
     cc_csm: StrictBool = False
 
     @model_validator(mode="after")
@@ -346,6 +347,7 @@ class SurveyStep(_StepBase):
 
     kind: Literal["survey"]
     survey: Literal["nps", "csat", "ces"]
+    contacts: ContactsExpr | None = None  # who is asked; default: the playbook's entry.contacts
     subject: Template | None = None
     question: Template | None = None
 
