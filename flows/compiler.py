@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from models import ExpressionError, PlaybookError, Problem
 from models.playbook import ExprField, PlaybookSpec, TemplateField, step_problems
-from playbooks._loader import STEP_MODELS, model_at, step_label, validate_document
+from playbooks._loader import STEP_MODELS, model_at, step_label, validate_document, value_at
 from playbooks._templates import check_template, variables_for
 from playbooks._yaml import Document, Position, load_document
 from playbooks._yaml import Path as DataPath
@@ -164,7 +164,7 @@ def _check_fields(doc: Document, expressions: dict[DataPath, Expr]) -> list[Prob
     problems: list[Problem] = []
     for place in places:
         model = model_at(data, place)
-        mapping = _get(data, place)
+        mapping = value_at(data, place)
         if model is None or not isinstance(mapping, dict):
             continue
         label, step_id = (
@@ -270,17 +270,6 @@ def _read_template(name: str, templates_dir: Path | None, stored: dict[str, str]
 def _line(source: str, lineno: int) -> str:
     lines = source.splitlines()
     return lines[lineno - 1] if 0 < lineno <= len(lines) else ""
-
-
-def _get(data: Any, path: DataPath) -> Any:
-    for part in path:
-        if isinstance(data, dict):
-            data = data.get(part)  # type: ignore[call-overload]
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            return None
-    return data
 
 
 def _text_position(doc: Document, pos: Position, text: str, offset: int) -> tuple[int, int]:

@@ -482,14 +482,4 @@ def _event(
     kind: str,
     summary: str,
 ) -> TimelineEvent:
-    return TimelineEvent.model_validate(
-        {
-            "account_id": account_id,
-            "enrollment_id": enrollment_id,
-            "playbook": playbook,
-            "step_id": step_id,
-            "at": at,
-            "kind": kind,
-            "summary": summary,
-        }
-    )
+    return TimelineEvent.model_validate(_row(account_id, enrollment_id, playbook, step_id, at, kind, summary))

@@ -31,7 +31,7 @@ from models.playbook import (
 
 from ._yaml import Document, Path
 
-__all__ = ["STEP_MODELS", "located_problems", "model_at", "step_label", "validate_document"]
+__all__ = ["STEP_MODELS", "located_problems", "model_at", "step_label", "validate_document", "value_at"]
 
 STEP_MODELS: dict[str, type[BaseModel]] = {
     "email": EmailStep,
@@ -66,7 +66,7 @@ def model_at(data: Any, path: Path, root: type[BaseModel] = PlaybookSpec) -> typ
     if len(path) == 1 and isinstance(path[0], str):
         return _SECTIONS.get(path[0])
     if len(path) == 2 and path[0] == "steps":
-        step = _get(data, path)
+        step = value_at(data, path)
         if isinstance(step, dict):
             return STEP_MODELS.get(step.get("kind"))  # type: ignore[arg-type]
     return None
@@ -74,14 +74,15 @@ def model_at(data: Any, path: Path, root: type[BaseModel] = PlaybookSpec) -> typ
 
 def step_label(data: Any, index: int) -> tuple[str, str | None]:
     """How to name step ``index`` in a message: ``step 'first_note'`` or ``steps[3]``."""
-    step = _get(data, ("steps", index))
+    step = value_at(data, ("steps", index))
     step_id = step.get("id") if isinstance(step, dict) else None
     if isinstance(step_id, str) and step_id:
         return f"step {step_id!r}", step_id
     return f"steps[{index}]", None
 
 
-def _get(data: Any, path: Path) -> Any:
+def value_at(data: Any, path: Path) -> Any:
+    """The value at ``path`` in the YAML data, or None when the path is not there."""
     for part in path:
         if (isinstance(data, dict) and part in data) or (
             isinstance(data, list) and isinstance(part, int) and part < len(data)
