@@ -17,10 +17,10 @@ from pathlib import Path
 
 from sqlalchemy import insert, text
 
-from flows.compiler import compile_source
-from flows.tick import tick
-from integrations.file import FileChannel
+from flows.engine.tick import tick
+from integrations.channels.file import FileChannel
 from models import Account, Contact, Enrollment, make_engine, upgrade
+from playbooks import compile_source
 
 PLAYBOOK = textwrap.dedent(
     """

@@ -19,7 +19,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, select
 
-from integrations.csv_import import ImportResult, import_accounts, import_contacts
+from integrations.sources.accounts import ImportResult, import_accounts, import_contacts
 from models import (
     Account,
     AccountStatus,
@@ -164,7 +164,7 @@ def unsubscribe_command(
     """Unsubscribe an address: every contact with it, in every account, now and when imported later.
     An unsubscribed contact is never contacted again; the touches Retain would have sent are
     recorded as suppressed, with the reason."""
-    from integrations.suppression import unsubscribe
+    from integrations.sources.suppression import unsubscribe
 
     try:
         result = unsubscribe(state(ctx).engine(), email, channel=str(channel), reason=reason)
@@ -185,7 +185,7 @@ def suppress_command(
     Columns: email (required); channel (all, email or survey; default all) and reason (optional).
     All or nothing: a bad row and nothing is written; every bad row is listed as FILE: row N,
     column 'x': message. Addresses are kept even when no contact has them yet."""
-    from integrations.suppression import import_suppression_list
+    from integrations.sources.suppression import import_suppression_list
 
     result = import_suppression_list(state(ctx).engine(), file, dry_run=dry_run)
     prefix = f"{file.name} (dry run, nothing written)" if dry_run else file.name

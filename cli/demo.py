@@ -77,7 +77,8 @@ def demo(
     go to JSON-lines files in the outbox folder; webhooks go to a receiver on 127.0.0.1 started for
     the demo. Nothing leaves this machine."""
     from flows import demo as demo_flows
-    from flows.prefect_runtime import prefect_environment
+    from flows.orchestration.demo import demo_flow
+    from flows.orchestration.runtime import prefect_environment
 
     st = state(ctx)
     first_day = _start_date(start)
@@ -117,7 +118,7 @@ def demo(
         demo_flows.set_progress_hook(on_day)
         try:
             with _quiet_prefect(), prefect_environment(st.settings):
-                result = demo_flows.demo_flow(accounts=accounts, days=days, seed=seed, start=first_day.isoformat())
+                result = demo_flow(accounts=accounts, days=days, seed=seed, start=first_day.isoformat())
         except RuntimeError as exc:
             if "Prefect API server" not in str(exc):
                 raise

@@ -9,14 +9,14 @@ from typing import Annotated
 
 import typer
 
-from flows.compiler import load_playbooks
-from flows.deployments import (
+from flows.orchestration.deployments import (
     drain_prefect_workers,
     local_prefect_server,
     prefect_yaml_problems,
     render_prefect_yaml,
     runner_deployments,
 )
+from playbooks import load_playbooks
 
 from ._app import app, console, err_console, state
 
@@ -69,7 +69,7 @@ def serve(
     from prefect import serve as prefect_serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.prefect_runtime import prefect_environment
+    from flows.orchestration.runtime import prefect_environment
 
     st = state(ctx)
     st.engine()  # fail now, with the fix to run, if the database has no schema

@@ -15,9 +15,10 @@ from rich.table import Table
 from rich.text import Text
 from sqlmodel import Session, col, select
 
-from flows.health import HealthReport, describe_value, health_file, load_health, problems_of, run_health
-from flows.tick import parse_as_of
+from flows.analytics.health import HealthReport, describe_value, run_health
+from flows.engine.tick import parse_as_of
 from models import Account, HealthScore, NotFoundError
+from playbooks import health_file, health_problems, load_health
 
 from ._app import app, console, err_console, state
 
@@ -53,8 +54,8 @@ def run(
     moment = parse_as_of(as_of)
     definition = health_file(st.playbooks_dir)
     if prefect:
-        from flows.health import health
-        from flows.prefect_runtime import prefect_environment
+        from flows.orchestration.health import health
+        from flows.orchestration.runtime import prefect_environment
 
         with prefect_environment(st.settings):
             report = HealthReport(**health(as_of=moment.isoformat()))
@@ -77,7 +78,7 @@ def validate(
 ) -> None:
     """Check a health definition; every problem is listed at its file:line:col."""
     path = file or health_file(state(ctx).playbooks_dir)
-    problems = problems_of(path)
+    problems = health_problems(path)
     for problem in problems:
         err_console.print(problem.format(with_snippet=True), markup=False, soft_wrap=True)
     if problems:

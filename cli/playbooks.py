@@ -10,11 +10,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flows._describe import mermaid, step_summary
-from flows.compiler import CompiledPlaybook, validate_paths
 from models import NotFoundError, Problem
 from models._duration import format_duration
 from models.playbook import json_schema
+from playbooks import CompiledPlaybook, mermaid, step_summary, validate_paths
 
 from ._app import app, console, state
 
@@ -69,14 +68,14 @@ def validate(
 
 def _folder_files_problems(targets: list[Path]) -> list[Problem]:
     """A playbooks folder's contact policy and health model are checked with its playbooks."""
-    from flows import health, policy
+    from playbooks import health_problems, policy_problems
 
     problems: list[Problem] = []
     for folder in (t for t in targets if t.is_dir()):
         if (folder / "policy.yaml").exists():
-            problems += policy.problems_of(folder / "policy.yaml")
+            problems += policy_problems(folder / "policy.yaml")
         if (folder / "health.yaml").exists():
-            problems += health.problems_of(folder / "health.yaml")
+            problems += health_problems(folder / "health.yaml")
     return problems
 
 
@@ -173,9 +172,9 @@ def simulate_command(
     """Preview a playbook over the whole book: who would enter, which steps they would reach, the
     touches by channel, and what the contact policy would defer or suppress and why. Nothing is
     kept and nothing is sent: it runs on a scratch copy with recording channels."""
-    from flows.policy import load_policy
-    from flows.simulate import simulate
-    from flows.tick import delivery_policy, parse_as_of
+    from flows.engine.simulate import simulate
+    from flows.engine.tick import delivery_policy, parse_as_of
+    from playbooks import load_policy
 
     st = state(ctx)
     pb = find_playbook(ctx, name)

@@ -17,8 +17,9 @@ from rich.text import Text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from flows.attribution import MIN_GROUP, AttributionWindow, record_revenue_outcomes
-from flows.reports import (
+from flows.analytics.attribution import MIN_GROUP, AttributionWindow, record_revenue_outcomes
+from flows.engine.tick import parse_as_of
+from flows.reports.reports import (
     Report,
     ReportTable,
     health_report,
@@ -28,8 +29,7 @@ from flows.reports import (
     surveys_report,
     weekly_digest,
 )
-from flows.tick import parse_as_of
-from integrations.registry import build_channel
+from integrations.channels.registry import build_channel
 from models import session
 
 from ._app import app, console, err_console, state
@@ -107,7 +107,7 @@ def _emit(report: Report, fmt: Format, chart: Path | None) -> None:
 
 
 def _draw(report: Report, path: Path) -> None:
-    from flows.charts import NothingToChart, save
+    from flows.reports.charts import NothingToChart, save
 
     try:
         save(report, path)

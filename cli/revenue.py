@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from sqlmodel import Session, col, select
 
-from flows.metrics import (
+from flows.analytics.metrics import (
     add_months,
     arr_cents,
     cohort_retention,
@@ -28,8 +28,8 @@ from flows.metrics import (
     total_mrr,
     waterfall,
 )
-from flows.reports import Column, ReportTable
-from integrations.billing_import import BillingColumns, RevenueImportResult, Spread, import_revenue
+from flows.reports.reports import Column, ReportTable
+from integrations.sources.billing import BillingColumns, RevenueImportResult, Spread, import_revenue
 from models import Account, DataImportError, NotFoundError, utcnow
 
 from ._app import app, console, err_console, state

@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 from sqlalchemy import func, select
 
-from flows.tick import parse_as_of, tick
-from integrations.registry import build_channels
+from flows.engine.tick import parse_as_of, tick
+from integrations.channels.registry import build_channels
 from models import Enrollment, EnrollmentStatus, Touch
 from models.tables import holdout_bucket  # noqa: F401  (re-exported for scripts)
 
@@ -44,7 +44,7 @@ def run(
     engine = st.engine()
     moment = parse_as_of(as_of)
     if prefect:
-        from flows.prefect_runtime import run_flow_in_process
+        from flows.orchestration.runtime import run_flow_in_process
 
         report = run_flow_in_process(st.settings, pb.id, moment.isoformat(), dry_run)
         line = report["line"]
@@ -67,7 +67,7 @@ def play(
     ] = False,
 ) -> None:
     """Run a playbook for one account now (a CSM's ad-hoc play) and print what happened."""
-    from flows.play import run_play
+    from flows.engine.play import run_play
 
     st = state(ctx)
     pb = find_playbook(ctx, playbook)

@@ -11,8 +11,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from flows.surveys import KINDS, import_answers, nps_group, record_answer, survey_summary
-from flows.tick import parse_as_of
+from flows.analytics.surveys import KINDS, import_answers, nps_group, record_answer, survey_summary
+from flows.engine.tick import parse_as_of
 from models import DataImportError, session, utcnow
 
 from ._app import app, console, err_console, state

@@ -28,8 +28,7 @@ from models.playbook import (
     WaitStep,
     WebhookStep,
 )
-
-from ._yaml import Document, Path
+from playbooks._yaml import Document, Path
 
 __all__ = ["STEP_MODELS", "located_problems", "model_at", "step_label", "validate_document", "value_at"]
 

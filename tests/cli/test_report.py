@@ -19,8 +19,8 @@ from sqlalchemy.engine import make_url
 import cli
 from cli._app import console
 from cli.report import table_renderables
-from flows.attribution import newcombe_interval
-from flows.reports import Column, ReportTable
+from flows.analytics.attribution import newcombe_interval
+from flows.reports.reports import Column, ReportTable
 from models import Account, Enrollment, Outcome, RevenueEntry, make_engine, session
 
 

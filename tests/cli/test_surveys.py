@@ -12,7 +12,7 @@ from sqlalchemy import insert, select
 
 import cli
 from cli._app import console
-from flows.surveys import survey_token
+from flows.analytics.surveys import survey_token
 from models import Account, Contact, SurveyResponse, Touch, make_engine, upgrade, utcnow
 
 

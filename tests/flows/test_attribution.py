@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from flows.attribution import (
+from flows.analytics.attribution import (
     AttributionWindow,
     arr_effect,
     lift,
@@ -25,9 +25,9 @@ from flows.attribution import (
     revenue_events,
     wilson_interval,
 )
-from flows.compiler import compile_source
-from flows.engine import sync_revision
+from flows.engine.core import sync_revision
 from models import Account, Enrollment, Outcome, RevenueEntry, TimelineEvent, session
+from playbooks import compile_source
 
 
 def m(text: str) -> date:

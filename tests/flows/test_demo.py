@@ -128,10 +128,9 @@ def test_simulate_on_the_demo_data_changes_nothing(ran: tuple[Engine, Settings, 
     import hashlib
     from datetime import UTC, datetime, timedelta
 
-    from flows.compiler import load_playbooks
-    from flows.policy import load_policy
-    from flows.simulate import simulate
-    from flows.tick import delivery_policy
+    from flows.engine.simulate import simulate
+    from flows.engine.tick import delivery_policy
+    from playbooks import load_playbooks, load_policy
 
     engine, settings, _ = ran
     engine.dispose()  # as after a command: SQLite folds its write-ahead log into the file

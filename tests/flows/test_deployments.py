@@ -16,8 +16,7 @@ import pytest
 import yaml
 
 from cli import main
-from flows.compiler import load_playbooks
-from flows.deployments import (
+from flows.orchestration.deployments import (
     ENTRYPOINT,
     HEALTH_CRON,
     OUTBOX_CRON,
@@ -31,6 +30,7 @@ from flows.deployments import (
     stop_process,
 )
 from models import BUNDLED_PLAYBOOKS_DIR, ConfigError
+from playbooks import load_playbooks
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_YAML = ROOT / "prefect.yaml"
@@ -102,14 +102,14 @@ def test_typos_prefect_would_ignore_are_reported() -> None:
         deploymnets: []
         deployments:
           - name: renewal
-            entrypoint: flows/tick.py:run_playbook
+            entrypoint: flows/orchestration/playbook.py:run_playbook
             paramaters:
               playbook: renewal
             schedules:
               - cron: "0 9 * * *"
                 timezone: Europe/Berlinn
           - name: renewal
-            entrypoint: flows/tick.py:run_playbook
+            entrypoint: flows/orchestration/playbook.py:run_playbook
             parameters:
               playbok: renewal
             schedules:
@@ -139,7 +139,7 @@ def test_typos_prefect_would_ignore_are_reported() -> None:
 
 
 def test_playbooks_without_a_schedule_get_a_deployment_without_schedules(shipped: dict[str, object]) -> None:
-    from flows.compiler import compile_source
+    from playbooks import compile_source
 
     pb = compile_source(
         "playbook: manual\nname: Manual\nlifecycle: custom\naudience: 'true'\nsteps:\n  - id: done\n    kind: exit\n"
@@ -152,12 +152,12 @@ def test_playbooks_without_a_schedule_get_a_deployment_without_schedules(shipped
 def test_runner_deployments_carry_cron_and_time_zone(shipped: dict[str, object]) -> None:
     deployments = {d.name: d for d in runner_deployments(shipped.values())}  # type: ignore[arg-type]
     assert set(deployments) == {*shipped, "outbox", "health", "reports"}
-    assert deployments["outbox"].entrypoint.endswith("tick.py:deliver_outbox")  # type: ignore[union-attr]
+    assert deployments["outbox"].entrypoint.endswith("playbook.py:deliver_outbox")  # type: ignore[union-attr]
     assert deployments["health"].entrypoint.endswith("health.py:health")  # type: ignore[union-attr]
     assert deployments["reports"].entrypoint.endswith("reports.py:report_flow")  # type: ignore[union-attr]
     renewal = deployments["renewal"]
     assert renewal.parameters == {"playbook": "renewal"}
-    assert renewal.entrypoint is not None and renewal.entrypoint.endswith("tick.py:run_playbook")
+    assert renewal.entrypoint is not None and renewal.entrypoint.endswith("playbook.py:run_playbook")
     (schedule,) = renewal.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("*/30 * * * *", "America/New_York")
 

@@ -14,11 +14,10 @@ import pytest
 from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine
 
-from flows.compiler import CompiledPlaybook, compile_source
-from flows.engine import MAX_ERRORS, RevisionCache, enroll, holdout_salt, settle
-from flows.outbox import deliver
-from flows.tick import tick
-from integrations.base import Delivery, Receipt
+from flows.engine.core import MAX_ERRORS, RevisionCache, enroll, holdout_salt, settle
+from flows.engine.outbox import deliver
+from flows.engine.tick import tick
+from integrations.channels.base import Delivery, Receipt
 from models import (
     Account,
     Contact,
@@ -31,6 +30,7 @@ from models import (
     session,
 )
 from models.tables import HOLDOUT_BUCKETS, holdout_bucket
+from playbooks import CompiledPlaybook, compile_source
 
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 

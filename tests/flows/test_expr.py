@@ -15,19 +15,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
-from flows._expr import (
-    AUDIENCE,
-    CONTACTS,
-    ENROLLMENT,
-    Env,
-    check,
-    compile_expression,
-    env_for,
-    evaluate,
-    fields_of,
-    parse,
-    to_sql,
-)
 from models import (
     Account,
     Contact,
@@ -39,6 +26,19 @@ from models import (
     UsageMetric,
     make_engine,
     upgrade,
+)
+from playbooks import (
+    AUDIENCE,
+    CONTACTS,
+    ENROLLMENT,
+    Env,
+    check,
+    compile_expression,
+    env_for,
+    evaluate,
+    fields_of,
+    parse,
+    to_sql,
 )
 
 CASES = yaml.safe_load((Path(__file__).parent / "expr_cases.yaml").read_text(encoding="utf-8"))

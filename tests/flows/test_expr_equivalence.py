@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from flows._expr import AUDIENCE, compile_expression, env_for, evaluate, to_sql
 from models import Account, AccountStatus, SupportTicket, SurveyResponse, UsageMetric
+from playbooks import AUDIENCE, compile_expression, env_for, evaluate, to_sql
 
 # --- accounts -------------------------------------------------------------------------------
 

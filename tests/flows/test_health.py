@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 import cli
 from cli._app import console
-from flows.health import health_file, load_health, problems_of, run_health, score_accounts
+from flows.analytics.health import run_health, score_accounts
 from models import (
     BUNDLED_PLAYBOOKS_DIR,
     Account,
@@ -32,6 +32,8 @@ from models import (
     upgrade,
 )
 from models.health import points_for
+from playbooks import health_file, load_health
+from playbooks import health_problems as problems_of
 
 T = datetime(2027, 3, 31, 12, 0, tzinfo=UTC)
 TODAY = T.date()

@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 import cli
 from cli._app import console
-from flows.metrics import (
+from flows.analytics.metrics import (
     Retention,
     WaterfallRow,
     account_currencies,
@@ -35,7 +35,7 @@ from flows.metrics import (
     total_mrr,
     waterfall,
 )
-from integrations.billing_import import BillingColumns, import_revenue
+from integrations.sources.billing import BillingColumns, import_revenue
 from models import Account, RetainError, RevenueEntry, make_engine, upgrade
 
 DATA = Path(__file__).parent / "data"

@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
-from flows.compiler import compile_source
-from flows.outbox import DeliveryPolicy, _Limits, deliver
-from flows.tick import tick
-from integrations.base import Delivery, Receipt
+from flows.engine.outbox import DeliveryPolicy, _Limits, deliver
+from flows.engine.tick import tick
+from integrations.channels.base import Delivery, Receipt
 from models import Account, Contact, MaybeDeliveredError, RetryableError, Touch
+from playbooks import compile_source
 
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 HOOK = compile_source(

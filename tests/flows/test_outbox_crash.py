@@ -10,7 +10,7 @@ leases expire: every touch is delivered at least once, a repeat always carries t
 none is lost; through a channel that cannot drop a repeat, an interrupted touch becomes
 ``unknown`` and is not sent again.
 
-The children run at the same time (each imports Prefect through ``flows.tick``: ~3 s apiece).
+The children run at the same time (each imports Prefect through ``flows.engine.tick``: ~3 s apiece).
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
-from flows.compiler import CompiledPlaybook, compile_source
-from flows.outbox import DeliveryPolicy, deliver, recover_interrupted
-from flows.tick import tick
-from integrations.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookChannel, verify
+from flows.engine.outbox import DeliveryPolicy, deliver, recover_interrupted
+from flows.engine.tick import tick
+from integrations.channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookChannel, verify
 from models import Account, TimelineEvent, Touch, make_engine, upgrade, utcnow
+from playbooks import CompiledPlaybook, compile_source
 
 SECRET = "test-signing-secret"
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -206,7 +206,7 @@ def webhook(*, dedupes: bool = True) -> dict[str, Any]:
 
 # --- the children -------------------------------------------------------------------------------
 
-# One child process imports Retain (and Prefect, through flows.tick: ~3 s) once, then forks one
+# One child process imports Retain (and Prefect, through flows.engine.tick: ~3 s) once, then forks one
 # process per crash; each runs a tick and dies where its job says. It reports each pid, then each
 # exit code, as JSON lines.
 CHILD = """
@@ -214,10 +214,10 @@ import json, os, signal, sys, traceback
 from datetime import datetime
 from pathlib import Path
 
-import flows.outbox
-import flows.tick
-from flows.compiler import compile_source
-from integrations.webhook import WebhookChannel
+import flows.engine.outbox
+import flows.engine.tick
+from playbooks import compile_source
+from integrations.channels.webhook import WebhookChannel
 from models import make_engine
 
 
@@ -230,12 +230,12 @@ def run(job):
     os.dup2(log, 1)
     os.dup2(log, 2)
     if job["die"] == "before_deliver":
-        flows.tick.deliver = die_now
+        flows.engine.tick.deliver = die_now
     elif job["die"] == "before_record":
-        flows.outbox._finish = die_now
+        flows.engine.outbox._finish = die_now
     pb = compile_source(Path(job["playbook"]).read_text(), job["playbook"])
     channels = {"webhook": WebhookChannel(signing_secret=job["secret"])}
-    report = flows.tick.tick(make_engine(job["db"]), pb, datetime.fromisoformat(job["as_of"]), channels=channels)
+    report = flows.engine.tick.tick(make_engine(job["db"]), pb, datetime.fromisoformat(job["as_of"]), channels=channels)
     print(report.line(), flush=True)
 
 

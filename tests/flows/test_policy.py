@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.policy import ContactPolicy, decide, effective_policy, load_policy, next_allowed
+from flows.engine.policy import ContactPolicy, decide, effective_policy, next_allowed
 from models import PlaybookError
 from models.playbook import PolicySpec
+from playbooks import load_policy
 
 POLICY = ContactPolicy(
     quiet_hours=(time(20, 0), time(8, 0)),

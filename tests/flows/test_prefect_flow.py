@@ -19,9 +19,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-from flows.compiler import compile_file
-from flows.prefect_runtime import prefect_environment
+from flows.orchestration.runtime import prefect_environment
 from models import Account, Enrollment, Settings, make_engine, upgrade
+from playbooks import compile_file
 
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -117,7 +117,7 @@ def rows_per_table(engine: Engine) -> dict[str, int]:
 
 
 def run(settings: Settings, monkeypatch: pytest.MonkeyPatch, *, dry_run: bool = False) -> tuple[dict[str, Any], UUID]:
-    from flows.tick import run_playbook
+    from flows.orchestration.playbook import run_playbook
 
     monkeypatch.setenv("RETAIN_OUTBOX_DIR", str(settings.outbox_dir))
     with prefect_environment(settings):

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
-from flows.compiler import compile_source
-from flows.tick import tick
+from flows.engine.tick import tick
 from models import Account, Contact, Touch
+from playbooks import compile_source
 
 T0 = datetime(2027, 3, 2, 12, tzinfo=UTC)
 PLAYBOOK = compile_source(

@@ -15,9 +15,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from flows.attribution import record_revenue_outcomes
-from flows.charts import NothingToChart, chart, readability_problems, save
-from flows.reports import (
+from flows.analytics.attribution import record_revenue_outcomes
+from flows.reports.charts import NothingToChart, chart, readability_problems, save
+from flows.reports.reports import (
     artifacts_of,
     digest_week,
     health_report,
@@ -27,8 +27,8 @@ from flows.reports import (
     surveys_report,
     weekly_digest,
 )
-from integrations.file import FileChannel
-from integrations.slack import SlackChannel
+from integrations.channels.file import FileChannel
+from integrations.channels.slack import SlackChannel
 from models import (
     Account,
     Enrollment,

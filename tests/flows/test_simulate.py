@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from cli import main
-from flows.compiler import compile_source
-from flows.simulate import simulate
-from flows.tick import delivery_policy
+from flows.engine.simulate import simulate
+from flows.engine.tick import delivery_policy
 from models import Account, Contact, make_engine, session, upgrade
 from models.playbook import PolicySpec
+from playbooks import compile_source
 
 PLAYBOOK = """
 playbook: nudge

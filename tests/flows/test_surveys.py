@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
-from flows.surveys import (
+from flows.analytics.surveys import (
     DEFAULT_SURVEY_BASE_URL,
     DEFAULT_SURVEY_SECRET,
     InvalidSurveyToken,

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 import cli
 from cli._app import console
-from integrations.billing_import import BillingColumns, Spread, import_revenue, parse_money, spread_cents
+from integrations.sources.billing import BillingColumns, Spread, import_revenue, parse_money, spread_cents
 from models import Account, DataImportError, RevenueEntry, RowProblem, TimelineEvent
 
 DATA = Path(__file__).parent.parent / "flows" / "data"

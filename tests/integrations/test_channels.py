@@ -13,13 +13,13 @@ from urllib.parse import quote
 import pytest
 from pydantic import SecretStr
 
-from integrations import registry
-from integrations.base import Channel, Delivery, Receipt
-from integrations.crm import CrmTaskChannel
-from integrations.email import SmtpEmailChannel
-from integrations.file import FileChannel
-from integrations.slack import SlackChannel
-from integrations.webhook import WebhookChannel
+from integrations.channels import registry
+from integrations.channels.base import Channel, Delivery, Receipt
+from integrations.channels.crm import CrmTaskChannel
+from integrations.channels.email import SmtpEmailChannel
+from integrations.channels.file import FileChannel
+from integrations.channels.slack import SlackChannel
+from integrations.channels.webhook import WebhookChannel
 from models import ConfigError, IntegrationError, Settings
 
 from .conftest import SMTP_PASSWORD, SMTP_USER, HttpServer, Request, SmtpServer

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from integrations.base import Delivery, Receipt
-from integrations.crm import CrmTaskChannel
+from integrations.channels.base import Delivery, Receipt
+from integrations.channels.crm import CrmTaskChannel
 from models import IntegrationError, RetryableError
 
 TOKEN = "pat-na1-S3CRET-0000"

@@ -14,8 +14,8 @@ from sqlalchemy import event, func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from integrations import csv_import
-from integrations.csv_import import ImportResult, import_accounts, import_contacts
+from integrations.sources import accounts as csv_import
+from integrations.sources.accounts import ImportResult, import_accounts, import_contacts
 from models import Account, ConfigError, Contact, DataImportError, RowProblem, TimelineEvent, make_engine, upgrade
 from models.tables import holdout_bucket
 

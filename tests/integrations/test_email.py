@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
-from integrations.base import Delivery, Receipt
-from integrations.email import (
+from integrations.channels.base import Delivery, Receipt
+from integrations.channels.email import (
     SmtpEmailChannel,
     SmtpServer,
     message_id,

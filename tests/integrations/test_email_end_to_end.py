@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from flows.compiler import compile_source
-from flows.tick import tick
-from integrations.email import message_id
-from integrations.registry import build_channels
+from flows.engine.tick import tick
+from integrations.channels.email import message_id
+from integrations.channels.registry import build_channels
 from models import Account, Contact, Settings
+from playbooks import compile_source
 
 T0 = datetime(2027, 3, 2, 15, 0, tzinfo=UTC)  # a Tuesday afternoon in Europe
 PLAYBOOK = compile_source(

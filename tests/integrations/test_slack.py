@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from integrations.base import Delivery, Receipt
-from integrations.slack import SlackChannel
+from integrations.channels.base import Delivery, Receipt
+from integrations.channels.slack import SlackChannel
 from models import ConfigError, IntegrationError, RetryableError
 
 from .conftest import HttpServer, Request

@@ -12,12 +12,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
 from cli import main
-from flows.compiler import compile_source
-from flows.tick import tick
-from integrations.csv_import import import_contacts
-from integrations.file import FileChannel
-from integrations.suppression import import_suppression_list, unsubscribe
+from flows.engine.tick import tick
+from integrations.channels.file import FileChannel
+from integrations.sources.accounts import import_contacts
+from integrations.sources.suppression import import_suppression_list, unsubscribe
 from models import Account, Contact, DataImportError, Suppression, TimelineEvent
+from playbooks import compile_source
 
 NOW = datetime(2027, 3, 1, 12, tzinfo=UTC)
 

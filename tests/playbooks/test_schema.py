@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flows.compiler import playbook_files
 from models.playbook import json_schema
+from playbooks import playbook_files
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELINE = "# yaml-language-server: $schema=../playbook.schema.json"

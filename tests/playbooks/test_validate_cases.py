@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.compiler import compile_source
 from models import PlaybookError
+from playbooks import compile_source
 
 CASES = Path(__file__).parent / "cases"
 _EXPECT = re.compile(r"^# error: (.*)$", re.MULTILINE)

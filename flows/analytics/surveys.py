@@ -1,0 +1,721 @@
+"""Surveys: NPS, CSAT and CES arithmetic, signed survey links, and recording answers.
+
+The three kinds, as the industry counts them:
+
+* **NPS** (0-10, "how likely are you to recommend us?"): promoters answer 9-10, passives 7-8,
+  detractors 0-6; the score is % promoters - % detractors, from -100 to 100.
+* **CSAT** (1-5, "how satisfied were you?"): the score is the share of satisfied answers (4-5),
+  in percent; the average is shown too.
+* **CES** (1-7, "how easy was it?"; 7 = very easy): the score is the average; the share of "easy"
+  answers (5-7) is shown too.
+
+A survey step writes a touch whose ``survey_url`` is :func:`survey_link_for` its touch key: the base
+URL (``RETAIN_SURVEY_BASE_URL``) with ``?t=<token>``, the token being the touch key signed with
+HMAC-SHA256 (``RETAIN_SURVEY_SECRET``). Whatever page or form tool receives the answer hands the
+token back (``retain surveys import`` with a ``token`` column, or ``retain surveys record
+--token``); the answer is then linked to its touch, account and contact, and nobody can answer for
+another account by editing the link.
+
+Every answer becomes a ``SurveyResponse`` and a ``TimelineEvent(kind="survey")``. An answer through
+a token also marks its touch replied (so ``touches("step").replied`` sees it); a second answer
+through the same token replaces the first (people change their minds; an export imported twice
+counts once).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session
+
+from integrations.sources.accounts import _read, _settle  # the house CSV reading: BOM, delimiters, row numbers
+from models import (
+    Account,
+    Contact,
+    DataImportError,
+    NotFoundError,
+    RetainError,
+    RowProblem,
+    SurveyResponse,
+    TimelineEvent,
+    Touch,
+    utcnow,
+)
+
+__all__ = [
+    "DEFAULT_SURVEY_BASE_URL",
+    "DEFAULT_SURVEY_SECRET",
+    "IMPORT_COLUMNS",
+    "KINDS",
+    "InvalidSurveyToken",
+    "SurveyError",
+    "SurveyImportResult",
+    "ces_score",
+    "csat_score",
+    "import_answers",
+    "nps_group",
+    "nps_score",
+    "read_survey_token",
+    "record_answer",
+    "summarize",
+    "survey_base_url",
+    "survey_link",
+    "survey_link_for",
+    "survey_secret",
+    "survey_summary",
+    "survey_token",
+]
+
+#: kind -> (lowest, highest) answer
+KINDS: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+_NAMES = {"nps": "NPS", "csat": "CSAT", "ces": "CES"}
+_WITH_ARTICLE = {"nps": "an NPS", "csat": "a CSAT", "ces": "a CES"}
+
+#: for local use only: set RETAIN_SURVEY_SECRET to a long random value anywhere links leave the machine
+DEFAULT_SURVEY_SECRET = "retain-local-survey-secret"
+DEFAULT_SURVEY_BASE_URL = "http://localhost:8000/survey"
+
+_ACCOUNT: Table = Account.__table__  # type: ignore[attr-defined]
+_CONTACT: Table = Contact.__table__  # type: ignore[attr-defined]
+_RESPONSE: Table = SurveyResponse.__table__  # type: ignore[attr-defined]
+_TOUCH: Table = Touch.__table__  # type: ignore[attr-defined]
+_TIMELINE: Table = TimelineEvent.__table__  # type: ignore[attr-defined]
+_CHUNK = 1000
+
+
+class SurveyError(RetainError):
+    """A survey answer that cannot be recorded as given (a score out of range, an unknown kind)."""
+
+
+class InvalidSurveyToken(SurveyError):
+    """A survey token that was changed, cut short, or signed with another secret."""
+
+
+# --- the arithmetic -------------------------------------------------------------------------------
+
+
+def nps_group(score: int) -> str:
+    """``promoter`` (9-10), ``passive`` (7-8) or ``detractor`` (0-6)."""
+    return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+
+
+def _groups(kind: str, score: int) -> str:
+    if kind == "nps":
+        return nps_group(score) + "s"
+    if kind == "csat":
+        return "satisfied" if score >= 4 else "neutral" if score == 3 else "dissatisfied"
+    return "easy" if score >= 5 else "neutral" if score == 4 else "difficult"
+
+
+_GROUP_ORDER = {
+    "nps": ("promoters", "passives", "detractors"),
+    "csat": ("satisfied", "neutral", "dissatisfied"),
+    "ces": ("easy", "neutral", "difficult"),
+}
+
+
+def _percent(part: int, whole: int) -> float:
+    return round(part / whole * 100, 1)
+
+
+def nps_score(scores: Iterable[int]) -> float | None:
+    """% promoters - % detractors (-100..100, one decimal); None without answers."""
+    scores = list(scores)
+    if not scores:
+        return None
+    promoters = sum(1 for s in scores if s >= 9)
+    detractors = sum(1 for s in scores if s <= 6)
+    return round((promoters - detractors) / len(scores) * 100, 1)
+
+
+def csat_score(scores: Iterable[int]) -> float | None:
+    """The share of satisfied answers (4-5), in percent (one decimal); None without answers."""
+    scores = list(scores)
+    return _percent(sum(1 for s in scores if s >= 4), len(scores)) if scores else None
+
+
+def ces_score(scores: Iterable[int]) -> float | None:
+    """The average effort score (1-7, higher is easier; two decimals); None without answers."""
+    scores = list(scores)
+    return round(sum(scores) / len(scores), 2) if scores else None
+
+
+def summarize(kind: str, distribution: Mapping[int, int]) -> dict[str, Any]:
+    """The summary of answers given as ``{score: count}``::
+
+        {"kind", "responses", "score", "average", "groups": {name: count},
+         "shares": {name: percent}, "distribution": {score: count, every possible score}}
+
+    ``score`` is the NPS, the CSAT share satisfied, or the CES average (None without answers)."""
+    low, high = KINDS[kind]
+    counts = {s: int(distribution.get(s, 0)) for s in range(low, high + 1)}
+    total = sum(counts.values())
+    groups = dict.fromkeys(_GROUP_ORDER[kind], 0)
+    for s, n in counts.items():
+        groups[_groups(kind, s)] += n
+    average = round(sum(s * n for s, n in counts.items()) / total, 2) if total else None
+    if not total:
+        value = None
+    elif kind == "nps":
+        value = round((groups["promoters"] - groups["detractors"]) / total * 100, 1)
+    elif kind == "csat":
+        value = _percent(groups["satisfied"], total)
+    else:
+        value = average
+    return {
+        "kind": kind,
+        "responses": total,
+        "score": value,
+        "average": average,
+        "groups": groups,
+        "shares": {g: (_percent(n, total) if total else None) for g, n in groups.items()},
+        "distribution": counts,
+    }
+
+
+def survey_summary(
+    s: Session,
+    kind: str,
+    since: datetime | None = None,
+    segment: str | None = None,
+    *,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """:func:`summarize` of the answers of one kind recorded at or after ``since`` (and before
+    ``until``), of accounts in ``segment``; plus ``accounts``, how many accounts answered."""
+    if kind not in KINDS:
+        raise SurveyError(f"unknown survey kind {kind!r}: use nps, csat or ces")
+    where = [_RESPONSE.c.kind == kind]
+    if since is not None:
+        where.append(_RESPONSE.c.responded_at >= since)
+    if until is not None:
+        where.append(_RESPONSE.c.responded_at < until)
+    source: Any = _RESPONSE
+    if segment is not None:
+        source = _RESPONSE.join(_ACCOUNT, _ACCOUNT.c.id == _RESPONSE.c.account_id)
+        where.append(_ACCOUNT.c.segment == segment)
+    conn = s.connection()
+    rows = conn.execute(
+        select(_RESPONSE.c.score, func.count()).select_from(source).where(*where).group_by(_RESPONSE.c.score)
+    )
+    accounts = conn.execute(
+        select(func.count(func.distinct(_RESPONSE.c.account_id))).select_from(source).where(*where)
+    ).scalar_one()
+    summary = summarize(kind, dict(rows.all()))
+    return {**summary, "accounts": int(accounts)}
+
+
+# --- signed links -------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signature(touch_key: str, secret: str) -> str:
+    # the prefix keeps a survey signature from being valid for any other use of the same secret
+    return _b64(hmac.new(secret.encode(), b"retain-survey:" + touch_key.encode(), hashlib.sha256).digest())
+
+
+def survey_token(touch_key: str, secret: str) -> str:
+    """``<touch key, URL-safe base64>.<HMAC-SHA256 of it, URL-safe base64>``: safe in a URL as is."""
+    if not secret:
+        raise SurveyError("the survey secret is empty: set RETAIN_SURVEY_SECRET")
+    return f"{_b64(touch_key.encode())}.{_signature(touch_key, secret)}"
+
+
+def read_survey_token(token: str, secret: str) -> str:
+    """The touch key a token was made for. :class:`InvalidSurveyToken` if it was changed, cut
+    short or signed with another secret (the signatures are compared in constant time)."""
+    invalid = InvalidSurveyToken(
+        "the survey token is not valid: it was changed or cut short, or signed with another "
+        "secret (RETAIN_SURVEY_SECRET)"
+    )
+    body, dot, signature = token.strip().partition(".")
+    if not dot or not body or not signature:
+        raise invalid
+    try:
+        touch_key = _unb64(body).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    if not hmac.compare_digest(signature.encode(), _signature(touch_key, secret).encode()):
+        raise invalid
+    return touch_key
+
+
+def survey_link(base_url: str, touch_key: str, secret: str) -> str:
+    """The link a survey email carries: ``base_url`` with ``t=<token>`` added to its query."""
+    separator = "&" if "?" in base_url else "?"
+    return f"{base_url}{separator}t={survey_token(touch_key, secret)}"
+
+
+def survey_secret() -> str:
+    """``RETAIN_SURVEY_SECRET``, or a fixed secret for local use (links that never leave the machine)."""
+    return os.environ.get("RETAIN_SURVEY_SECRET") or DEFAULT_SURVEY_SECRET
+
+
+def survey_base_url() -> str:
+    """``RETAIN_SURVEY_BASE_URL``: the page that shows the question and takes the answer."""
+    return os.environ.get("RETAIN_SURVEY_BASE_URL") or DEFAULT_SURVEY_BASE_URL
+
+
+def survey_link_for(touch_key: str) -> str:
+    """The survey link of a touch, with the configured base URL and secret (for the engine)."""
+    return survey_link(survey_base_url(), touch_key, survey_secret())
+
+
+# --- recording answers ------------------------------------------------------------------------------
+
+
+def _kind(value: str) -> str:
+    kind = value.strip().lower()
+    if kind not in KINDS:
+        raise SurveyError(f"{value!r} is not a survey kind: use nps, csat or ces")
+    return kind
+
+
+def _score(kind: str, value: int | str) -> int:
+    low, high = KINDS[kind]
+    text = str(value).strip()
+    try:
+        number = int(text)
+    except ValueError:
+        raise SurveyError(f"{text!r} is not a whole number from {low} to {high}") from None
+    if not low <= number <= high:
+        raise SurveyError(f"{number} is out of range for {_NAMES[kind]}: use a whole number from {low} to {high}")
+    return number
+
+
+def _moment(value: str | datetime, now: datetime) -> datetime:
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise SurveyError(f"{value!r} is not a date or time: write ISO 8601, like 2027-03-01T14:30:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # a date or a time without a zone is UTC
+    moment = moment.astimezone(UTC)
+    if moment > now:
+        raise SurveyError(f"{moment:%Y-%m-%d %H:%M} UTC is in the future")
+    return moment
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One validated answer, ready to write."""
+
+    account_id: int
+    contact_id: int | None
+    kind: str
+    score: int
+    comment: str | None
+    responded_at: datetime
+    who: str  # for the timeline: the contact's email, or "someone"
+    touch: Any = None  # the touch row (key, id, enrollment_id, playbook, step_id) when through a token
+
+
+def _summary(a: _Answer, previous: int | None) -> str:
+    label = f"{_NAMES[a.kind]} {a.score}"
+    if a.kind == "nps":
+        label += f" ({nps_group(a.score)})"
+    text = f"{label} from {a.who}"
+    if previous is not None and previous != a.score:
+        text = f"{_NAMES[a.kind]} answer changed {previous} → {a.score} by {a.who}"
+    if a.comment:
+        comment = a.comment if len(a.comment) <= 80 else a.comment[:77] + "..."
+        text += f": “{comment}”"
+    return text
+
+
+def _write(conn: Connection, answers: list[_Answer]) -> tuple[int, int]:
+    """Insert the answers (or, through a token already answered, update that answer), their
+    timeline events, and mark their touches replied. Returns (inserted, updated)."""
+    touch_ids = [a.touch.id for a in answers if a.touch is not None]
+    existing: dict[int, tuple[int, int]] = {}  # touch id -> (response id, score)
+    for chunk in _chunks(touch_ids):
+        for response_id, touch_id, old in conn.execute(
+            select(_RESPONSE.c.id, _RESPONSE.c.touch_id, _RESPONSE.c.score).where(_RESPONSE.c.touch_id.in_(chunk))
+        ):
+            existing[touch_id] = (response_id, old)
+    inserts, updates, events, replies = [], [], [], []
+    for a in answers:
+        values = {
+            "account_id": a.account_id,
+            "contact_id": a.contact_id,
+            "touch_id": a.touch.id if a.touch is not None else None,
+            "kind": a.kind,
+            "score": a.score,
+            "comment": a.comment,
+            "responded_at": a.responded_at,
+        }
+        before = existing.get(a.touch.id) if a.touch is not None else None
+        if before is not None:
+            updates.append({"response": before[0], **values})
+        else:
+            inserts.append(values)
+        if a.touch is not None:
+            replies.append({"touch": a.touch.id, "replied": a.responded_at})
+        events.append(
+            {
+                "account_id": a.account_id,
+                "at": a.responded_at,
+                "kind": "survey",
+                "playbook": a.touch.playbook if a.touch is not None else None,
+                "enrollment_id": a.touch.enrollment_id if a.touch is not None else None,
+                "step_id": a.touch.step_id if a.touch is not None else None,
+                "summary": _summary(a, before[1] if before else None),
+                "detail": {
+                    "survey": a.kind,
+                    "score": a.score,
+                    "comment": a.comment,
+                    "contact": None if a.who == "someone" else a.who,
+                    "touch": a.touch.key if a.touch is not None else None,
+                },
+            }
+        )
+    if inserts:
+        conn.execute(insert(_RESPONSE), inserts)
+    if updates:
+        assignments: dict[str, Any] = {c: bindparam(c) for c in updates[0] if c != "response"}
+        conn.execute(update(_RESPONSE).where(_RESPONSE.c.id == bindparam("response")).values(assignments), updates)
+    if replies:  # the first answer is the reply; a later change of mind does not move it
+        conn.execute(
+            update(_TOUCH)
+            .where(_TOUCH.c.id == bindparam("touch"), _TOUCH.c.replied_at.is_(None))
+            .values(replied_at=bindparam("replied")),
+            replies,
+        )
+    if events:
+        conn.execute(insert(_TIMELINE), events)
+    return len(inserts), len(updates)
+
+
+def _chunks(values: Iterable[Any]) -> Iterator[list[Any]]:
+    values = list(values)
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+def _touch_by_key(conn: Connection, keys: Iterable[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for chunk in _chunks(set(keys)):
+        for row in conn.execute(
+            select(
+                _TOUCH.c.id,
+                _TOUCH.c.key,
+                _TOUCH.c.account_id,
+                _TOUCH.c.contact_id,
+                _TOUCH.c.enrollment_id,
+                _TOUCH.c.playbook,
+                _TOUCH.c.step_id,
+                _TOUCH.c.payload,
+            ).where(_TOUCH.c.key.in_(chunk))
+        ):
+            found[row.key] = row
+    return found
+
+
+def _account_guess(conn: Connection, external_id: str) -> NotFoundError:
+    known = list(conn.execute(select(_ACCOUNT.c.external_id)).scalars())
+    close = difflib.get_close_matches(external_id, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return NotFoundError(f"no account with external id {external_id!r}{hint}")
+
+
+def record_answer(
+    s: Session,
+    *,
+    score: int | str,
+    kind: str | None = None,
+    account: str | None = None,
+    contact_email: str | None = None,
+    token: str | None = None,
+    comment: str | None = None,
+    responded_at: str | datetime | None = None,
+    now: datetime | None = None,
+    secret: str | None = None,
+) -> SurveyResponse:
+    """Record one answer, by ``token`` (from a survey link: account, contact and kind come from its
+    touch) or by ``account`` (external id) and ``kind``. ``responded_at`` defaults to ``now``.
+    Raises :class:`SurveyError` (a bad score, kind or token) or :class:`NotFoundError`."""
+    now = now or utcnow()
+    conn = s.connection()
+    at = _moment(responded_at, now) if responded_at is not None else now
+    touch = None
+    contact_id: int | None = None
+    who = "someone"
+    if token is not None:
+        key = read_survey_token(token, secret if secret is not None else survey_secret())
+        touch = _touch_by_key(conn, [key]).get(key)
+        if touch is None or (touch.payload or {}).get("kind") != "survey":
+            raise NotFoundError(f"no survey was sent with this token (touch {key!r})")
+        sent_kind = touch.payload.get("survey")
+        if kind is not None and _kind(kind) != sent_kind:
+            raise SurveyError(f"the token is for {_WITH_ARTICLE[sent_kind]} survey, not {_kind(kind)}")
+        kind = sent_kind
+        account_id, contact_id = touch.account_id, touch.contact_id
+        external_id = conn.execute(select(_ACCOUNT.c.external_id).where(_ACCOUNT.c.id == account_id)).scalar_one()
+        if account is not None and account != external_id:
+            raise SurveyError(f"the token is for account {external_id!r}, not {account!r}")
+        if contact_id is not None:
+            who = conn.execute(select(_CONTACT.c.email).where(_CONTACT.c.id == contact_id)).scalar_one()
+        if contact_email is not None and contact_email.strip().lower() != who:
+            raise SurveyError(f"the token is for contact {who}, not {contact_email}")
+    else:
+        if account is None or kind is None:
+            raise SurveyError("name the account and the kind of survey (or give the token from the survey link)")
+        kind = _kind(kind)
+        found = conn.execute(select(_ACCOUNT.c.id).where(_ACCOUNT.c.external_id == account)).scalar()
+        if found is None:
+            raise _account_guess(conn, account)
+        account_id = found
+        if contact_email is not None:
+            who = contact_email.strip().lower()
+            contact_id = conn.execute(
+                select(_CONTACT.c.id).where(_CONTACT.c.account_id == account_id, _CONTACT.c.email == who)
+            ).scalar()
+            if contact_id is None:
+                raise NotFoundError(f"account {account!r} has no contact {who}")
+    assert kind is not None
+    answer = _Answer(account_id, contact_id, kind, _score(kind, score), comment or None, at, who, touch)
+    _write(conn, [answer])
+    query = select(SurveyResponse).where(_RESPONSE.c.account_id == account_id, _RESPONSE.c.kind == kind)
+    if touch is not None:
+        query = query.where(_RESPONSE.c.touch_id == touch.id)
+    response = s.execute(query.order_by(_RESPONSE.c.id.desc()).limit(1)).scalar_one()
+    return response  # type: ignore[no-any-return]
+
+
+# --- import ---------------------------------------------------------------------------------------
+
+#: the columns a survey answers file knows
+IMPORT_COLUMNS = ("token", "account_external_id", "kind", "score", "comment", "responded_at", "contact_email")
+
+
+@dataclass(frozen=True)
+class SurveyImportResult:
+    """What an import wrote (or, with ``dry_run``, would write)."""
+
+    file: str
+    inserted: int = 0
+    updated: int = 0  # answers through a token that had been answered: replaced
+    unchanged: int = 0  # already recorded exactly so
+    ignored_columns: tuple[str, ...] = ()
+    dry_run: bool = False
+
+
+def import_answers(
+    engine: Engine,
+    path: str | Path,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    secret: str | None = None,
+) -> SurveyImportResult:
+    """Record the answers of a CSV file, all or nothing.
+
+    Columns: ``token`` (from the survey link) OR ``account_external_id`` and ``kind``; ``score``;
+    optional ``comment``, ``responded_at`` (ISO 8601; a date or a time without a zone is UTC;
+    default: now) and ``contact_email`` (a contact of that account). Every row is checked (score
+    range per kind, known account and contact, a valid token for a survey that was sent) before
+    anything is written; :class:`DataImportError` lists every bad row as ``FILE: row N, column 'x':
+    message``. A row that repeats an answer already recorded (same account, contact, kind, time and
+    score) is counted unchanged, so importing the same export twice adds nothing."""
+    now = now or utcnow()
+    secret = secret if secret is not None else survey_secret()
+    csv_file = _read(path, "survey answers", ["score"])
+    headers = csv_file.headers
+    if "token" not in headers and not {"account_external_id", "kind"} <= set(headers):
+        found = ", ".join(repr(h) for h in headers.values())
+        message = f"the header needs a 'token' column, or 'account_external_id' and 'kind'; it has {found}"
+        raise DataImportError(csv_file.name, [*csv_file.problems, RowProblem(1, message)])
+    ignored = tuple(h for c, h in headers.items() if c not in IMPORT_COLUMNS)
+
+    def problem(line: int, column: str, message: str) -> None:
+        csv_file.problems.append(RowProblem(line, message, csv_file.header(column)))
+
+    # 1. each row on its own
+    parsed: list[tuple[int, dict[str, Any]]] = []
+    for record in csv_file.records:
+        cells, ok = record.cells, True
+        row: dict[str, Any] = {}
+        if "token" in cells:
+            try:
+                row["touch_key"] = read_survey_token(cells["token"], secret)
+            except InvalidSurveyToken as exc:
+                problem(record.line, "token", str(exc))
+                ok = False
+        elif "account_external_id" not in cells or "kind" not in cells:
+            missing = [c for c in ("account_external_id", "kind") if c not in cells]
+            for column in missing:
+                problem(record.line, column, "a value is required (or a token)")
+            ok = False
+        parsers: tuple[tuple[str, Callable[[str], Any]], ...] = (
+            ("kind", _kind),
+            ("responded_at", lambda v: _moment(v, now)),
+        )
+        for column, parse in parsers:
+            if column in cells:
+                try:
+                    row[column] = parse(cells[column])
+                except SurveyError as exc:
+                    problem(record.line, column, str(exc))
+                    ok = False
+        if "score" not in cells:
+            problem(record.line, "score", "a value is required")
+            ok = False
+        for column in ("account_external_id", "comment", "score"):
+            if column in cells:
+                row[column] = cells[column]
+        if "contact_email" in cells:
+            row["contact_email"] = cells["contact_email"].lower()
+        parsed.append((record.line, row) if ok else (record.line, {}))
+
+    label = Path(path).name
+    result: dict[str, int] = {"inserted": 0, "updated": 0, "unchanged": 0}
+
+    def work(conn: Connection) -> None:
+        rows = [(line, row) for line, row in parsed if row]
+        touches = _touch_by_key(conn, [r["touch_key"] for _, r in rows if "touch_key" in r])
+        external_ids = {r["account_external_id"] for _, r in rows if "account_external_id" in r}
+        accounts: dict[str, int] = {}
+        for chunk in _chunks(external_ids):
+            accounts.update(
+                conn.execute(
+                    select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
+                ).all()
+            )
+        account_ids = set(accounts.values()) | {t.account_id for t in touches.values()}
+        contacts: dict[tuple[int, str], int] = {}
+        emails: dict[int, str] = {}
+        for chunk in _chunks(account_ids):
+            for contact_id, account_id, email in conn.execute(
+                select(_CONTACT.c.id, _CONTACT.c.account_id, _CONTACT.c.email).where(_CONTACT.c.account_id.in_(chunk))
+            ):
+                contacts[(account_id, email.lower())] = contact_id
+                emails[contact_id] = email.lower()
+        external_of = {i: e for e, i in accounts.items()}
+        for chunk in _chunks({t.account_id for t in touches.values()} - set(external_of)):
+            external_of.update(
+                conn.execute(select(_ACCOUNT.c.id, _ACCOUNT.c.external_id).where(_ACCOUNT.c.id.in_(chunk))).all()
+            )
+
+        # 2. rows against the database, and against each other
+        answers: list[tuple[int, _Answer]] = []
+        first_seen: dict[Any, int] = {}
+        for line, r in rows:
+            touch = None
+            if "touch_key" in r:
+                touch = touches.get(r["touch_key"])
+                if touch is None or (touch.payload or {}).get("kind") != "survey":
+                    problem(line, "token", "no survey was sent with this token")
+                    continue
+                kind = touch.payload.get("survey")
+                if "kind" in r and r["kind"] != kind:
+                    problem(line, "kind", f"the token is for {_WITH_ARTICLE[kind]} survey, not {r['kind']}")
+                    continue
+                account_id, contact_id = touch.account_id, touch.contact_id
+                if r.get("account_external_id", external_of[account_id]) != external_of[account_id]:
+                    problem(line, "account_external_id", f"the token is for account {external_of[account_id]!r}")
+                    continue
+                who = emails.get(contact_id, "someone") if contact_id is not None else "someone"
+                if "contact_email" in r and r["contact_email"] != who:
+                    problem(line, "contact_email", f"the token is for contact {who}")
+                    continue
+            else:
+                kind = r["kind"]
+                if r["account_external_id"] not in accounts:
+                    problem(line, "account_external_id", f"unknown account {r['account_external_id']!r}")
+                    continue
+                account_id, contact_id, who = accounts[r["account_external_id"]], None, "someone"
+                if "contact_email" in r:
+                    contact_id = contacts.get((account_id, r["contact_email"]))
+                    if contact_id is None:
+                        message = f"account {r['account_external_id']!r} has no contact {r['contact_email']}"
+                        problem(line, "contact_email", message)
+                        continue
+                    who = r["contact_email"]
+            try:
+                score = _score(kind, r["score"])
+            except SurveyError as exc:
+                problem(line, "score", str(exc))
+                continue
+            at = r.get("responded_at", now)
+            answer = _Answer(account_id, contact_id, kind, score, r.get("comment"), at, who, touch)
+            key = ("touch", touch.id) if touch is not None else ("answer", account_id, contact_id, kind, at)
+            if key in first_seen and (touch is not None or "responded_at" in r):
+                column = "token" if touch is not None else "responded_at"
+                problem(line, column, f"duplicate: the same answer is already on row {first_seen[key]}")
+                continue
+            first_seen.setdefault(key, line)
+            answers.append((line, answer))
+        _settle(csv_file, skip_invalid=False)
+
+        # 3. what is already recorded exactly so is left alone
+        recorded: set[tuple[Any, ...]] = set()
+        for chunk in _chunks({a.account_id for _, a in answers}):
+            recorded.update(
+                conn.execute(
+                    select(
+                        _RESPONSE.c.account_id,
+                        _RESPONSE.c.contact_id,
+                        _RESPONSE.c.touch_id,
+                        _RESPONSE.c.kind,
+                        _RESPONSE.c.score,
+                        _RESPONSE.c.comment,
+                        _RESPONSE.c.responded_at,
+                    ).where(_RESPONSE.c.account_id.in_(chunk))
+                ).all()
+            )
+        fresh = []
+        for _, a in answers:
+            same = (
+                a.account_id,
+                a.contact_id,
+                a.touch.id if a.touch is not None else None,
+                a.kind,
+                a.score,
+                a.comment,
+                a.responded_at,
+            )
+            if same in recorded:
+                result["unchanged"] += 1
+            else:
+                fresh.append(a)
+        if dry_run:
+            touched = {a.touch.id for a in fresh if a.touch is not None}
+            answered = {
+                t
+                for chunk in _chunks(touched)
+                for t in conn.execute(select(_RESPONSE.c.touch_id).where(_RESPONSE.c.touch_id.in_(chunk))).scalars()
+            }
+            result["updated"] = sum(1 for a in fresh if a.touch is not None and a.touch.id in answered)
+            result["inserted"] = len(fresh) - result["updated"]
+            return
+        result["inserted"], result["updated"] = _write(conn, fresh)
+
+    try:
+        with engine.begin() as conn:
+            work(conn)
+    except DBAPIError as exc:
+        raise RetainError(f"{label}: the database refused the import, so nothing was written: {exc.orig}") from exc
+    return SurveyImportResult(csv_file.name, dry_run=dry_run, ignored_columns=ignored, **result)

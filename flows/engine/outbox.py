@@ -1,0 +1,484 @@
+"""The outbox: deliver pending touches exactly once where the receiver can help, never twice
+where it cannot, and only when the contact policy allows.
+
+A touch goes ``pending -> sending -> delivered | failed``, or ``suppressed`` by the policy, or
+stays ``pending`` with a later ``not_before`` when deferred. A batch is first *claimed* (a lease on
+pending rows: a crash leaves them pending, to be claimed again once the lease expires); each touch
+is marked ``sending`` and committed just before its request leaves, and its result is recorded as
+soon as it is known. A touch found ``sending`` after its lease expired was interrupted by a crash:
+it is sent again only through a channel whose receiver drops a repeat of the same key
+(``Idempotency-Key``); otherwise it becomes ``unknown`` and is shown to people, never silently
+sent twice.
+
+Business times (``sent_at``, ``delivered_at``, policy decisions) follow the tick's ``as_of``, so a
+simulated run behaves as a real one; leases follow the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiolimiter import AsyncLimiter
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import col
+
+from flows.engine.policy import ContactPolicy, decide, unsubscribe_reason
+from integrations.channels.base import Channel, Delivery
+from integrations.channels.secrets import resolve_secrets
+from models import (
+    Account,
+    ConfigError,
+    Contact,
+    IntegrationError,
+    MaybeDeliveredError,
+    RetryableError,
+    SurveyResponse,
+    TimelineEvent,
+    Touch,
+    TouchStatus,
+    session,
+    utcnow,
+)
+
+__all__ = ["CUSTOMER_CHANNELS", "DeliveryPolicy", "deliver", "recover_interrupted"]
+
+#: channels that reach customers: the contact policy applies to them (not to CSM tasks, team Slack)
+CUSTOMER_CHANNELS = frozenset({"email"})
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How the outbox delivers. ``contact_policies`` by playbook id (``None`` key: the default)."""
+
+    lease: timedelta = timedelta(minutes=5)
+    batch_size: int = 200
+    concurrency: int = 8  # in flight at once per channel
+    attempts_now: int = 3  # tries within this delivery run (429/5xx/timeouts only)
+    max_attempts: int = 8  # across runs, then the touch is failed
+    backoff_base: float = 0.5  # seconds; doubled per try, with jitter
+    backoff_cap: float = 30.0
+    later: timedelta = timedelta(minutes=15)  # a still-failing touch is tried again this much later
+    contact_policies: dict[str | None, ContactPolicy] = field(default_factory=dict)
+    resolve_secrets: bool = True  # a simulation hands channels the payload with its secret markers
+
+    def contact_policy(self, playbook: str | None) -> ContactPolicy | None:
+        return self.contact_policies.get(playbook, self.contact_policies.get(None))
+
+
+def recover_interrupted(engine: Engine, channels: dict[str, Channel], *, now: datetime | None = None) -> Counter[str]:
+    """Touches left ``sending`` by a dead process: back to ``pending`` where the channel dedupes by
+    key, else ``unknown`` with the reason. Claims a dead process held on pending touches expire too."""
+    wall = now or utcnow()
+    t = Touch.__table__  # type: ignore[attr-defined]
+    counts: Counter[str] = Counter()
+    with session(engine) as s:
+        s.exec(update(t).where(t.c.status == TouchStatus.PENDING, t.c.lease_until < wall).values(lease_until=None))
+        stale = s.exec(  # type: ignore[call-overload]
+            select(t.c.id, t.c.channel, t.c.account_id, t.c.enrollment_id, t.c.playbook, t.c.step_id, t.c.key)
+            .where(t.c.status == TouchStatus.SENDING, t.c.lease_until < wall)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for touch_id, channel, account_id, enrollment_id, playbook, step_id, key in stale:
+            receiver = channels.get(channel)
+            if receiver is not None and receiver.dedupes_by_key:
+                s.exec(update(t).where(t.c.id == touch_id).values(status=TouchStatus.PENDING, lease_until=None))
+                counts["resent"] += 1
+                continue
+            reason = f"interrupted while sending; not sent again because the {channel} channel cannot drop a repeat"
+            s.exec(
+                update(t).where(t.c.id == touch_id).values(status=TouchStatus.UNKNOWN, reason=reason, lease_until=None)
+            )
+            s.add(
+                _event(
+                    account_id,
+                    enrollment_id,
+                    playbook,
+                    step_id,
+                    wall,
+                    "unknown",
+                    f"{step_id}: {channel} touch {key}: {reason}",
+                )
+            )
+            counts["unknown"] += 1
+    return counts
+
+
+def deliver(
+    engine: Engine,
+    channels: dict[str, Channel],
+    *,
+    as_of: datetime,
+    playbook: str | None = None,
+    enrollment_id: int | None = None,
+    policy: DeliveryPolicy | None = None,
+) -> Counter[str]:
+    """Deliver every pending touch due at ``as_of`` (of one playbook or enrollment, or all), after
+    the contact policy. Returns counts by what happened (delivered, deferred, suppressed, ...)."""
+    scope = {"playbook": playbook, "enrollment_id": enrollment_id}
+    return asyncio.run(_deliver(engine, channels, as_of=as_of, scope=scope, policy=policy or DeliveryPolicy()))
+
+
+async def _deliver(
+    engine: Engine, channels: dict[str, Channel], *, as_of: datetime, scope: dict[str, Any], policy: DeliveryPolicy
+) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    recover_interrupted(engine, channels)
+    limits = {name: _Limits.of(channel, policy) for name, channel in channels.items()}
+    seen: set[int] = set()
+    try:
+        while True:
+            claimed = _claim(engine, as_of, scope, policy, exclude=seen)
+            if not claimed:
+                break
+            seen.update(row["id"] for row in claimed)
+            ready = _apply_contact_policy(engine, claimed, as_of, policy, counts)
+            results = await asyncio.gather(
+                *(_send_and_record(engine, row, channels, limits, as_of, policy) for row in ready)
+            )
+            counts.update(results)
+    finally:
+        for channel in channels.values():
+            await channel.aclose()
+    return counts
+
+
+def _claim(
+    engine: Engine, as_of: datetime, scope: dict[str, Any], policy: DeliveryPolicy, *, exclude: set[int]
+) -> list[dict[str, Any]]:
+    """Lease a batch of due pending touches, higher playbook priority first."""
+    t = Touch.__table__  # type: ignore[attr-defined]
+    wall = utcnow()
+    conditions = [
+        t.c.status == TouchStatus.PENDING,
+        or_(t.c.not_before.is_(None), t.c.not_before <= as_of),
+        or_(t.c.lease_until.is_(None), t.c.lease_until < wall),
+    ]
+    conditions += [t.c[name] == value for name, value in scope.items() if value is not None]
+    if exclude:
+        conditions.append(t.c.id.not_in(exclude))
+    due = (
+        select(t.c.id)
+        .where(and_(*conditions))
+        .order_by(t.c.priority.desc(), t.c.id)
+        .limit(policy.batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    with session(engine) as s:
+        rows = s.exec(
+            update(t)
+            .where(t.c.id.in_(due.scalar_subquery()))
+            .values(lease_until=wall + policy.lease)
+            .returning(
+                t.c.id,
+                t.c.key,
+                t.c.channel,
+                t.c.payload,
+                t.c.attempts,
+                t.c.account_id,
+                t.c.contact_id,
+                t.c.enrollment_id,
+                t.c.playbook,
+                t.c.step_id,
+                t.c.priority,
+                t.c.created_at,
+            )
+        ).all()  # type: ignore[call-overload]
+    return sorted((dict(row._mapping) for row in rows), key=lambda r: (-r["priority"], r["id"]))
+
+
+def _apply_contact_policy(
+    engine: Engine, claimed: list[dict[str, Any]], as_of: datetime, policy: DeliveryPolicy, counts: Counter[str]
+) -> list[dict[str, Any]]:
+    """Decide for every customer touch of the batch; defer or suppress what may not go now.
+
+    Lookups are per batch (contacts, accounts, recent touches, surveys), not per touch. Touches
+    decided "send" count against the cap of later ones in the same batch."""
+    customer = [r for r in claimed if r["channel"] in CUSTOMER_CHANNELS and r["contact_id"] is not None]
+    if not customer:
+        return claimed
+    contact_ids = {r["contact_id"] for r in customer}
+    horizon = as_of - timedelta(days=400)
+    t = Touch.__table__  # type: ignore[attr-defined]
+    with session(engine) as s:
+        contacts = {
+            c.id: c
+            for c in s.exec(select(Contact).where(col(Contact.id).in_(contact_ids))).scalars()  # type: ignore[call-overload]
+        }
+        account_ids = {c.account_id for c in contacts.values()}
+        accounts = {
+            a.id: a
+            for a in s.exec(select(Account).where(col(Account.id).in_(account_ids))).scalars()  # type: ignore[call-overload]
+        }
+        recent: dict[int, list[datetime]] = defaultdict(list)
+        last_survey: dict[int, datetime] = {}
+        for contact_id, delivered_at, kind in s.exec(  # type: ignore[call-overload]
+            select(t.c.contact_id, t.c.delivered_at, t.c.payload["kind"].as_string()).where(
+                t.c.contact_id.in_(contact_ids), t.c.status == TouchStatus.DELIVERED, t.c.delivered_at > horizon
+            )
+        ).all():
+            recent[contact_id].append(delivered_at)
+            if kind == "survey":
+                last_survey[contact_id] = max(delivered_at, last_survey.get(contact_id, delivered_at))
+        for contact_id, answered in s.exec(  # type: ignore[call-overload]
+            select(col(SurveyResponse.contact_id), func.max(col(SurveyResponse.responded_at)))
+            .where(col(SurveyResponse.contact_id).in_(contact_ids))
+            .group_by(col(SurveyResponse.contact_id))
+        ).all():
+            if answered is not None:
+                last_survey[contact_id] = max(answered, last_survey.get(contact_id, answered))
+
+        # touches of higher-priority playbooks waiting for the same contacts keep their place in the cap
+        batch_ids = {r["id"] for r in claimed}
+        waiting: dict[int, list[int]] = defaultdict(list)
+        for contact_id, touch_id, priority in s.exec(  # type: ignore[call-overload]
+            select(t.c.contact_id, t.c.id, t.c.priority).where(
+                t.c.contact_id.in_(contact_ids),
+                t.c.status == TouchStatus.PENDING,
+                t.c.channel.in_(CUSTOMER_CHANNELS),
+                or_(t.c.not_before.is_(None), t.c.not_before <= as_of),
+            )
+        ).all():
+            if touch_id not in batch_ids:
+                waiting[contact_id].append(priority)
+
+        ready = [r for r in claimed if r not in customer]
+        for row in customer:
+            contact = contacts.get(row["contact_id"])
+            rules = policy.contact_policy(row["playbook"])
+            if contact is None or rules is None:
+                ready.append(row)
+                continue
+            account = accounts.get(contact.account_id)
+            kind = (row["payload"] or {}).get("kind", "email")
+            blocked = unsubscribe_reason(contact, kind)
+            zone = contact.timezone or (account.timezone if account else None) or "UTC"
+            decision = decide(
+                as_of=as_of,
+                created_at=row["created_at"],
+                policy=rules,
+                zone=zone,
+                country=account.country if account else None,
+                kind=kind,
+                unsubscribed=blocked,
+                recent=recent[contact.id] + [as_of for p in waiting[contact.id] if p > row["priority"]],
+                last_survey_at=last_survey.get(contact.id),
+            )
+            if decision.action == "send":
+                ready.append(row)
+                recent[contact.id].append(as_of)
+                if kind == "survey":
+                    last_survey[contact.id] = as_of
+                continue
+            values: dict[str, Any] = {"lease_until": None, "reason": decision.reason}
+            if decision.action == "defer":
+                values["not_before"] = decision.until
+            else:
+                values["status"] = TouchStatus.SUPPRESSED
+            s.exec(update(t).where(t.c.id == row["id"]).values(**values))
+            what = "deferred" if decision.action == "defer" else "suppressed"
+            s.add(
+                _event(
+                    row["account_id"],
+                    row["enrollment_id"],
+                    row["playbook"],
+                    row["step_id"],
+                    as_of,
+                    what,
+                    f"{row['step_id']}: {kind} to {contact.email} {what}: {decision.reason}",
+                )
+            )
+            counts[what] += 1
+    return sorted(ready, key=lambda r: (-r["priority"], r["id"]))
+
+
+async def _send_and_record(
+    engine: Engine,
+    row: dict[str, Any],
+    channels: dict[str, Channel],
+    limits: dict[str, _Limits],
+    as_of: datetime,
+    policy: DeliveryPolicy,
+) -> str:
+    """Mark the touch sending (committed), send it, and record the result at once."""
+    channel = channels.get(row["channel"])
+    if channel is None:
+        _finish(engine, row, as_of, policy, TouchStatus.FAILED, f"no channel {row['channel']!r} is configured")
+        return TouchStatus.FAILED
+    limit = limits[row["channel"]]
+    async with limit.in_flight:
+        if not _mark_sending(engine, row, as_of, policy):
+            return "skipped"  # another worker took it after its lease ran out
+        status, detail, retry_in = await _send_one(row, channel, policy, limit)
+        _finish(engine, row, as_of, policy, status, detail, retry_in)
+    return status
+
+
+@dataclass
+class _Limits:
+    """How hard one channel may be pushed: requests in flight, and requests per second."""
+
+    in_flight: asyncio.Semaphore
+    rate: AsyncLimiter | None
+
+    @classmethod
+    def of(cls, channel: Channel, policy: DeliveryPolicy) -> _Limits:
+        in_flight = min(policy.concurrency, int(getattr(channel, "max_in_flight", policy.concurrency)))
+        per_second = getattr(channel, "max_per_second", None)
+        return cls(asyncio.Semaphore(max(1, in_flight)), AsyncLimiter(per_second, 1) if per_second else None)
+
+
+@contextmanager
+def _transaction(bind: Engine | Connection) -> Iterator[Connection]:
+    """A short transaction on a connection (no ORM session: these are single-row updates)."""
+    if isinstance(bind, Engine):
+        with bind.begin() as conn:
+            yield conn
+    else:
+        with bind.begin_nested():
+            yield bind
+
+
+def _mark_sending(engine: Engine, row: dict[str, Any], as_of: datetime, policy: DeliveryPolicy) -> bool:
+    t = Touch.__table__  # type: ignore[attr-defined]
+    with _transaction(engine) as conn:
+        done = conn.execute(
+            update(t)
+            .where(t.c.id == row["id"], t.c.status == TouchStatus.PENDING)
+            .values(
+                status=TouchStatus.SENDING,
+                attempts=t.c.attempts + 1,
+                sent_at=as_of,
+                lease_until=utcnow() + policy.lease,
+            )
+        )
+    row["attempts"] += 1
+    return bool(done.rowcount)
+
+
+async def _send_one(
+    row: dict[str, Any], channel: Channel, policy: DeliveryPolicy, limit: _Limits
+) -> tuple[str, str | None, float | None]:
+    """(status, detail, retry in seconds) for one touch: delivered, retry, unknown or failed."""
+    try:
+        payload = resolve_secrets(row["payload"]) if policy.resolve_secrets else row["payload"]
+    except ConfigError as exc:
+        return TouchStatus.FAILED, str(exc), None
+    delivery = Delivery(
+        row["key"],
+        row["channel"],
+        payload,
+        attempt=row["attempts"],
+        meta={"account_id": row["account_id"], "contact_id": row["contact_id"]},
+    )
+    for attempt in range(1, policy.attempts_now + 1):
+        try:
+            if limit.rate is not None:
+                await limit.rate.acquire()
+            receipt = await channel.send(delivery)
+            return TouchStatus.DELIVERED, receipt.provider_id, None
+        except MaybeDeliveredError as exc:
+            if not channel.dedupes_by_key:
+                return (
+                    TouchStatus.UNKNOWN,
+                    f"may have been delivered ({exc}); not sent again because the {row['channel']} channel cannot drop a repeat",
+                    None,
+                )
+            if attempt == policy.attempts_now:
+                return "retry", str(exc), None
+            await asyncio.sleep(_backoff(policy, attempt))
+        except RetryableError as exc:
+            if exc.retry_after is not None and exc.retry_after > policy.backoff_cap:
+                return "retry", str(exc), exc.retry_after  # the receiver asked for a long pause: come back then
+            if attempt == policy.attempts_now:
+                return "retry", str(exc), None
+            await asyncio.sleep(exc.retry_after if exc.retry_after is not None else _backoff(policy, attempt))
+        except IntegrationError as exc:
+            return TouchStatus.FAILED, str(exc), None
+    return "retry", "no attempt made", None
+
+
+def _backoff(policy: DeliveryPolicy, attempt: int) -> float:
+    """Exponential backoff with jitter, capped."""
+    return min(policy.backoff_cap, policy.backoff_base * 2 ** (attempt - 1)) * (1 + random.random() * 0.25)
+
+
+def _finish(
+    engine: Engine,
+    row: dict[str, Any],
+    as_of: datetime,
+    policy: DeliveryPolicy,
+    status: str,
+    detail: str | None,
+    retry_in: float | None = None,
+) -> None:
+    t = Touch.__table__  # type: ignore[attr-defined]
+    values: dict[str, Any] = {"lease_until": None}
+    if status == TouchStatus.DELIVERED:
+        values.update(status=TouchStatus.DELIVERED, delivered_at=as_of, provider_id=detail, reason=None)
+    elif status == "retry" and row["attempts"] < policy.max_attempts:
+        later = timedelta(seconds=retry_in) if retry_in is not None else policy.later
+        values.update(status=TouchStatus.PENDING, not_before=as_of + later, reason=f"will retry: {detail}")
+    elif status == TouchStatus.UNKNOWN:
+        values.update(status=TouchStatus.UNKNOWN, reason=detail)
+    else:
+        values.update(status=TouchStatus.FAILED, reason=detail)
+    with _transaction(engine) as conn:
+        conn.execute(
+            update(t)
+            .where(t.c.id == row["id"], t.c.status.in_([TouchStatus.SENDING, TouchStatus.PENDING]))
+            .values(**values)
+        )
+        if values["status"] in (TouchStatus.FAILED, TouchStatus.UNKNOWN):
+            conn.execute(
+                insert(TimelineEvent.__table__),  # type: ignore[attr-defined]
+                _row(
+                    row["account_id"],
+                    row["enrollment_id"],
+                    row["playbook"],
+                    row["step_id"],
+                    as_of,
+                    "failed",
+                    f"{row['step_id']}: {row['channel']} touch {values['status']}: {detail}",
+                ),
+            )
+
+
+def _row(
+    account_id: int,
+    enrollment_id: int | None,
+    playbook: str | None,
+    step_id: str | None,
+    at: datetime,
+    kind: str,
+    summary: str,
+) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "enrollment_id": enrollment_id,
+        "playbook": playbook,
+        "step_id": step_id,
+        "at": at,
+        "kind": kind,
+        "summary": summary,
+        "detail": {},
+    }
+
+
+def _event(
+    account_id: int,
+    enrollment_id: int | None,
+    playbook: str | None,
+    step_id: str | None,
+    at: datetime,
+    kind: str,
+    summary: str,
+) -> TimelineEvent:
+    return TimelineEvent.model_validate(_row(account_id, enrollment_id, playbook, step_id, at, kind, summary))

@@ -1,0 +1,150 @@
+"""One tick of one playbook, as plain functions and as the Prefect flow the deployments run.
+
+Prefect task runs are one per phase (compile, settle, enroll, advance, deliver, summarize), never
+one per account: the cost of a tick in Prefect does not grow with the book of business.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+
+from flows.engine.core import AdvanceResult, RevisionCache, advance, enroll, settle, sync_revision
+from flows.engine.outbox import DeliveryPolicy, deliver
+from flows.engine.policy import ContactPolicy, effective_policy
+from integrations.channels.base import Channel
+from models import session, utcnow
+from models.playbook import PolicySpec
+from playbooks import CompiledPlaybook, load_policy
+
+__all__ = ["TickReport", "delivery_policy", "parse_as_of", "tick"]
+
+
+@dataclass
+class TickReport:
+    """What one tick did: the summary printed, logged and stored as a Prefect artifact."""
+
+    playbook: str
+    revision: str
+    as_of: str
+    dry_run: bool
+    settled: dict[str, int] = field(default_factory=dict)
+    enrolled: int = 0
+    holdout: int = 0
+    advanced: int = 0
+    steps: dict[str, int] = field(default_factory=dict)
+    ended: dict[str, int] = field(default_factory=dict)
+    touches_written: dict[str, int] = field(default_factory=dict)
+    delivered: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        touches = sum(self.touches_written.values())
+        sent = self.delivered.get("delivered", 0)
+        mode = " (dry run: nothing kept, nothing sent)" if self.dry_run else ""
+        return (
+            f"{self.playbook}@{self.revision} as of {self.as_of}{mode}: enrolled {self.enrolled} ({self.holdout} holdout), "
+            f"advanced {self.advanced}, touches written {touches}, delivered {sent}, "
+            f"ended {sum(self.ended.values()) + sum(self.settled.values())}, errors {len(self.errors)}"
+        )
+
+
+def parse_as_of(value: str | datetime | None) -> datetime:
+    """``as_of`` as an aware UTC datetime, whole seconds. A date means midnight UTC."""
+    if value is None:
+        moment = utcnow()
+    elif isinstance(value, datetime):
+        moment = value
+    else:
+        import pendulum
+
+        try:
+            parsed = pendulum.parse(value, tz="UTC")
+        except (ValueError, pendulum.parsing.exceptions.ParserError) as exc:
+            from models import ConfigError
+
+            raise ConfigError(
+                f"--as-of {value!r} is not an ISO 8601 date or time (like 2027-06-01 or 2027-06-01T09:00:00Z)"
+            ) from exc
+        moment = datetime.fromtimestamp(parsed.timestamp(), UTC)  # type: ignore[union-attr]
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextmanager
+def _bind(engine: Engine, dry_run: bool) -> Iterator[Engine | Connection]:
+    """The real engine, or (dry run) one connection whose transaction is rolled back at the end."""
+    if not dry_run:
+        yield engine
+        return
+    with engine.connect() as conn:
+        outer = conn.begin()
+        try:
+            yield conn
+        finally:
+            outer.rollback()
+
+
+def delivery_policy(playbooks: Iterable[CompiledPlaybook], global_policy: PolicySpec) -> DeliveryPolicy:
+    """The outbox settings: the global contact policy, and each playbook's own overrides."""
+    policies: dict[str | None, ContactPolicy] = {None: effective_policy(global_policy, None)}
+    policies.update({pb.id: effective_policy(global_policy, pb.spec.policy) for pb in playbooks})
+    return DeliveryPolicy(contact_policies=policies)
+
+
+def _default_delivery(pb: CompiledPlaybook) -> DeliveryPolicy:
+    source = Path(pb.file)
+    return delivery_policy([pb], load_policy(source.parent) if source.is_file() else PolicySpec())
+
+
+def tick(
+    engine: Engine,
+    pb: CompiledPlaybook,
+    as_of: datetime,
+    *,
+    dry_run: bool = False,
+    channels: dict[str, Channel] | None = None,
+    cache: RevisionCache | None = None,
+    delivery: DeliveryPolicy | None = None,
+) -> TickReport:
+    """Settle, enroll, advance and deliver for one playbook at ``as_of`` (plain function).
+
+    ``delivery`` carries the contact policy; by default the ``policy.yaml`` beside the playbook."""
+    cache = cache or RevisionCache()
+    cache.current[pb.id] = pb
+    report = TickReport(pb.id, pb.revision, as_of.isoformat(), dry_run)
+    with _bind(engine, dry_run) as bind:
+        with session(bind) as s:
+            sync_revision(s, pb)
+            report.settled = dict(settle(s, cache, pb.id, as_of))
+            report.enrolled, report.holdout = enroll(s, pb, as_of)
+        result = advance(bind, cache, pb.id, as_of, worker=_worker())  # type: ignore[arg-type]
+        _fill(report, result)
+        if not dry_run and channels is not None:
+            policy = delivery or _default_delivery(pb)
+            report.delivered = dict(deliver(engine, channels, as_of=as_of, playbook=pb.id, policy=policy))
+    return report
+
+
+def _fill(report: TickReport, result: AdvanceResult) -> None:
+    report.advanced = result.enrollments
+    report.steps = dict(result.steps)
+    report.ended = dict(result.ended)
+    report.touches_written = dict(result.touches)
+    report.errors = result.errors

@@ -1,0 +1,170 @@
+"""The Prefect flows of a tick: one flow run per playbook per tick, one task run per phase."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+# --- Prefect ------------------------------------------------------------------------------------
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import col
+
+from flows.engine.core import AdvanceResult, RevisionCache, advance, enroll, settle, sync_revision
+from flows.engine.outbox import deliver
+from flows.engine.tick import (
+    TickReport,
+    _bind,
+    _fill,
+    _worker,
+    delivery_policy,
+    parse_as_of,
+)
+from integrations.channels.registry import build_channels
+from models import Enrollment, NotFoundError, Settings, Touch, make_engine, require_schema, session
+from playbooks import CompiledPlaybook, load_playbooks, load_policy
+
+
+def _load(settings: Settings, playbook: str) -> CompiledPlaybook:
+    playbooks = load_playbooks(settings.resolved_playbooks_dir())
+    if playbook not in playbooks:
+        raise NotFoundError(f"no playbook {playbook!r} (playbooks: {', '.join(sorted(playbooks))})")
+    return playbooks[playbook]
+
+
+def _scheduled_start() -> datetime | None:
+    scheduled = flow_run.scheduled_start_time
+    return datetime.fromtimestamp(scheduled.timestamp(), UTC) if scheduled is not None else None
+
+
+def _run_name() -> str:
+    params = flow_run.parameters
+    name = params.get("playbook", "playbook")
+    try:
+        revision = _load(Settings(), name).revision
+    except Exception:  # the flow itself reports a broken playbook; the name must not fail
+        revision = "invalid"
+    as_of = params.get("as_of") or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
+    return f"{name}@{revision} {as_of}" + (" dry-run" if params.get("dry_run") else "")
+
+
+@task(name="compile", cache_policy=NO_CACHE)
+def compile_task(playbook: str) -> CompiledPlaybook:
+    return _load(Settings(), playbook)
+
+
+@task(name="settle", cache_policy=NO_CACHE)
+def settle_task(
+    bind: Engine | Connection, pb: CompiledPlaybook, as_of: datetime, cache: RevisionCache
+) -> dict[str, int]:
+    with session(bind) as s:
+        sync_revision(s, pb)
+        return dict(settle(s, cache, pb.id, as_of))
+
+
+@task(name="enroll", cache_policy=NO_CACHE)
+def enroll_task(bind: Engine | Connection, pb: CompiledPlaybook, as_of: datetime) -> tuple[int, int]:
+    with session(bind) as s:
+        return enroll(s, pb, as_of)
+
+
+@task(name="advance", cache_policy=NO_CACHE)
+def advance_task(
+    bind: Engine | Connection, pb: CompiledPlaybook, as_of: datetime, cache: RevisionCache
+) -> AdvanceResult:
+    return advance(bind, cache, pb.id, as_of, worker=_worker())  # type: ignore[arg-type]
+
+
+@task(name="deliver", cache_policy=NO_CACHE)
+def deliver_task(engine: Engine, pb: CompiledPlaybook, as_of: datetime, settings: Settings) -> dict[str, int]:
+    policy = delivery_policy([pb], load_policy(settings.resolved_playbooks_dir()))
+    return dict(deliver(engine, build_channels(settings), as_of=as_of, playbook=pb.id, policy=policy))
+
+
+@task(name="summarize", cache_policy=NO_CACHE)
+def summarize_task(report: TickReport, engine: Engine) -> TickReport:
+    logger = get_run_logger()
+    logger.info(report.line())
+    for error in report.errors[:20]:
+        logger.warning(error)
+    with engine.connect() as conn:
+        active = conn.execute(
+            select(func.count())
+            .select_from(Enrollment)
+            .where(col(Enrollment.playbook) == report.playbook, col(Enrollment.status) == "active")
+        ).scalar_one()
+        touches = conn.execute(
+            select(col(Touch.channel), col(Touch.status), func.count())
+            .where(col(Touch.playbook) == report.playbook)
+            .group_by(col(Touch.channel), col(Touch.status))
+        ).all()
+    rows = "\n".join(f"| {ch} | {st} | {n} |" for ch, st, n in touches)
+    steps = "\n".join(f"| {k} | {v} |" for k, v in sorted(report.steps.items()))
+    markdown = (
+        f"# {report.playbook} tick\n\n{report.line()}\n\nActive enrollments: **{active}**\n\n"
+        f"## Steps run this tick\n\n| step | runs |\n|---|---|\n{steps}\n\n"
+        f"## Touches (all time)\n\n| channel | status | count |\n|---|---|---|\n{rows}\n"
+    )
+    create_markdown_artifact(
+        markdown=markdown, key=f"tick-{report.playbook.replace('_', '-')}", description=report.line()
+    )
+    if not report.dry_run:
+        from flows.reports.reports import publish_playbook_artifacts  # the playbook's funnel and lift, as of this tick
+
+        publish_playbook_artifacts(engine, report.playbook, parse_as_of(report.as_of))
+    return report
+
+
+@flow(name="retain-playbook", flow_run_name=_run_name, log_prints=False, validate_parameters=True)
+def run_playbook(playbook: str, as_of: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Run one tick of one playbook: settle, enroll, advance, deliver, summarize.
+
+    ``as_of`` (ISO 8601) runs the tick at a simulated time; ``dry_run`` keeps nothing and sends nothing."""
+    settings = Settings()
+    # a scheduled run ticks at its scheduled time, however late a worker picks it up
+    moment = parse_as_of(as_of or _scheduled_start())
+    engine = make_engine(settings.database_url)
+    require_schema(engine)
+    pb = compile_task(playbook)
+    cache = RevisionCache(current={pb.id: pb})
+    report = TickReport(pb.id, pb.revision, moment.isoformat(), dry_run)
+    with _bind(engine, dry_run) as bind:
+        report.settled = settle_task(bind, pb, moment, cache)
+        report.enrolled, report.holdout = enroll_task(bind, pb, moment)
+        _fill(report, advance_task(bind, pb, moment, cache))
+    if not dry_run:
+        report.delivered = deliver_task(engine, pb, moment, settings)
+    summarize_task(report, engine)
+    engine.dispose()
+    return report.to_dict()
+
+
+@task(name="deliver-all", cache_policy=NO_CACHE)
+def deliver_all_task(engine: Engine, as_of: datetime, settings: Settings) -> dict[str, int]:
+    playbooks = load_playbooks(settings.resolved_playbooks_dir())
+    policy = delivery_policy(playbooks.values(), load_policy(settings.resolved_playbooks_dir()))
+    return dict(deliver(engine, build_channels(settings), as_of=as_of, policy=policy))
+
+
+@flow(name="retain-outbox", log_prints=False)
+def deliver_outbox(as_of: str | None = None) -> dict[str, int]:
+    """Deliver every touch that is due, of every playbook, under the contact policy.
+
+    Ticks deliver what they write; this flow runs every few minutes so that a touch deferred to the
+    end of a contact's quiet hours goes out then, not at the playbook's next tick."""
+    settings = Settings()
+    moment = parse_as_of(as_of or _scheduled_start())
+    engine = make_engine(settings.database_url)
+    require_schema(engine)
+    counts = deliver_all_task(engine, moment, settings)
+    get_run_logger().info(
+        "outbox as of %s: %s",
+        moment.isoformat(),
+        ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing due",
+    )
+    engine.dispose()
+    return counts

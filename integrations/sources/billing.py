@@ -1,0 +1,697 @@
+"""Import recurring revenue from a billing or subscription export: MRR per account, month and product.
+
+The file is a CSV export of invoices and credit notes (Stripe, Chargebee, Recurly, an ERP…) with
+its own column names, mapped by :class:`BillingColumns`:
+
+* ``customer`` (required): the account's ``external_id``, compared exactly, case included. A
+  customer that is not an account is a problem, unless ``create_accounts`` creates it (named after
+  the customer, in the file's currency).
+* ``date`` (required): the invoice or credit note date (``YYYY-MM-DD``, or an ISO date-time whose
+  date is taken as written).
+* ``amount`` (required): money, ``.`` for decimals, ``,``/space/``'`` between groups of three
+  digits, a currency sign (``$ € £ ¥ ₹``) or a three-letter code before or after: ``1200``,
+  ``$1,200.50``, ``EUR 1 200.50``. Negative amounts (``-1,200.50``, ``(1,200.50)``) are credit
+  notes. At most two decimals: amounts are kept in integer cents. A decimal comma is refused.
+* ``service_start`` and ``service_end`` (optional, both or neither): the period an invoice pays
+  for, both days included (``service_end_exclusive`` when the export writes the day after, as
+  Stripe does). The amount is spread over the months of the period by
+  :func:`spread_cents`. A row whose two cells are blank, or a file without these columns, is
+  revenue of the month of its date.
+* ``product`` (optional): the product line; MRR is kept per product, so the metrics can tell a
+  cross-sell (a new product) from an upsell (more of the same). Blank means no product (``""``).
+* ``plan`` (optional): the plan on each account's latest invoice (by date) becomes the
+  account's ``plan``.
+* ``currency`` (optional): a column of three-letter codes, or one code for the whole file
+  (``currency="EUR"``: a name that is not a column of the file is taken as a code). Without it a
+  column named ``currency`` is used if the file has one, else USD (and the result says so).
+
+How money becomes MRR: every row is spread into months (by day, or by month with
+``spread=Spread.MONTH``); invoices and credit notes are netted per account, product and month;
+months that net to zero hold no entry. ``revenue_entry`` then holds MRR in integer cents; ARR is
+12 × MRR.
+
+**The replacement rule.** The file covers the months from its earliest to its latest month (its
+dates and every month a service period reaches). For each account in the file, every revenue
+entry in those months, of every product, is deleted and replaced by what the file says; months
+outside the range, and accounts that are not in the file, are left alone. So a file is the whole
+truth for its accounts over its months: re-importing it changes nothing, a corrected export
+corrects, and an account whose invoices stop has no MRR after them (it churned). Export the full
+history where you can: an invoice dated before the file's first month whose service period reaches
+into it is not in the file, and the months it paid for are replaced without it.
+
+Checks before anything is written, all reported at once (:class:`models.DataImportError`):
+missing columns (naming those the file has), unreadable dates or amounts (row, column, value),
+a service period that ends before it starts or has only one end, a currency code that is not
+three letters, an amount whose currency is not the row's, several currencies in one file,
+customers that are not accounts, and credit notes that exceed the invoices of the month they
+cover. All or nothing: one problem and nothing is written (there is no "skip invalid rows": a
+missing invoice misstates revenue silently). A month inside the file's dates with no invoice or
+credit note at all is reported as a warning (a truncated export?), not refused.
+
+The reader is the account import's (:mod:`integrations.sources.accounts`): UTF-8 with or without a
+byte-order mark, ``,``/``;``/tab delimiters, header names compared without case, spaces or
+punctuation (``"Invoice Date"`` is ``invoice_date``), row numbers counted from the header (row 1).
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, insert, select
+from sqlalchemy.engine import Connection, Engine
+
+# the account import's reader and helpers: one set of rules for every CSV file Retain reads
+from integrations.sources.accounts import (
+    _chunks,
+    _column_key,
+    _CsvFile,
+    _date,
+    _describe,
+    _event,
+    _quote,
+    _read,
+    _Record,
+    _settle,
+    _update_in_batches,
+    _write,
+)
+from models import Account, AccountStatus, RevenueEntry, RowProblem, TimelineEvent, utcnow
+
+__all__ = [
+    "BillingColumns",
+    "RevenueImportResult",
+    "Spread",
+    "import_revenue",
+    "parse_money",
+    "spread_cents",
+]
+
+_ACCOUNT: Table = Account.__table__  # type: ignore[attr-defined]
+_REVENUE: Table = RevenueEntry.__table__  # type: ignore[attr-defined]
+_TIMELINE: Table = TimelineEvent.__table__  # type: ignore[attr-defined]
+
+_MAX_CUSTOMER = 200  # account.external_id
+_MAX_PRODUCT = 100  # revenue_entry.product
+_MAX_PLAN = 100  # account.plan
+_MAX_NAME = 300  # account.name
+
+
+class Spread(StrEnum):
+    """How an invoice's amount is shared among the months of its service period."""
+
+    #: in proportion to the days of the period in each month (revenue as it is earned)
+    DAY = "day"
+    #: a whole month counts as one month whatever its length; a part month by its share of days
+    MONTH = "month"
+
+
+@dataclass(frozen=True)
+class BillingColumns:
+    """Which column of the export holds what (header names as written; case and punctuation do
+    not matter). ``currency`` is a column name, or one three-letter code for the whole file."""
+
+    customer: str = "customer"
+    date: str = "date"
+    amount: str = "amount"
+    service_start: str | None = None
+    service_end: str | None = None
+    product: str | None = None
+    plan: str | None = None
+    currency: str | None = None
+
+
+@dataclass(frozen=True)
+class RevenueImportResult:
+    """What a revenue import did (or, with ``dry_run``, would do)."""
+
+    file: str
+    currency: str
+    rows: int  # invoices and credit notes read
+    credit_notes: int
+    accounts: int  # accounts in the file
+    created_accounts: int
+    #: the months replaced for the accounts in the file (first days of months), None for a file without rows
+    first_month: date | None
+    last_month: date | None
+    #: revenue entries (account, month, product) compared with what the database held in those months
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    plans_updated: int = 0
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    dry_run: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# months and money
+
+
+def _month(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def _days_in_month(month: date) -> int:
+    return calendar.monthrange(month.year, month.month)[1]
+
+
+def spread_cents(cents: int, start: date, end: date, *, by: Spread = Spread.DAY) -> dict[date, int]:
+    """Share ``cents`` among the months from ``start`` to ``end`` (both days included).
+
+    ``Spread.DAY``: each month's share is proportional to its days in the period.
+    ``Spread.MONTH``: a whole month weighs 1 and a part month its fraction of its own days.
+    Shares are whole cents by the largest-remainder method: every month gets the whole cents of
+    its exact share, and the cents left over go one each to the months with the largest
+    fractions (the earlier month first on a tie), so the shares add up to ``cents`` exactly. A
+    credit note (negative ``cents``) is shared as the mirror image of the same invoice, so the two
+    cancel in every month. Keys are first days of months.
+    """
+    if end < start:
+        raise ValueError(f"the period ends ({end}) before it starts ({start})")
+    weights: dict[date, Fraction] = {}
+    month = _month(start)
+    while month <= end:
+        month_end = date(month.year, month.month, _days_in_month(month))
+        days = (min(end, month_end) - max(start, month)).days + 1
+        weights[month] = Fraction(days) if by is Spread.DAY else Fraction(days, _days_in_month(month))
+        month = _next_month(month)
+    total = sum(weights.values())
+    exact = {month: abs(cents) * weight / total for month, weight in weights.items()}
+    shares = {month: math.floor(quota) for month, quota in exact.items()}
+    left = abs(cents) - sum(shares.values())
+    for month in sorted(exact, key=lambda m: (shares[m] - exact[m], m))[:left]:
+        shares[month] += 1
+    sign = -1 if cents < 0 else 1
+    return {month: sign * share for month, share in shares.items()}
+
+
+_SIGNS = "$€£¥₹"
+_SIGN_CURRENCY = {"€": "EUR", "£": "GBP", "₹": "INR"}  # $ and ¥ name several currencies
+_NUMBER = re.compile(r"\d+(?:\.\d+)?|\d{1,3}(?P<sep>[, '])\d{3}(?:(?P=sep)\d{3})*(?:\.\d+)?")
+_CODE_BEFORE = re.compile(r"(?P<code>[A-Za-z]{3})(?![A-Za-z])\s*(?P<rest>.*)")
+_CODE_AFTER = re.compile(r"(?P<rest>.*?)\s*(?<![A-Za-z])(?P<code>[A-Za-z]{3})")
+
+
+def parse_money(value: str) -> tuple[int, str | None]:
+    """An amount as written in a billing export -> (integer cents, the currency it names or None).
+
+    ``1200``, ``1,200.50``, ``$1,200.50``, ``1 200.50 €``, ``EUR 1200.50``; a credit note as
+    ``-1,200.50``, ``−1200.50``, ``-$1,200.50``, ``$-1,200.50`` or ``(1,200.50)``. Raises
+    ValueError with a message a person can act on.
+    """
+    text = value.replace("\u00a0", " ").replace("\u202f", " ").replace("\u2212", "-").strip()
+    negative = False
+    if text.startswith("(") and text.endswith(")"):
+        negative, text = True, text[1:-1].strip()
+    code: str | None = None
+    if found := _CODE_BEFORE.fullmatch(text) or _CODE_AFTER.fullmatch(text):
+        code, text = found["code"].upper(), found["rest"].strip()
+    sign_currency: str | None = None
+    while text and (text[0] in _SIGNS or text[0] == "-"):
+        if text[0] == "-":
+            if negative:
+                break  # two minus signs: not an amount
+            negative = True
+        else:
+            sign_currency = _SIGN_CURRENCY.get(text[0])
+        text = text[1:].lstrip()
+    if text and text[-1] in _SIGNS:
+        sign_currency, text = _SIGN_CURRENCY.get(text[-1]), text[:-1].rstrip()
+    if not _NUMBER.fullmatch(text):
+        if re.fullmatch(r"-?\d+,\d{1,2}", text):
+            raise ValueError(
+                f"{_quote(value)} has a decimal comma: write '.' for decimals (a comma may only separate thousands)"
+            )
+        raise ValueError(
+            f"{_quote(value)} is not an amount: write digits with '.' for decimals, "
+            "e.g. 1200.50, $1,200.50, or -1,200.50 or (1,200.50) for a credit note"
+        )
+    hundredths = Decimal(re.sub(r"[, ']", "", text)) * 100
+    if hundredths != hundredths.to_integral_value():
+        raise ValueError(f"{_quote(value)} has more than two decimals: amounts are kept to the cent")
+    if code and sign_currency and code != sign_currency:
+        raise ValueError(f"{_quote(value)} names two currencies, {sign_currency} and {code}")
+    cents = int(hundredths)
+    return (-cents if negative else cents), code or sign_currency
+
+
+def _currency_code(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z]{3}", value):
+        raise ValueError(f"{_quote(value)} is not a three-letter currency code such as USD or EUR")
+    return value.upper()
+
+
+# --------------------------------------------------------------------------------------------
+# reading rows
+
+
+@dataclass(frozen=True)
+class _Line:
+    """One invoice or credit note of the file, parsed."""
+
+    line: int
+    customer: str
+    day: date
+    cents: int
+    start: date | None  # the service period, both days included
+    end: date | None
+    product: str
+    plan: str | None
+    currency: str
+
+
+@dataclass
+class _Layout:
+    """The file's columns, by their normalised keys."""
+
+    customer: str
+    date: str
+    amount: str
+    service_start: str | None
+    service_end: str | None
+    product: str | None
+    plan: str | None
+    currency_column: str | None
+    fixed_currency: str | None  # one code for every row
+    notes: list[str] = field(default_factory=list)
+
+
+def _layout(columns: BillingColumns, csv_file: _CsvFile) -> _Layout:
+    key = _column_key
+    currency_column: str | None = None
+    fixed: str | None = None
+    notes: list[str] = []
+    if columns.currency is not None:
+        if key(columns.currency) in csv_file.headers:
+            currency_column = key(columns.currency)
+        else:
+            fixed = columns.currency.strip().upper()  # checked by the caller, a code or a problem
+    elif "currency" in csv_file.headers:
+        currency_column = "currency"
+    else:
+        fixed = "USD"
+        notes.append("the file names no currency: its amounts are taken as USD (give the currency to be sure)")
+    return _Layout(
+        customer=key(columns.customer),
+        date=key(columns.date),
+        amount=key(columns.amount),
+        service_start=key(columns.service_start) if columns.service_start else None,
+        service_end=key(columns.service_end) if columns.service_end else None,
+        product=key(columns.product) if columns.product else None,
+        plan=key(columns.plan) if columns.plan else None,
+        currency_column=currency_column,
+        fixed_currency=fixed,
+        notes=notes,
+    )
+
+
+def _required_columns(columns: BillingColumns) -> list[str]:
+    named = [columns.customer, columns.date, columns.amount]
+    named += [c for c in (columns.service_start, columns.service_end, columns.product, columns.plan) if c]
+    return list(dict.fromkeys(_column_key(c) for c in named))
+
+
+def _parse_row(csv_file: _CsvFile, record: _Record, layout: _Layout, end_exclusive: bool) -> _Line | None:
+    """One row, parsed; None with a problem for each bad cell (several when it has several)."""
+    problems_before = len(csv_file.problems)
+
+    def problem(column: str | None, message: str) -> None:
+        csv_file.problems.append(RowProblem(record.line, message, csv_file.header(column)))
+
+    def text(column: str | None, limit: int, required: bool) -> str | None:
+        if column is None or (value := record.cells.get(column)) is None:
+            if required:
+                problem(column, "a value is required")
+            return None
+        if len(value) > limit:
+            problem(column, f"is {len(value)} characters long; at most {limit} fit")
+            return None
+        return value
+
+    def day(column: str | None, required: bool) -> date | None:
+        if column is None or (value := record.cells.get(column)) is None:
+            if required:
+                problem(column, "a value is required")
+            return None
+        try:
+            return _date(value)
+        except ValueError as exc:
+            problem(column, str(exc))
+            return None
+
+    customer = text(layout.customer, _MAX_CUSTOMER, required=True)
+    invoice_day = day(layout.date, required=True)
+    cents: int | None = None
+    named_currency: str | None = None
+    amount = record.cells.get(layout.amount)
+    if amount is None:
+        problem(layout.amount, "a value is required")
+    else:
+        try:
+            cents, named_currency = parse_money(amount)
+        except ValueError as exc:
+            problem(layout.amount, str(exc))
+    start = day(layout.service_start, required=False)
+    end = day(layout.service_end, required=False)
+    start_given = layout.service_start is not None and layout.service_start in record.cells
+    end_given = layout.service_end is not None and layout.service_end in record.cells
+    if start_given and not end_given:
+        problem(layout.service_end, "a service end is needed: the row has a service start")
+    elif end_given and not start_given:
+        problem(layout.service_start, "a service start is needed: the row has a service end")
+    elif start is not None and end is not None:
+        if end_exclusive:
+            if end <= start:
+                problem(
+                    layout.service_end,
+                    f"service end {end} is not after service start {start} (the end is the day after the period)",
+                )
+            end -= timedelta(days=1)
+        elif end < start:
+            problem(layout.service_end, f"service end {end} is before service start {start}")
+    product = text(layout.product, _MAX_PRODUCT, required=False) or ""
+    plan = text(layout.plan, _MAX_PLAN, required=False)
+    currency = layout.fixed_currency
+    if layout.currency_column is not None:
+        currency = None
+        if (written := record.cells.get(layout.currency_column)) is None:
+            problem(layout.currency_column, "a value is required")
+        else:
+            try:
+                currency = _currency_code(written)
+            except ValueError as exc:
+                problem(layout.currency_column, str(exc))
+    if named_currency and currency and named_currency != currency:
+        problem(layout.amount, f"{_quote(amount or '')} is in {named_currency}, but the row's currency is {currency}")
+
+    if len(csv_file.problems) > problems_before:
+        return None
+    assert customer is not None and invoice_day is not None and cents is not None and currency is not None
+    return _Line(record.line, customer, invoice_day, cents, start, end, product, plan, currency)
+
+
+def _rows(count: int) -> str:
+    return f"{count} row{'s' * (count != 1)}"
+
+
+def _one_currency(csv_file: _CsvFile, lines: list[_Line], layout: _Layout) -> str:
+    """The file's currency; a problem at the first row of each further currency."""
+    first_row: dict[str, int] = {}
+    counts: dict[str, int] = defaultdict(int)
+    for line in lines:
+        first_row.setdefault(line.currency, line.line)
+        counts[line.currency] += 1
+    if not first_row:
+        return layout.fixed_currency or "USD"
+    currencies = list(first_row)
+    main = currencies[0]
+    for other in currencies[1:]:
+        csv_file.problems.append(
+            RowProblem(
+                first_row[other],
+                f"the file mixes currencies: {other} here ({_rows(counts[other])} in all) but {main} from row "
+                f"{first_row[main]} ({_rows(counts[main])}); one import takes one currency: split the export",
+                csv_file.header(layout.currency_column),
+            )
+        )
+    return main
+
+
+# --------------------------------------------------------------------------------------------
+# from rows to months
+
+
+_Key = tuple[str, str, date]  # customer, product, month
+
+
+def _monthly(lines: list[_Line], by: Spread) -> tuple[dict[_Key, int], dict[_Key, list[int]]]:
+    """Net cents per (customer, product, month), and the credit notes' rows in each."""
+    cents: dict[_Key, int] = defaultdict(int)
+    credit_rows: dict[_Key, list[int]] = defaultdict(list)
+    for line in lines:
+        if line.start is not None and line.end is not None:
+            shares = spread_cents(line.cents, line.start, line.end, by=by)
+        else:
+            shares = {_month(line.day): line.cents}
+        for month, share in shares.items():
+            key = (line.customer, line.product, month)
+            cents[key] += share
+            if line.cents < 0:
+                credit_rows[key].append(line.line)
+    return cents, credit_rows
+
+
+def _money_text(cents: int) -> str:
+    return f"{'-' if cents < 0 else ''}{abs(cents) // 100:,}.{abs(cents) % 100:02d}"
+
+
+def _check_credits(csv_file: _CsvFile, cents: dict[_Key, int], credit_rows: dict[_Key, list[int]], amount: str) -> None:
+    for (customer, product, month), net in sorted(cents.items()):
+        if net >= 0:
+            continue
+        rows = credit_rows[(customer, product, month)]
+        of_product = f", product {product!r}," if product else ""
+        csv_file.problems.append(
+            RowProblem(
+                rows[0],
+                f"credit notes exceed invoices for {customer!r}{of_product} in {month:%Y-%m} (net "
+                f"{_money_text(net)}): give each credit note the service period (and product) it refunds",
+                csv_file.header(amount),
+            )
+        )
+
+
+def _gaps(lines: list[_Line]) -> list[str]:
+    """A warning naming the months, inside the file's dates, that have no row at all."""
+    months = {_month(line.day) for line in lines}
+    if not months:
+        return []
+    first, last = min(months), max(months)
+    missing: list[date] = []
+    month = first
+    while month < last:
+        if month not in months:
+            missing.append(month)
+        month = _next_month(month)
+    if not missing:
+        return []
+    named = ", ".join(f"{m:%Y-%m}" for m in missing)
+    return [
+        f"no billing at all in {named}, although the file runs from {first:%Y-%m} to {last:%Y-%m}: "
+        "is the export truncated? Imported anyway; such a month has only what longer service periods spread into it"
+    ]
+
+
+def _latest_plans(lines: list[_Line]) -> dict[str, str]:
+    """Each customer's plan on its latest invoice (by date, then by row) that names one."""
+    latest: dict[str, tuple[date, int, str]] = {}
+    for line in lines:
+        if line.plan is None or line.cents <= 0:
+            continue
+        seen = latest.get(line.customer)
+        if seen is None or (line.day, line.line) > seen[:2]:
+            latest[line.customer] = (line.day, line.line, line.plan)
+    return {customer: plan for customer, (_, _, plan) in latest.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# the import
+
+
+def import_revenue(
+    engine: Engine,
+    path: str | Path,
+    columns: BillingColumns = BillingColumns(),
+    *,
+    spread: Spread = Spread.DAY,
+    service_end_exclusive: bool = False,
+    create_accounts: bool = False,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> RevenueImportResult:
+    """Replace the revenue of the file's accounts over the file's months (see the module's documentation).
+
+    Raises :class:`models.DataImportError` listing every problem at once (nothing written). With
+    ``dry_run`` nothing is written and the counts say what would change. ``now`` (aware) stamps
+    created accounts and timeline events; by default the current time.
+    """
+    now = now or utcnow()
+    csv_file = _read(path, "billing", _required_columns(columns))
+    layout = _layout(columns, csv_file)
+    if layout.fixed_currency is not None:
+        try:
+            _currency_code(layout.fixed_currency)
+        except ValueError:
+            found = ", ".join(repr(h) for h in csv_file.headers.values())
+            message = (
+                f"currency {columns.currency!r} is neither a column of the file nor a three-letter code "
+                f"such as USD; the header has {found}"
+            )
+            csv_file.problems.append(RowProblem(1, message))
+    parsed = (_parse_row(csv_file, record, layout, service_end_exclusive) for record in csv_file.records)
+    lines = [line for line in parsed if line is not None]
+    currency = _one_currency(csv_file, lines, layout)
+    cents, credit_rows = _monthly(lines, spread)
+    _check_credits(csv_file, cents, credit_rows, layout.amount)
+    warnings = _gaps(lines)
+    plans = _latest_plans(lines) if layout.plan else {}
+
+    customers = sorted({line.customer for line in lines})
+    months = {month for (_, _, month) in cents} | {_month(line.day) for line in lines}
+    first_month, last_month = (min(months), max(months)) if months else (None, None)
+    entries = {key: value for key, value in cents.items() if value != 0}
+    label = Path(path).name
+    counts: dict[str, int] = defaultdict(int)
+
+    def write(conn: Connection) -> None:
+        known: dict[str, tuple[int, str | None]] = {}
+        for chunk in _chunks(customers):
+            query = select(_ACCOUNT.c.external_id, _ACCOUNT.c.id, _ACCOUNT.c.plan).where(
+                _ACCOUNT.c.external_id.in_(chunk)
+            )
+            known.update((external_id, (account_id, plan)) for external_id, account_id, plan in conn.execute(query))
+        unknown = [c for c in customers if c not in known]
+        if unknown and not create_accounts:
+            rows_of: dict[str, list[int]] = defaultdict(list)
+            for line in lines:
+                rows_of[line.customer].append(line.line)
+            for customer in unknown:
+                others = len(rows_of[customer]) - 1
+                also = f" (and on {_rows(others).replace('row', 'more row')})" if others else ""
+                csv_file.problems.append(
+                    RowProblem(
+                        rows_of[customer][0],
+                        f"unknown account {customer!r}{also}: import it first, or let this import create it "
+                        "(--create-accounts)",
+                        csv_file.header(layout.customer),
+                    )
+                )
+        _settle(csv_file, skip_invalid=False)
+        counts["created"] = len(unknown)
+
+        # what the database holds in the file's months, for the counts
+        existing: dict[tuple[int, str, date], tuple[int, str]] = {}
+        if first_month is not None:
+            for chunk in _chunks(account_id for account_id, _ in known.values()):
+                query = select(
+                    _REVENUE.c.account_id, _REVENUE.c.product, _REVENUE.c.period, _REVENUE.c.mrr_cents,
+                    _REVENUE.c.currency,
+                ).where(
+                    _REVENUE.c.account_id.in_(chunk),
+                    _REVENUE.c.period >= first_month,
+                    _REVENUE.c.period <= last_month,
+                )  # fmt: skip
+                # (SQLAlchemy 2.1's stubs type these rows as Never)
+                for account_id, product, period, mrr, entry_currency in cast(Any, conn.execute(query)):
+                    existing[(account_id, product, period)] = (int(mrr), entry_currency)
+        id_of = {customer: account_id for customer, (account_id, _) in known.items()}
+        seen: set[tuple[int, str, date]] = set()
+        for (customer, product, month), value in entries.items():
+            if customer not in id_of:
+                counts["added"] += 1
+                continue
+            key = (id_of[customer], product, month)
+            seen.add(key)
+            if key not in existing:
+                counts["added"] += 1
+            elif existing[key] == (value, currency):
+                counts["unchanged"] += 1
+            else:
+                counts["changed"] += 1
+        counts["removed"] = len(set(existing) - seen)
+        plan_updates = [
+            (known[customer][0], {"plan": plan})
+            for customer, plan in plans.items()
+            if customer in known and known[customer][1] != plan
+        ]
+        counts["plans"] = len(plan_updates)
+        if dry_run:
+            return
+
+        events: list[dict[str, Any]] = []
+        if unknown:
+            blank = Account.model_validate({"external_id": "-", "name": "-"}).model_dump(
+                exclude={"id", "holdout_bucket", "external_id", "name"}
+            )
+            conn.execute(
+                insert(_ACCOUNT),
+                [
+                    {
+                        **blank, "external_id": customer, "name": customer[:_MAX_NAME], "plan": plans.get(customer),
+                        "currency": currency, "status": AccountStatus.ACTIVE.value, "created_at": now,
+                        "updated_at": now,
+                    }
+                    for customer in unknown
+                ],
+            )  # fmt: skip
+            for chunk in _chunks(unknown):
+                query = select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
+                for external_id, account_id in cast(Any, conn.execute(query)):
+                    id_of[external_id] = account_id
+                    events.append(_event(account_id, now, f"created from {label}", {"file": label}))
+        if first_month is not None:
+            for chunk in _chunks(id_of.values()):
+                conn.execute(
+                    delete(_REVENUE).where(
+                        _REVENUE.c.account_id.in_(chunk),
+                        _REVENUE.c.period >= first_month,
+                        _REVENUE.c.period <= last_month,
+                    )
+                )
+        if entries:
+            conn.execute(
+                insert(_REVENUE),
+                [
+                    {"account_id": id_of[customer], "period": month, "product": product, "mrr_cents": value,
+                     "currency": currency}
+                    for (customer, product, month), value in sorted(entries.items())
+                ],
+            )  # fmt: skip
+        if plan_updates:
+            _update_in_batches(conn, _ACCOUNT, plan_updates, now)
+            old_plan = {account_id: plan for account_id, plan in known.values()}
+            for account_id, values in plan_updates:
+                change = {"plan": (old_plan[account_id], values["plan"])}
+                events.append(
+                    _event(
+                        account_id, now, f"updated from {label}: {_describe(change)}",
+                        {"file": label, "changes": {"plan": list(change["plan"])}},
+                    )
+                )  # fmt: skip
+        if events:
+            conn.execute(insert(_TIMELINE), events)
+
+    _write(engine, csv_file.name, write)
+    return RevenueImportResult(
+        file=csv_file.name,
+        currency=currency,
+        rows=len(lines),
+        credit_notes=sum(1 for line in lines if line.cents < 0),
+        accounts=len(customers),
+        created_accounts=counts["created"],
+        first_month=first_month,
+        last_month=last_month,
+        added=counts["added"],
+        changed=counts["changed"],
+        unchanged=counts["unchanged"],
+        removed=counts["removed"],
+        plans_updated=counts["plans"],
+        warnings=tuple(warnings),
+        notes=tuple(layout.notes),
+        dry_run=dry_run,
+    )

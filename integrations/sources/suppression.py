@@ -1,0 +1,169 @@
+"""Unsubscribes and suppression lists: addresses Retain must not contact, on some channels or at all.
+
+An unsubscribe is kept as a :class:`~models.Suppression` row by address, and applied to every
+contact with that address (across accounts); a contact imported later with a suppressed address is
+unsubscribed at once. Suppression lists from an email provider import the same way, all or
+nothing. The contact policy reads the contacts' flags before every delivery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from integrations.sources.accounts import _email, _read, _write
+from models import Contact, DataImportError, RowProblem, Suppression, TimelineEvent, utcnow
+
+__all__ = ["CHANNELS", "SuppressionResult", "apply_suppressions", "import_suppression_list", "unsubscribe"]
+
+#: what an unsubscribe can name: everything, or one kind of message
+CHANNELS = ("all", "email", "survey")
+_CONTACT = Contact.__table__  # type: ignore[attr-defined]
+_SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class SuppressionResult:
+    addresses: int  # suppressed addresses written (new or widened)
+    contacts: int  # contacts newly unsubscribed by them
+
+
+def _merge(old: list[str] | None, channel: str) -> list[str]:
+    """Channels after adding ``channel``; an empty list means everything."""
+    if channel == "all" or old == []:
+        return []
+    return sorted({*(old or []), channel})
+
+
+def _suppress(conn: Connection, email: str, channel: str, reason: str | None, source: str, now: datetime) -> bool:
+    """Record (or widen) the suppression of one address. True if anything changed."""
+    row = conn.execute(select(_SUPPRESSION.c.channels).where(_SUPPRESSION.c.email == email)).first()
+    if row is None:
+        channels = _merge(None, channel)
+        conn.execute(
+            insert(_SUPPRESSION).values(email=email, channels=channels, reason=reason, source=source, created_at=now)
+        )
+        return True
+    channels = _merge(row[0], channel)
+    if channels == row[0]:
+        return False
+    conn.execute(
+        update(_SUPPRESSION).where(_SUPPRESSION.c.email == email).values(channels=channels, reason=reason or None)
+    )
+    return True
+
+
+def apply_suppressions(conn: Connection, now: datetime, emails: set[str] | None = None) -> int:
+    """Unsubscribe the contacts whose address is suppressed (all of them, or those of ``emails``).
+    Returns how many contacts changed; each change is on its account's timeline."""
+    query = select(_SUPPRESSION.c.email, _SUPPRESSION.c.channels, _SUPPRESSION.c.reason)
+    if emails is not None:
+        if not emails:
+            return 0
+        query = query.where(_SUPPRESSION.c.email.in_(sorted(emails)))
+    changed = 0
+    for email, channels, reason in conn.execute(query).all():
+        for contact_id, account_id, unsubscribed, current in conn.execute(
+            select(
+                _CONTACT.c.id, _CONTACT.c.account_id, _CONTACT.c.unsubscribed, _CONTACT.c.unsubscribed_channels
+            ).where(func.lower(_CONTACT.c.email) == email)
+        ).all():
+            if unsubscribed:
+                continue
+            if channels:
+                wanted = sorted({*(current or []), *channels})
+                if wanted == sorted(current or []):
+                    continue
+                conn.execute(
+                    update(_CONTACT)
+                    .where(_CONTACT.c.id == contact_id)
+                    .values(unsubscribed_channels=wanted, unsubscribed_at=now)
+                )
+                what = f"unsubscribed from {', '.join(channels)}"
+            else:
+                conn.execute(
+                    update(_CONTACT).where(_CONTACT.c.id == contact_id).values(unsubscribed=True, unsubscribed_at=now)
+                )
+                what = "unsubscribed from everything"
+            conn.execute(
+                insert(TimelineEvent.__table__),  # type: ignore[attr-defined]
+                {"account_id": account_id, "at": now, "kind": "unsubscribed", "playbook": None, "enrollment_id": None,
+                 "step_id": None, "summary": f"contact {email} {what}" + (f" ({reason})" if reason else ""),
+                 "detail": {"email": email, "channels": channels or ["all"], "reason": reason}},
+            )  # fmt: skip
+            changed += 1
+    return changed
+
+
+def unsubscribe(
+    engine: Engine, email: str, *, channel: str = "all", reason: str | None = None, now: datetime | None = None
+) -> SuppressionResult:
+    """Unsubscribe an address (from everything, or from ``email`` / ``survey`` messages)."""
+    if channel not in CHANNELS:
+        raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
+    address = _email(email.strip()).lower()
+    moment = now or utcnow()
+    result = SuppressionResult(0, 0)
+
+    def work(conn: Connection) -> None:
+        nonlocal result
+        written = _suppress(conn, address, channel, reason, "manual", moment)
+        result = SuppressionResult(int(written), apply_suppressions(conn, moment, {address}))
+
+    _write(engine, address, work)
+    return result
+
+
+def import_suppression_list(
+    engine: Engine, path: str | Path, *, dry_run: bool = False, now: datetime | None = None
+) -> SuppressionResult:
+    """Import a suppression list (columns ``email``; optional ``channel`` all|email|survey and
+    ``reason``), all or nothing: a bad row and nothing is written."""
+    csv_file = _read(path, "suppression list", ["email"])
+    moment = now or utcnow()
+    problems: list[RowProblem] = list(csv_file.problems)
+    wanted: list[tuple[str, str, str | None]] = []
+    for record in csv_file.records:
+        cells: dict[str, Any] = record.cells
+        try:
+            address = _email(cells.get("email", "")).lower()
+        except ValueError as exc:
+            problems.append(
+                RowProblem(
+                    record.line, str(exc) if cells.get("email") else "a value is required", csv_file.header("email")
+                )
+            )
+            continue
+        channel = (cells.get("channel") or "all").lower()
+        if channel not in CHANNELS:
+            problems.append(
+                RowProblem(
+                    record.line, f"{channel!r} is not a channel: use all, email or survey", csv_file.header("channel")
+                )
+            )
+            continue
+        wanted.append((address, channel, cells.get("reason")))
+    if problems:
+        raise DataImportError(csv_file.name, sorted(problems, key=lambda p: p.row))
+    result = SuppressionResult(0, 0)
+
+    def work(conn: Connection) -> None:
+        nonlocal result
+        written = sum(_suppress(conn, address, channel, reason, "list", moment) for address, channel, reason in wanted)
+        result = SuppressionResult(written, apply_suppressions(conn, moment, {a for a, _, _ in wanted}))
+        if dry_run:
+            raise _DryRun
+
+    with contextlib.suppress(_DryRun):
+        _write(engine, csv_file.name, work)
+    return result
+
+
+class _DryRun(Exception):
+    """Rolls back a dry run's transaction."""

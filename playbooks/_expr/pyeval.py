@@ -1,0 +1,274 @@
+"""Evaluating a checked expression in Python, for one account, exactly as SQL would.
+
+SQL's three-valued logic is kept: ``None`` is SQL's null. A comparison or arithmetic with null is
+null, ``and``/``or``/``not`` are Kleene, ``x in [...]`` with a null ``x`` is null, ``is none`` is
+never null, division by zero is null. A condition holds only when the result ``is True``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from models.tables import SupportTicket, SurveyResponse, Touch, TouchStatus, UsageMetric
+from playbooks._expr.check import DATE, NUMBER
+from playbooks._expr.syntax import Arith, BoolOp, Call, Compare, Expr, FieldRef, ListLiteral, Literal, Name, Neg, Not
+
+__all__ = ["Duration", "Env", "TouchSummary", "env_for", "epoch_seconds", "evaluate", "floor_days"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+DAY_SECONDS = 86_400
+#: what one unit of days(n), weeks(n), hours(n) is, in seconds and (for dates) in days
+UNIT_SECONDS = {"days": DAY_SECONDS, "weeks": 7 * DAY_SECONDS, "hours": 3600}
+UNIT_DAYS = {"days": 1, "weeks": 7}
+
+
+def _no_lookup(*_args: object) -> Any:
+    raise LookupError("this Env has no data lookups: build it with env_for(), or pass them in")
+
+
+@dataclass(frozen=True)
+class Env:
+    """What an expression sees: the clock, the records (table rows or anything with those
+    attributes) and the data lookups. ``env_for()`` builds one from a database session."""
+
+    now: datetime  # aware
+    today: date
+    account: Any = None
+    contact: Any = None
+    enrollment: Any = None
+    last_survey: Callable[[str], Any] = _no_lookup  # the latest response of a kind, or None
+    usage: Callable[[str, int], float] = _no_lookup  # sum over (today - n, today]
+    open_tickets: Callable[[], int] = _no_lookup
+    touches: Callable[[str], Any] = _no_lookup  # a TouchSummary of this enrollment's step
+
+
+@dataclass(frozen=True)
+class TouchSummary:
+    """What ``touches(step_id)`` gives: the touches of this enrollment for one step."""
+
+    count: int
+    delivered: bool
+    replied: bool
+    opened: bool
+    last_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Duration:
+    """``days(n)``, ``weeks(n)`` or ``hours(n)``: whole seconds (for timestamps) or whole days (for
+    dates), truncated toward zero, so that SQL can compute the very same integers."""
+
+    amount: int | float
+    unit: str
+
+    def seconds(self) -> int | None:
+        return _whole(self.amount * UNIT_SECONDS[self.unit])
+
+    def days(self) -> int | None:
+        return _whole(self.amount * UNIT_DAYS[self.unit])
+
+
+def _whole(x: int | float) -> int | None:
+    return math.trunc(x) if math.isfinite(x) else None
+
+
+def epoch_seconds(t: datetime) -> int:
+    """Seconds since 1970 in UTC, the microseconds dropped (floor)."""
+    return (t - _EPOCH) // _SECOND
+
+
+def floor_days(seconds: int) -> int:
+    """Whole days in ``seconds``, rounded down (also for negative numbers)."""
+    return seconds // DAY_SECONDS
+
+
+def evaluate(expr: Expr, env: Env) -> Any:
+    """The value of a checked expression (from ``compile_expression``/``check``) for ``env``.
+
+    ``None`` means SQL's null (unknown); a condition holds only when the result ``is True``."""
+    if expr.type is None:
+        raise ValueError("type-check the expression first (compile_expression or check)")
+    return _eval(expr, env)
+
+
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _eval(node: Expr, env: Env) -> Any:
+    match node:
+        case Literal(value=value):
+            return value
+        case ListLiteral(items=items):
+            return [item.value for item in items]
+        case Name(name=name):
+            return getattr(env, name)
+        case FieldRef(record=record, name=name):
+            row = _eval(record, env)
+            return None if row is None else _aware(getattr(row, name))
+        case Call():
+            return _call(node, env)
+        case Not(operand=operand):
+            value = _eval(operand, env)
+            return None if value is None else not value
+        case Neg(operand=operand):
+            value = _eval(operand, env)
+            return None if value is None else -value
+        case BoolOp(op=op, operands=operands):
+            # Kleene logic; stopping at the deciding value gives the same result and saves lookups
+            decisive = op == "or"
+            unknown = False
+            for operand in operands:
+                value = _eval(operand, env)
+                if value is decisive:
+                    return decisive
+                unknown = unknown or value is None
+            return None if unknown else not decisive
+        case Arith():
+            return _arith(node, env)
+        case Compare(op=op, left=left, right=right):
+            a = _eval(left, env)
+            if right is None:
+                return (a is None) == (op == "is none")
+            b = _eval(right, env)
+            if a is None:
+                return None
+            if op in ("in", "not in"):
+                return (a in b) == (op == "in")
+            return None if b is None else _ORDER[op](a, b)
+    raise AssertionError(f"unexpected node {node!r}")
+
+
+def _aware(value: Any) -> Any:
+    # rows built in Python (not read back) may hold naive datetimes: they mean UTC
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _call(node: Call, env: Env) -> Any:
+    args = node.args
+    match node.func:
+        case "now":
+            return env.now
+        case "today":
+            return env.today
+        case "days" | "weeks" | "hours":
+            amount = _eval(args[0], env)
+            return None if amount is None else Duration(amount, node.func)
+        case "days_since" | "days_until":
+            value = _eval(args[0], env)
+            if value is None:
+                return None
+            since = node.func == "days_since"
+            if args[0].type == DATE:
+                return (env.today - value).days if since else (value - env.today).days
+            t, now = epoch_seconds(_aware(value)), epoch_seconds(env.now)
+            return floor_days(now - t if since else t - now)
+        case "last_survey":
+            return env.last_survey(_text(args[0]))
+        case "usage":
+            return env.usage(_text(args[0]), args[1].value)  # type: ignore[attr-defined]
+        case "open_tickets":
+            return env.open_tickets()
+        case "touches":
+            return env.touches(_text(args[0]))
+    raise AssertionError(f"unexpected function {node.func}")
+
+
+def _text(node: Expr) -> str:
+    assert isinstance(node, Literal) and isinstance(node.value, str)
+    return node.value
+
+
+def _arith(node: Arith, env: Env) -> Any:
+    a, b = _eval(node.left, env), _eval(node.right, env)
+    if a is None or b is None:
+        return None
+    if node.left.type == NUMBER:  # and so is the right side
+        if node.op == "/":  # as SQL: CAST(a AS FLOAT) / NULLIF(b, 0)
+            try:
+                return None if b == 0 else float(a) / float(b)
+            except OverflowError:
+                return None
+        return a + b if node.op == "+" else a - b if node.op == "-" else a * b
+    if isinstance(b, Duration):
+        sign = 1 if node.op == "+" else -1
+        step = b.days() if node.left.type == DATE else b.seconds()
+        if step is None:
+            return None
+        try:
+            return a + timedelta(days=sign * step) if node.left.type == DATE else a + timedelta(seconds=sign * step)
+        except OverflowError:  # beyond year 9999: SQLite gives null too
+            return None
+    return (a - b).days  # date - date
+
+
+def env_for(
+    session: Session,
+    account: Any,
+    *,
+    now: datetime,
+    today: date,
+    contact: Any = None,
+    enrollment: Any = None,
+) -> Env:
+    """An :class:`Env` for one account (and contact or enrollment), its lookups answered from the
+    database through ``session`` (each asked at most once)."""
+
+    @cache
+    def last_survey(kind: str) -> SurveyResponse | None:
+        latest = (
+            select(SurveyResponse)
+            .where(SurveyResponse.account_id == account.id, SurveyResponse.kind == kind)
+            .order_by(col(SurveyResponse.responded_at).desc(), col(SurveyResponse.id).desc())
+            .limit(1)
+        )
+        return session.exec(latest).first()
+
+    @cache
+    def usage(metric: str, days: int) -> float:
+        total = select(func.coalesce(func.sum(UsageMetric.value), 0.0)).where(
+            UsageMetric.account_id == account.id,
+            UsageMetric.metric == metric,
+            col(UsageMetric.day) > today - timedelta(days=days),
+            col(UsageMetric.day) <= today,
+        )
+        return session.exec(total).one()
+
+    @cache
+    def open_tickets() -> int:
+        count = select(func.count()).where(SupportTicket.account_id == account.id, SupportTicket.status != "solved")
+        return session.exec(count).one()
+
+    @cache
+    def touches(step_id: str) -> TouchSummary:
+        if enrollment is None:
+            raise LookupError("touches() needs an enrollment")
+        rows = session.exec(select(Touch).where(Touch.enrollment_id == enrollment.id, Touch.step_id == step_id)).all()
+        sent = [_aware(t.sent_at) for t in rows if t.sent_at is not None]
+        return TouchSummary(
+            count=len(rows),
+            delivered=any(t.status == TouchStatus.DELIVERED for t in rows),
+            replied=any(t.replied_at is not None for t in rows),
+            opened=any(t.opened_at is not None for t in rows),
+            last_at=max(sent, default=None),
+        )
+
+    return Env(now, today, account, contact, enrollment, last_survey, usage, open_tickets, touches)
