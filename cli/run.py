@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from enum import StrEnum
 from typing import Annotated
 
@@ -65,13 +66,40 @@ def play(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would happen; keep nothing, send nothing.")
     ] = False,
+    now: Annotated[
+        bool,
+        typer.Option(
+            "--now",
+            help="Send now even during the contact's quiet hours (every other rule of the contact policy still "
+            "holds); the timeline records who overrode them.",
+        ),
+    ] = False,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by", envvar="RETAIN_CSM", help="Who runs this play, for the timeline. Default: RETAIN_CSM, else $USER."
+        ),
+    ] = None,
 ) -> None:
-    """Run a playbook for one account now (a CSM's ad-hoc play) and print what happened."""
+    """Run a playbook for one account now (a CSM's ad-hoc play) and print what happened.
+
+    The contact policy applies as it does to scheduled ticks: a touch that may not go now (quiet
+    hours in the contact's time zone, business days, holidays, caps, survey fatigue) is deferred
+    and the outbox sends it later."""
     from flows.engine.play import run_play
 
     st = state(ctx)
     pb = find_playbook(ctx, playbook)
-    result = run_play(st.engine(), pb, account, force=force, dry_run=dry_run, channels=build_channels(st.settings))
+    result = run_play(
+        st.engine(),
+        pb,
+        account,
+        force=force,
+        dry_run=dry_run,
+        channels=build_channels(st.settings),
+        override_quiet_hours=now,
+        by=by or os.environ.get("USER") or None,
+    )
     for line in result:
         console.print(line, markup=False, soft_wrap=True)
 

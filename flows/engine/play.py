@@ -1,16 +1,24 @@
-"""A CSM's ad-hoc play: enroll one account in a playbook now, advance it, and say what happened."""
+"""A CSM's ad-hoc play: enroll one account in a playbook now, advance it, and say what happened.
+
+A play goes through the same contact policy as a scheduled tick (quiet hours in the contact's
+zone, business days, holidays, caps, survey fatigue): a touch that may not go now is deferred and
+the outbox sends it later. A CSM may deliberately override quiet hours for one play; the
+account's timeline then records who overrode what.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from flows.engine.core import RevisionCache, advance, sync_revision, today_in
-from flows.engine.outbox import deliver
-from flows.engine.tick import _bind
+from flows.engine.outbox import DeliveryPolicy, deliver
+from flows.engine.tick import _bind, _default_delivery
 from integrations.channels.base import Channel
 from models import Account, Enrollment, EnrollmentStatus, NotFoundError, RetainError, TimelineEvent, session, utcnow
 from playbooks import CompiledPlaybook, env_for, evaluate
@@ -37,9 +45,20 @@ def run_play(
     force: bool = False,
     dry_run: bool = False,
     channels: dict[str, Channel] | None = None,
+    now: datetime | None = None,
+    delivery: DeliveryPolicy | None = None,
+    override_quiet_hours: bool = False,
+    by: str | None = None,
 ) -> list[str]:
-    """Enroll (or wake) one account now. Returns the lines of its timeline this play wrote."""
-    now = utcnow().replace(microsecond=0)
+    """Enroll (or wake) one account now. Returns the lines of its timeline this play wrote.
+
+    ``delivery`` carries the contact policy (by default the ``policy.yaml`` beside the playbook);
+    ``override_quiet_hours`` lets this play's touches go during quiet hours (every other rule
+    still holds), recorded on the timeline as done ``by`` this CSM."""
+    now = (now or utcnow()).replace(microsecond=0)
+    delivery = delivery or _default_delivery(pb)
+    override = _quiet_hours_override(delivery, pb.id) if override_quiet_hours else None
+    who = by or "a CSM"
     cache = RevisionCache(current={pb.id: pb})
     lines: list[str] = []
     with _bind(engine, dry_run) as bind:
@@ -64,6 +83,7 @@ def run_play(
                 )
                 active.next_due_at = now
                 s.add(active)
+                account_id = account.id
             else:
                 inside = (
                     evaluate(pb.expression("audience"), env_for(s, account, now=now, today=today_in(pb, now))) is True
@@ -88,6 +108,7 @@ def run_play(
                 s.add(enrollment)
                 s.flush()
                 enrollment_id = enrollment.id
+                account_id = account.id
                 forced = "" if inside else " (forced: outside the audience)"
                 s.add(
                     TimelineEvent.model_validate(
@@ -98,10 +119,27 @@ def run_play(
                             "at": now,
                             "kind": "enrolled",
                             "summary": f"enrolled in {pb.spec.name} by a CSM play{forced}",
-                            "detail": {"revision": pb.revision, "source": "play"},
+                            "detail": {"revision": pb.revision, "source": "play", "by": by},
                         }
                     )
                 )
+            if override is not None:
+                delivery, quiet = override
+                s.add(
+                    TimelineEvent.model_validate(
+                        {
+                            "account_id": account_id,
+                            "enrollment_id": enrollment_id,
+                            "playbook": pb.id,
+                            "at": now,
+                            "kind": "override",
+                            "summary": f"quiet hours {quiet} in the contact's time zone overridden by {who} for this play",
+                            "detail": {"by": by, "overridden": "quiet_hours", "quiet_hours": quiet},
+                        }
+                    )
+                )
+            elif override_quiet_hours:
+                lines.append(f"{pb.id} has no quiet hours: nothing to override")
         assert enrollment_id is not None
         advance(bind, cache, pb.id, now, only={enrollment_id})  # type: ignore[arg-type]
         with session(bind) as s:
@@ -115,10 +153,42 @@ def run_play(
                 .all()
             )
             lines += [f"{e.at:%Y-%m-%d %H:%M} {e.kind:<10} {e.summary}" for e in events]
+            shown = max((e.id for e in events), default=0)
     if dry_run:
         lines.append("dry run: nothing was kept and nothing was sent")
     elif channels is not None:
-        sent = deliver(engine, channels, as_of=now, enrollment_id=enrollment_id)
+        sent = deliver(engine, channels, as_of=now, enrollment_id=enrollment_id, policy=delivery)
         if sent:
             lines.append("delivered: " + ", ".join(f"{k} {v}" for k, v in sorted(sent.items())))
+        lines += _held_back(engine, enrollment_id, after=shown)
     return lines
+
+
+def _quiet_hours_override(delivery: DeliveryPolicy, playbook: str) -> tuple[DeliveryPolicy, str] | None:
+    """The delivery policy without quiet hours for ``playbook``, and the hours overridden
+    (None when the playbook has none)."""
+    rules = delivery.contact_policy(playbook)
+    if rules is None or rules.quiet_hours is None:
+        return None
+    start, end = rules.quiet_hours
+    policies = {**delivery.contact_policies, playbook: dataclasses.replace(rules, quiet_hours=None)}
+    return dataclasses.replace(delivery, contact_policies=policies), f"{start:%H:%M}-{end:%H:%M}"
+
+
+def _held_back(engine: Engine, enrollment_id: int, *, after: int) -> list[str]:
+    """What the outbox's contact policy deferred or suppressed in this play, and why."""
+    with session(engine) as s:
+        events = (
+            s.exec(  # type: ignore[call-overload]
+                select(TimelineEvent)
+                .where(
+                    col(TimelineEvent.enrollment_id) == enrollment_id,
+                    col(TimelineEvent.id) > after,
+                    col(TimelineEvent.kind).in_(("deferred", "suppressed")),
+                )
+                .order_by(col(TimelineEvent.id))
+            )
+            .scalars()
+            .all()
+        )
+    return [f"{e.at:%Y-%m-%d %H:%M} {e.kind:<10} {e.summary}" for e in events]
