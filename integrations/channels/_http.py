@@ -9,7 +9,14 @@ import httpx
 
 from models import IntegrationError, MaybeDeliveredError, RetryableError
 
-__all__ = ["ChannelClient", "make_client", "raise_for_answer", "retry_after_seconds", "translate_transport_error"]
+__all__ = [
+    "ChannelClient",
+    "make_client",
+    "may_have_arrived",
+    "raise_for_answer",
+    "retry_after_seconds",
+    "translate_transport_error",
+]
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
@@ -78,10 +85,14 @@ def raise_for_answer(response: httpx.Response, what: str) -> None:
     raise IntegrationError(message, status_code=response.status_code, response=body)
 
 
+def may_have_arrived(exc: httpx.HTTPError) -> bool:
+    """Whether a request that failed with ``exc`` may still have reached the receiver: anything but
+    failing to connect (a read timeout, a connection lost while waiting for the answer, ...)."""
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
 def translate_transport_error(exc: httpx.HTTPError, what: str) -> RetryableError:
     """Failing to connect is worth another attempt; losing the answer after the request left means
     it may have been delivered (the outbox then re-sends only to receivers that drop repeats)."""
     message = f"{what}: {type(exc).__name__}: {exc}"
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return RetryableError(message)
-    return MaybeDeliveredError(message)
+    return MaybeDeliveredError(message) if may_have_arrived(exc) else RetryableError(message)

@@ -2,7 +2,9 @@
 property holding its external id, then create a task associated with it.
 
 The touch key is sent as ``Idempotency-Key``, but HubSpot ignores it: this channel does not dedupe
-by key, and a send interrupted by a crash is marked ``unknown`` by the outbox.
+by key: a task create whose answer is lost (a read timeout, a connection dropped after the request
+left) raises :class:`models.MaybeDeliveredError`, and the outbox marks the touch ``unknown`` as it
+does a send interrupted by a crash; it is never retried.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from integrations.channels._http import ChannelClient, raise_for_answer
+from integrations.channels._http import ChannelClient, may_have_arrived, raise_for_answer
 from integrations.channels.base import Delivery, Receipt
-from models import ConfigError, IntegrationError, RetryableError
+from models import ConfigError, IntegrationError, MaybeDeliveredError, RetryableError
 
 __all__ = ["DEFAULT_COMPANY_ID_PROPERTY", "DEFAULT_CRM_URL", "TASK_TO_COMPANY", "CrmTaskChannel"]
 
@@ -164,7 +166,10 @@ class CrmTaskChannel:
         self, method: str, path: str, about: str, body: dict[str, Any], *, idempotency_key: str | None = None
     ) -> dict[str, Any]:
         what = f"crm {method} {path} ({about})"
-        response = await self._request(method, path, what, body=body, idempotency_key=idempotency_key)
+        # a request with the touch's key creates the task; searches and lookups are safe to repeat
+        response = await self._request(
+            method, path, what, body=body, idempotency_key=idempotency_key, creates=idempotency_key is not None
+        )
         return self._json(response, what)
 
     def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:
@@ -186,7 +191,9 @@ class CrmTaskChannel:
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
         idempotency_key: str | None = None,
+        creates: bool = False,
     ) -> httpx.Response:
+        """``creates``: the request creates the task, so losing its answer means it may exist."""
         # the token goes in this header only, never in a URL or an error
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         if body is not None:
@@ -199,7 +206,11 @@ class CrmTaskChannel:
                 method, self._base_url + path, content=content, headers=headers, params=params
             )
         except httpx.HTTPError as exc:
-            raise RetryableError(f"{what}: {type(exc).__name__}: {str(exc).replace(self._token, '***')}") from exc
+            message = f"{what}: {type(exc).__name__}: {str(exc).replace(self._token, '***')}"
+            if creates and may_have_arrived(exc):
+                # the CRM makes a second task for a repeat: the outbox marks it unknown, never retries
+                raise MaybeDeliveredError(message) from exc
+            raise RetryableError(message) from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()

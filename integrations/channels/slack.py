@@ -1,7 +1,9 @@
 """Slack: through an incoming webhook, or as a bot (``chat.postMessage``), which can also reach a
 person by email (``users.lookupByEmail``).
 
-Slack drops nothing by key, so a send interrupted by a crash is marked ``unknown`` by the outbox.
+Slack drops nothing by key, so a post whose answer is lost (a read timeout, a connection dropped
+after the request left) is never retried: it raises :class:`models.MaybeDeliveredError` and the
+outbox marks the touch ``unknown``, as it does a send interrupted by a crash.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from typing import Any
 
 import httpx
 
-from integrations.channels._http import ChannelClient, raise_for_answer, retry_after_seconds
+from integrations.channels._http import ChannelClient, may_have_arrived, raise_for_answer, retry_after_seconds
 from integrations.channels.base import Delivery, Receipt
-from models import ConfigError, IntegrationError, RetryableError
+from models import ConfigError, IntegrationError, MaybeDeliveredError, RetryableError
 
 __all__ = ["DEFAULT_API_URL", "SlackChannel"]
 
@@ -79,7 +81,7 @@ class SlackChannel:
         elif target:
             body["channel"] = target
         what = f"slack webhook to {target or 'its channel'}"
-        response = await self._request("POST", str(self._webhook_url), what, body)
+        response = await self._request("POST", str(self._webhook_url), what, body, posts=True)
         raise_for_answer(response, what)  # webhooks answer errors as 4xx with a short text body
         return Receipt(provider_id=None, detail=f"HTTP {response.status_code} {response.text[:100]}".rstrip())
 
@@ -106,7 +108,8 @@ class SlackChannel:
         if body is None:
             response = await self._request("GET", self._api_url + method, what, params=params)
         else:
-            response = await self._request("POST", self._api_url + method, what, body)
+            # the only POST is chat.postMessage; lookups are GETs, safe to repeat
+            response = await self._request("POST", self._api_url + method, what, body, posts=True)
         raise_for_answer(response, what)
         try:
             answer = response.json()
@@ -135,7 +138,9 @@ class SlackChannel:
         body: dict[str, Any] | None = None,
         *,
         params: dict[str, str] | None = None,
+        posts: bool = False,
     ) -> httpx.Response:
+        """``posts``: the request posts the message, so losing its answer means it may be posted."""
         content = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         headers = {} if body is None else {"Content-Type": "application/json; charset=utf-8"}
         if self._token:  # the token goes in this header only, never in a URL or an error
@@ -144,7 +149,10 @@ class SlackChannel:
             return await self._http().request(method, url, content=content, headers=headers, params=params)
         except httpx.HTTPError as exc:
             # not translate_transport_error: an exception's text may quote the webhook URL (a secret)
-            raise RetryableError(f"{what}: {type(exc).__name__}: {self._redact(str(exc))}") from exc
+            message = f"{what}: {type(exc).__name__}: {self._redact(str(exc))}"
+            if posts and may_have_arrived(exc):
+                raise MaybeDeliveredError(message) from exc
+            raise RetryableError(message) from exc
 
     def _redact(self, text: str) -> str:
         for secret in (self._webhook_url, self._token):
