@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     playbooks_dir: Path | None = None
     #: where the local file channel writes messages of channels that are not configured
     outbox_dir: Path = Path("retain-outbox")
+    #: how long a delivery run's claim on touches lasts before another run may take them over
+    #: (sooner when the claiming process on this host is known to be gone); longer than one send
+    lease_seconds: int = Field(default=300, ge=5)
     #: HMAC key that signs every webhook body (X-Retain-Signature)
     webhook_signing_secret: SecretStr | None = None
 

@@ -280,6 +280,7 @@ class Outcome(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="account.id", index=True)
     enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id", index=True)
+    claimed_by: str | None = Field(default=None, max_length=200)  # the delivery run holding the lease
     playbook: str | None = Field(default=None, max_length=100)
     kind: str = Field(max_length=40)  # renewed, churned, expanded, contracted, won_back, onboarded, ...
     source: str = Field(default="manual", max_length=20)  # goal | step | revenue | manual

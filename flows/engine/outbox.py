@@ -3,7 +3,8 @@ where it cannot, and only when the contact policy allows.
 
 A touch goes ``pending -> sending -> delivered | failed``, or ``suppressed`` by the policy, or
 stays ``pending`` with a later ``not_before`` when deferred. A batch is first *claimed* (a lease on
-pending rows: a crash leaves them pending, to be claimed again once the lease expires); each touch
+pending rows, signed by the claiming process: a crash leaves them pending, to be claimed again once
+the lease expires, or at once when the claimer is known to be gone, see :mod:`flows.engine.claims`); each touch
 is marked ``sending`` and committed just before its request leaves, and its result is recorded as
 soon as it is known. A touch found ``sending`` after its lease expired was interrupted by a crash:
 it is sent again only through a channel whose receiver drops a repeat of the same key
@@ -30,6 +31,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 
+from flows.engine.claims import claimer, default_lease, is_gone
 from flows.engine.policy import ContactPolicy, decide, unsubscribe_reason
 from integrations.channels.base import Channel, Delivery
 from integrations.channels.secrets import resolve_secrets
@@ -58,7 +60,7 @@ CUSTOMER_CHANNELS = frozenset({"email"})
 class DeliveryPolicy:
     """How the outbox delivers. ``contact_policies`` by playbook id (``None`` key: the default)."""
 
-    lease: timedelta = timedelta(minutes=5)
+    lease: timedelta = field(default_factory=default_lease)  # RETAIN_LEASE_SECONDS, 5 minutes by default
     batch_size: int = 200
     concurrency: int = 8  # in flight at once per channel
     attempts_now: int = 3  # tries within this delivery run (429/5xx/timeouts only)
@@ -75,26 +77,46 @@ class DeliveryPolicy:
 
 def recover_interrupted(engine: Engine, channels: dict[str, Channel], *, now: datetime | None = None) -> Counter[str]:
     """Touches left ``sending`` by a dead process: back to ``pending`` where the channel dedupes by
-    key, else ``unknown`` with the reason. Claims a dead process held on pending touches expire too."""
+    key, else ``unknown`` with the reason. Claims a dead process held on pending touches end too.
+
+    A claim is dead once its lease has run out, or at once when its claimer is known to be gone
+    (a process of this host that no longer runs: :func:`flows.engine.claims.is_gone`)."""
     wall = now or utcnow()
     t = Touch.__table__  # type: ignore[attr-defined]
     counts: Counter[str] = Counter()
     with session(engine) as s:
-        s.exec(update(t).where(t.c.status == TouchStatus.PENDING, t.c.lease_until < wall).values(lease_until=None))
+        holders = s.exec(  # type: ignore[call-overload]
+            select(t.c.claimed_by)
+            .where(
+                t.c.status.in_([TouchStatus.PENDING, TouchStatus.SENDING]),
+                t.c.lease_until >= wall,
+                t.c.claimed_by.is_not(None),
+            )
+            .distinct()
+        ).scalars()
+        gone = sorted(holder for holder in holders if is_gone(holder))
+        dead = or_(t.c.lease_until < wall, t.c.claimed_by.in_(gone)) if gone else t.c.lease_until < wall
+        s.exec(update(t).where(t.c.status == TouchStatus.PENDING, dead).values(lease_until=None, claimed_by=None))
         stale = s.exec(  # type: ignore[call-overload]
             select(t.c.id, t.c.channel, t.c.account_id, t.c.enrollment_id, t.c.playbook, t.c.step_id, t.c.key)
-            .where(t.c.status == TouchStatus.SENDING, t.c.lease_until < wall)
+            .where(t.c.status == TouchStatus.SENDING, dead)
             .with_for_update(skip_locked=True)
         ).all()
         for touch_id, channel, account_id, enrollment_id, playbook, step_id, key in stale:
             receiver = channels.get(channel)
             if receiver is not None and receiver.dedupes_by_key:
-                s.exec(update(t).where(t.c.id == touch_id).values(status=TouchStatus.PENDING, lease_until=None))
+                s.exec(
+                    update(t)
+                    .where(t.c.id == touch_id)
+                    .values(status=TouchStatus.PENDING, lease_until=None, claimed_by=None)
+                )
                 counts["resent"] += 1
                 continue
             reason = f"interrupted while sending; not sent again because the {channel} channel cannot drop a repeat"
             s.exec(
-                update(t).where(t.c.id == touch_id).values(status=TouchStatus.UNKNOWN, reason=reason, lease_until=None)
+                update(t)
+                .where(t.c.id == touch_id)
+                .values(status=TouchStatus.UNKNOWN, reason=reason, lease_until=None, claimed_by=None)
             )
             s.add(
                 _event(
@@ -175,7 +197,7 @@ def _claim(
         rows = s.exec(
             update(t)
             .where(t.c.id.in_(due.scalar_subquery()))
-            .values(lease_until=wall + policy.lease)
+            .values(lease_until=wall + policy.lease, claimed_by=claimer())
             .returning(
                 t.c.id,
                 t.c.key,
@@ -277,7 +299,7 @@ def _apply_contact_policy(
                 if kind == "survey":
                     last_survey[contact.id] = as_of
                 continue
-            values: dict[str, Any] = {"lease_until": None, "reason": decision.reason}
+            values: dict[str, Any] = {"lease_until": None, "claimed_by": None, "reason": decision.reason}
             if decision.action == "defer":
                 values["not_before"] = decision.until
             else:
@@ -357,6 +379,7 @@ def _mark_sending(engine: Engine, row: dict[str, Any], as_of: datetime, policy: 
                 attempts=t.c.attempts + 1,
                 sent_at=as_of,
                 lease_until=utcnow() + policy.lease,
+                claimed_by=claimer(),
             )
         )
     row["attempts"] += 1
@@ -420,7 +443,7 @@ def _finish(
     retry_in: float | None = None,
 ) -> None:
     t = Touch.__table__  # type: ignore[attr-defined]
-    values: dict[str, Any] = {"lease_until": None}
+    values: dict[str, Any] = {"lease_until": None, "claimed_by": None}
     if status == TouchStatus.DELIVERED:
         values.update(status=TouchStatus.DELIVERED, delivered_at=as_of, provider_id=detail, reason=None)
     elif status == "retry" and row["attempts"] < policy.max_attempts:
