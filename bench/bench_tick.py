@@ -19,7 +19,7 @@ from sqlalchemy import insert, text
 
 from flows.engine.tick import tick
 from integrations.channels.file import FileChannel
-from models import Account, Contact, Enrollment, make_engine, upgrade
+from models import Account, Contact, Enrollment, make_engine, table_of, upgrade
 from playbooks import compile_source
 
 PLAYBOOK = textwrap.dedent(
@@ -58,7 +58,7 @@ def _book(url: str, n: int) -> None:
         for table in ("timeline_event", "touch", "csm_task", "outcome", "enrollment", "contact", "account"):
             conn.execute(text(f"DELETE FROM {table}"))
         conn.execute(
-            insert(Account.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Account)),
             [
                 {
                     "external_id": f"a{i}",
@@ -76,7 +76,7 @@ def _book(url: str, n: int) -> None:
         )
         ids = [row[0] for row in conn.execute(text("SELECT id FROM account ORDER BY id"))]
         conn.execute(
-            insert(Contact.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Contact)),
             [
                 {
                     "account_id": i,
@@ -102,7 +102,7 @@ def _baseline(url: str, n: int) -> float:
         ids = [row[0] for row in conn.execute(text("SELECT id FROM account ORDER BY id LIMIT :n"), {"n": n})]
         started = time.perf_counter()
         conn.execute(
-            insert(Enrollment.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Enrollment)),
             [
                 {
                     "playbook": "base",

@@ -1,5 +1,6 @@
 """The shapes of things: Retain's tables, settings, errors and the typed playbook definition."""
 
+from ._duration import DURATION_PATTERN, format_duration, parse_duration
 from ._types import UTCDateTime, utcnow
 from .db import make_engine, require_schema, session, upgrade
 from .errors import (
@@ -37,10 +38,12 @@ from .tables import (
     Touch,
     TouchStatus,
     UsageMetric,
+    table_of,
 )
 
 __all__ = [
     "BUNDLED_PLAYBOOKS_DIR",
+    "DURATION_PATTERN",
     "Account",
     "AccountBase",
     "AccountStatus",
@@ -74,10 +77,13 @@ __all__ = [
     "TouchStatus",
     "UTCDateTime",
     "UsageMetric",
+    "format_duration",
     "get_settings",
     "make_engine",
+    "parse_duration",
     "require_schema",
     "session",
+    "table_of",
     "upgrade",
     "utcnow",
 ]

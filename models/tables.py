@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, Index, Table, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from ._types import UTCDateTime, utcnow
@@ -24,6 +24,19 @@ def holdout_bucket(external_id: str) -> int:
     """A stable, well-mixed bucket for an account; holdout membership is derived from it in SQL."""
     digest = hashlib.sha256(external_id.encode()).digest()
     return int.from_bytes(digest[:8], "big") % HOLDOUT_BUCKETS
+
+
+def table_of(model: type[SQLModel] | SQLModel) -> Table:
+    """The SQLAlchemy :class:`~sqlalchemy.Table` of a table model (or of one of its rows).
+
+    SQLModel sets ``__table__`` when a ``table=True`` class is created, where type checkers cannot
+    see it; this is the one place that reads it, checked, so callers need no ``type: ignore``.
+    """
+    cls = model if isinstance(model, type) else type(model)
+    table = getattr(cls, "__table__", None)
+    if not isinstance(table, Table):
+        raise TypeError(f"{cls.__name__} is not a table model (declare it with table=True)")
+    return table
 
 
 def _bucket_default(context: Any) -> int:
@@ -52,6 +65,7 @@ __all__ = [
     "TouchStatus",
     "UsageMetric",
     "holdout_bucket",
+    "table_of",
 ]
 
 
@@ -244,6 +258,7 @@ class TouchStatus(StrEnum):
     FAILED = "failed"
     SUPPRESSED = "suppressed"
     UNKNOWN = "unknown"  # a crash during a send through a channel that cannot dedupe
+    DROPPED = "dropped"  # an unknown touch a person decided not to send (retain outbox resolve --drop)
 
 
 class Touch(SQLModel, table=True):
@@ -266,6 +281,7 @@ class Touch(SQLModel, table=True):
     attempts: int = 0
     not_before: datetime | None = _ts()  # deferred by the contact policy until then
     lease_until: datetime | None = _ts()
+    claimed_by: str | None = Field(default=None, max_length=200)  # the delivery run holding the lease
     provider_id: str | None = Field(default=None, max_length=300)
     created_at: datetime = _ts(nullable=False, default=utcnow)
     sent_at: datetime | None = _ts()
@@ -280,7 +296,6 @@ class Outcome(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="account.id", index=True)
     enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id", index=True)
-    claimed_by: str | None = Field(default=None, max_length=200)  # the delivery run holding the lease
     playbook: str | None = Field(default=None, max_length=100)
     kind: str = Field(max_length=40)  # renewed, churned, expanded, contracted, won_back, onboarded, ...
     source: str = Field(default="manual", max_length=20)  # goal | step | revenue | manual

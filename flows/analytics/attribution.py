@@ -38,7 +38,7 @@ from flows.analytics.metrics import (
     split_by_segment,
     waterfall,
 )
-from models import Account, Enrollment, Outcome, PlaybookRevision, RetainError, TimelineEvent
+from models import Account, Enrollment, Outcome, PlaybookRevision, RetainError, TimelineEvent, table_of
 
 __all__ = [
     "ARR_KINDS",
@@ -76,11 +76,11 @@ MIN_GROUP = 30
 #: timeline events that show an enrollment reached a step (an exit step leaves none: it ends the enrollment)
 STEP_EVENT_KINDS = ("touch", "suppressed", "skipped", "task", "branch", "wait", "wait_for", "update", "outcome")
 
-_ACCOUNT: Table = Account.__table__  # type: ignore[attr-defined]
-_ENROLLMENT: Table = Enrollment.__table__  # type: ignore[attr-defined]
-_OUTCOME: Table = Outcome.__table__  # type: ignore[attr-defined]
-_TIMELINE: Table = TimelineEvent.__table__  # type: ignore[attr-defined]
-_REVISION: Table = PlaybookRevision.__table__  # type: ignore[attr-defined]
+_ACCOUNT: Table = table_of(Account)
+_ENROLLMENT: Table = table_of(Enrollment)
+_OUTCOME: Table = table_of(Outcome)
+_TIMELINE: Table = table_of(TimelineEvent)
+_REVISION: Table = table_of(PlaybookRevision)
 
 
 def _money(cents: int) -> str:

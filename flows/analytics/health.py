@@ -45,6 +45,7 @@ from models import (
     TouchStatus,
     UsageMetric,
     session,
+    table_of,
 )
 from models.health import HealthSpec, Measure, Nps
 from playbooks import load_health
@@ -63,13 +64,13 @@ __all__ = [
 ]
 
 
-_ACCOUNT: Table = Account.__table__  # type: ignore[attr-defined]
-_HEALTH: Table = HealthScore.__table__  # type: ignore[attr-defined]
-_USAGE: Table = UsageMetric.__table__  # type: ignore[attr-defined]
-_TICKET: Table = SupportTicket.__table__  # type: ignore[attr-defined]
-_SURVEY: Table = SurveyResponse.__table__  # type: ignore[attr-defined]
-_TOUCH: Table = Touch.__table__  # type: ignore[attr-defined]
-_TIMELINE: Table = TimelineEvent.__table__  # type: ignore[attr-defined]
+_ACCOUNT: Table = table_of(Account)
+_HEALTH: Table = table_of(HealthScore)
+_USAGE: Table = table_of(UsageMetric)
+_TICKET: Table = table_of(SupportTicket)
+_SURVEY: Table = table_of(SurveyResponse)
+_TOUCH: Table = table_of(Touch)
+_TIMELINE: Table = table_of(TimelineEvent)
 
 
 # --- the definition -------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from models import (
     SurveyResponse,
     TimelineEvent,
     Touch,
+    table_of,
     utcnow,
 )
 
@@ -88,11 +89,11 @@ _WITH_ARTICLE = {"nps": "an NPS", "csat": "a CSAT", "ces": "a CES"}
 DEFAULT_SURVEY_SECRET = "retain-local-survey-secret"
 DEFAULT_SURVEY_BASE_URL = "http://localhost:8000/survey"
 
-_ACCOUNT: Table = Account.__table__  # type: ignore[attr-defined]
-_CONTACT: Table = Contact.__table__  # type: ignore[attr-defined]
-_RESPONSE: Table = SurveyResponse.__table__  # type: ignore[attr-defined]
-_TOUCH: Table = Touch.__table__  # type: ignore[attr-defined]
-_TIMELINE: Table = TimelineEvent.__table__  # type: ignore[attr-defined]
+_ACCOUNT: Table = table_of(Account)
+_CONTACT: Table = table_of(Contact)
+_RESPONSE: Table = table_of(SurveyResponse)
+_TOUCH: Table = table_of(Touch)
+_TIMELINE: Table = table_of(TimelineEvent)
 _CHUNK = 1000
 
 

@@ -55,6 +55,7 @@ from models import (
     TimelineEvent,
     Touch,
     TouchStatus,
+    table_of,
 )
 
 __all__ = [
@@ -73,13 +74,13 @@ __all__ = [
     "weekly_digest",
 ]
 
-_ACCOUNT: Table = Account.__table__  # type: ignore[attr-defined]
-_ENROLLMENT: Table = Enrollment.__table__  # type: ignore[attr-defined]
-_HEALTH: Table = HealthScore.__table__  # type: ignore[attr-defined]
-_OUTCOME: Table = Outcome.__table__  # type: ignore[attr-defined]
-_SURVEY: Table = SurveyResponse.__table__  # type: ignore[attr-defined]
-_TIMELINE: Table = TimelineEvent.__table__  # type: ignore[attr-defined]
-_TOUCH: Table = Touch.__table__  # type: ignore[attr-defined]
+_ACCOUNT: Table = table_of(Account)
+_ENROLLMENT: Table = table_of(Enrollment)
+_HEALTH: Table = table_of(HealthScore)
+_OUTCOME: Table = table_of(Outcome)
+_SURVEY: Table = table_of(SurveyResponse)
+_TIMELINE: Table = table_of(TimelineEvent)
+_TOUCH: Table = table_of(Touch)
 
 #: a health score older than this at a moment does not count as the account's health then
 HEALTH_STALE = timedelta(days=90)

@@ -80,6 +80,7 @@ from models import (
     RetainError,
     RowProblem,
     TimelineEvent,
+    table_of,
     utcnow,
 )
 
@@ -95,9 +96,9 @@ __all__ = [
 #: how many keys one lookup query carries (well under SQLite's and PostgreSQL's parameter limits)
 CHUNK = 1000
 
-_ACCOUNT: Table = Account.__table__  # type: ignore[attr-defined]
-_CONTACT: Table = Contact.__table__  # type: ignore[attr-defined]
-_TIMELINE: Table = TimelineEvent.__table__  # type: ignore[attr-defined]
+_ACCOUNT: Table = table_of(Account)
+_CONTACT: Table = table_of(Contact)
+_TIMELINE: Table = table_of(TimelineEvent)
 
 
 @dataclass(frozen=True)

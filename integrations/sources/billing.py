@@ -85,7 +85,7 @@ from integrations.sources.accounts import (
     _update_in_batches,
     _write,
 )
-from models import Account, AccountStatus, RevenueEntry, RowProblem, TimelineEvent, utcnow
+from models import Account, AccountStatus, RevenueEntry, RowProblem, TimelineEvent, table_of, utcnow
 
 __all__ = [
     "BillingColumns",
@@ -96,9 +96,9 @@ __all__ = [
     "spread_cents",
 ]
 
-_ACCOUNT: Table = Account.__table__  # type: ignore[attr-defined]
-_REVENUE: Table = RevenueEntry.__table__  # type: ignore[attr-defined]
-_TIMELINE: Table = TimelineEvent.__table__  # type: ignore[attr-defined]
+_ACCOUNT: Table = table_of(Account)
+_REVENUE: Table = table_of(RevenueEntry)
+_TIMELINE: Table = table_of(TimelineEvent)
 
 _MAX_CUSTOMER = 200  # account.external_id
 _MAX_PRODUCT = 100  # revenue_entry.product

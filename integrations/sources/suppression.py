@@ -18,14 +18,14 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from integrations.sources.accounts import _email, _read, _write
-from models import Contact, DataImportError, RowProblem, Suppression, TimelineEvent, utcnow
+from models import Contact, DataImportError, RowProblem, Suppression, TimelineEvent, table_of, utcnow
 
 __all__ = ["CHANNELS", "SuppressionResult", "apply_suppressions", "import_suppression_list", "unsubscribe"]
 
 #: what an unsubscribe can name: everything, or one kind of message
 CHANNELS = ("all", "email", "survey")
-_CONTACT = Contact.__table__  # type: ignore[attr-defined]
-_SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
+_CONTACT = table_of(Contact)
+_SUPPRESSION = table_of(Suppression)
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def apply_suppressions(conn: Connection, now: datetime, emails: set[str] | None 
                 )
                 what = "unsubscribed from everything"
             conn.execute(
-                insert(TimelineEvent.__table__),  # type: ignore[attr-defined]
+                insert(table_of(TimelineEvent)),
                 {"account_id": account_id, "at": now, "kind": "unsubscribed", "playbook": None, "enrollment_id": None,
                  "step_id": None, "summary": f"contact {email} {what}" + (f" ({reason})" if reason else ""),
                  "detail": {"email": email, "channels": channels or ["all"], "reason": reason}},

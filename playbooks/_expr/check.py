@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Boolean, Date, DateTime, Float, Integer, Numeric, String
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from models import table_of
 from models.errors import ExpressionError
 from models.tables import Account, Contact, Enrollment
 from playbooks._expr.syntax import Arith, BoolOp, Call, Compare, Expr, FieldRef, ListLiteral, Literal, Name, Neg, Not
@@ -57,7 +58,7 @@ def _column_type(sql_type: TypeEngine[object]) -> str | None:
 def _fields(model: type, *, skip: set[str]) -> dict[str, str]:
     """A record's fields: its table's columns, without keys and bookkeeping."""
     fields: dict[str, str] = {}
-    for column in model.__table__.columns:  # type: ignore[attr-defined]
+    for column in table_of(model).columns:
         kind = _column_type(column.type)
         if kind and column.name not in skip and not column.foreign_keys:
             fields[column.name] = kind

@@ -19,6 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
+from models import table_of
 from models._types import UTCDateTime
 from models.tables import Account, Contact, Enrollment, SupportTicket, SurveyResponse, Touch, TouchStatus, UsageMetric
 from playbooks._expr.check import BOOL, DATA_FUNCTIONS, DATE, NUMBER, TEXT, TIMESTAMP, Scope, expect
@@ -40,9 +41,9 @@ from playbooks._expr.syntax import (
 
 __all__ = ["to_sql"]
 
-_TABLES = {"account": Account.__table__, "contact": Contact.__table__, "enrollment": Enrollment.__table__}  # type: ignore[attr-defined]
-_ENROLLMENT_ID = Enrollment.__table__.c.id  # type: ignore[attr-defined]
-_ACCOUNT_ID = Account.__table__.c.id  # type: ignore[attr-defined]
+_TABLES = {"account": table_of(Account), "contact": table_of(Contact), "enrollment": table_of(Enrollment)}
+_ENROLLMENT_ID = table_of(Enrollment).c.id
+_ACCOUNT_ID = table_of(Account).c.id
 
 
 def to_sql(expr: Expr, scope: Scope, *, now: datetime, today: date) -> ColumnElement[bool]:
@@ -175,7 +176,7 @@ class _Compiler:
             case Call(func="days_since" | "days_until"):
                 return self._days(node)
             case Call(func="usage", args=[Literal(value=str(metric)), Literal(value=int(days))]):
-                metric_rows = UsageMetric.__table__.alias()  # type: ignore[attr-defined]
+                metric_rows = table_of(UsageMetric).alias()
                 start = self.env.today - timedelta(days=days)
                 return (
                     select(func.coalesce(func.sum(metric_rows.c.value), literal(0.0, Float())))
@@ -188,7 +189,7 @@ class _Compiler:
                     .scalar_subquery()
                 )
             case Call(func="open_tickets"):
-                tickets = SupportTicket.__table__.alias()  # type: ignore[attr-defined]
+                tickets = table_of(SupportTicket).alias()
                 return (
                     select(func.count())
                     .where(tickets.c.account_id == _ACCOUNT_ID, tickets.c.status != literal("solved", String()))
@@ -279,7 +280,7 @@ class _Compiler:
 
 def _touches(step_id: str, name: str) -> ColumnElement[Any]:
     """``touches(step_id).<name>`` for the enrollment of the row, as Python's TouchSummary computes it."""
-    touch = Touch.__table__.alias()  # type: ignore[attr-defined]
+    touch = table_of(Touch).alias()
     mine = [touch.c.enrollment_id == _ENROLLMENT_ID, touch.c.step_id == literal(step_id, String())]
     if name == "count":
         return select(func.count()).where(*mine).scalar_subquery()
@@ -295,7 +296,7 @@ def _touches(step_id: str, name: str) -> ColumnElement[Any]:
 
 def _latest_survey(kind: str) -> tuple[Any, list[ColumnElement[bool]]]:
     """An alias of survey_response and the conditions for this account's responses of ``kind``."""
-    survey = SurveyResponse.__table__.alias()  # type: ignore[attr-defined]
+    survey = table_of(SurveyResponse).alias()
     return survey, [survey.c.account_id == _ACCOUNT_ID, survey.c.kind == literal(kind, String())]
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from flows.engine.outbox import DeliveryPolicy, _Limits, deliver
 from flows.engine.tick import tick
 from integrations.channels.base import Delivery, Receipt
-from models import Account, Contact, MaybeDeliveredError, RetryableError, Touch
+from models import Account, Contact, MaybeDeliveredError, RetryableError, Touch, table_of
 from playbooks import compile_source
 
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
@@ -38,7 +38,7 @@ HOOK = compile_source(
 def _accounts(engine: Engine, n: int) -> None:
     with engine.begin() as conn:
         conn.execute(
-            insert(Account.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Account)),
             [
                 {
                     "external_id": f"a{i}",
@@ -55,7 +55,7 @@ def _accounts(engine: Engine, n: int) -> None:
 
 def _touches(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
-        return list(conn.execute(select(Touch.__table__)).all())  # type: ignore[attr-defined]
+        return list(conn.execute(select(table_of(Touch))).all())
 
 
 class Webhookish:
@@ -145,7 +145,7 @@ def test_contacts_table_is_untouched_by_webhooks(sqlite_engine: Engine) -> None:
     """Webhooks are not contact touches: the contact policy does not hold them back."""
     _accounts(sqlite_engine, 1)
     with sqlite_engine.connect() as conn:
-        assert conn.execute(select(Contact.__table__)).all() == []  # type: ignore[attr-defined]
+        assert conn.execute(select(table_of(Contact))).all() == []
     channel = Webhookish(dedupes=True, script=[])
     tick(sqlite_engine, HOOK, datetime(2027, 3, 6, 23, 0, tzinfo=UTC), channels={"webhook": channel})  # type: ignore[dict-item]
     assert len(channel.calls) == 1  # a Saturday night, delivered all the same

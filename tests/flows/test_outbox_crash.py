@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine
 from flows.engine.outbox import DeliveryPolicy, deliver, recover_interrupted
 from flows.engine.tick import tick
 from integrations.channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookChannel, verify
-from models import Account, TimelineEvent, Touch, make_engine, upgrade, utcnow
+from models import Account, TimelineEvent, Touch, make_engine, table_of, upgrade, utcnow
 from playbooks import CompiledPlaybook, compile_source
 
 SECRET = "test-signing-secret"
@@ -176,7 +176,7 @@ def make_database(path: Path, urls: list[str]) -> Engine:
     upgrade(engine)
     with engine.begin() as conn:
         conn.execute(
-            insert(Account.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Account)),
             [
                 {
                     "external_id": f"acct-{i:02d}",
@@ -193,7 +193,7 @@ def make_database(path: Path, urls: list[str]) -> Engine:
 
 
 def touch_rows(engine: Engine) -> list[Any]:
-    t = Touch.__table__  # type: ignore[attr-defined]
+    t = table_of(Touch)
     with engine.connect() as conn:
         return list(conn.execute(select(t).order_by(t.c.id)))
 
@@ -466,7 +466,7 @@ def test_a_channel_that_cannot_dedupe_marks_interrupted_touches_unknown(crashed:
         "delivered": at_crash["delivered"] + at_crash["pending"],
     }
     assert all("not sent again" in r.reason for r in rows if r.status == "unknown")
-    tl = TimelineEvent.__table__  # type: ignore[attr-defined]
+    tl = table_of(TimelineEvent)
     with crash.engine.connect() as conn:
         assert len(conn.execute(select(tl).where(tl.c.kind == "unknown")).all()) == at_crash["sending"]
     # the never-tried touches went out once; the interrupted ones were not sent again
@@ -482,7 +482,7 @@ def test_a_live_lease_is_not_taken_over(tmp_path: Path, receivers: Any) -> None:
     engine = make_database(tmp_path / "lease.db", [f"{srv.url}/hook"] * 3)
     try:
         tick(engine, hook_playbook(), T0)
-        t = Touch.__table__  # type: ignore[attr-defined]
+        t = table_of(Touch)
         with engine.begin() as conn:
             conn.execute(t.update().values(status="sending", lease_until=utcnow() + timedelta(minutes=5)))
         assert recover_interrupted(engine, webhook()) == {}

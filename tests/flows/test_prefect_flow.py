@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 from flows.orchestration.runtime import prefect_environment
-from models import Account, Enrollment, Settings, make_engine, upgrade
+from models import Account, Enrollment, Settings, make_engine, table_of, upgrade
 from playbooks import compile_file
 
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -93,7 +93,7 @@ def add_accounts(engine: Engine, accounts: int) -> None:
     """Bulk Core insert: 5,000 accounts in a fraction of a second."""
     with engine.begin() as conn:
         conn.execute(
-            insert(Account.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Account)),
             [
                 {
                     "external_id": f"acct-{i:06d}",

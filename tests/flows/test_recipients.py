@@ -10,7 +10,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
 from flows.engine.tick import tick
-from models import Account, Contact, Touch
+from models import Account, Contact, Touch, table_of
 from playbooks import compile_source
 
 T0 = datetime(2027, 3, 2, 12, tzinfo=UTC)
@@ -46,11 +46,11 @@ PLAYBOOK = compile_source(
 def test_each_step_reaches_its_own_recipients(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
-            insert(Account.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Account)),
             {"external_id": "acme", "name": "Acme", "arr": 1.0, "currency": "USD", "status": "active", "custom": {}},
         )
         conn.execute(
-            insert(Contact.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Contact)),
             [
                 {"account_id": 1, "email": f"{role}@acme.example", "role": role, "is_primary": role == "champion",
                  "unsubscribed": False, "unsubscribed_channels": [], "preferences": {}}

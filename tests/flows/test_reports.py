@@ -40,6 +40,7 @@ from models import (
     TimelineEvent,
     Touch,
     session,
+    table_of,
 )
 
 AS_OF = datetime(2027, 3, 10, 9, 0, tzinfo=UTC)  # a Wednesday: the digest covers Mon 1 - Sun 7 March 2027
@@ -83,7 +84,7 @@ def book(sqlite_engine: Engine) -> Engine:
         ]  # fmt: skip
         blank = {"custom": {}, "csm_email": None, "health": None, "health_score": None, "health_trend": None,
                  "renewal_date": None, "status": "active"}  # fmt: skip
-        conn.execute(insert(Account.__table__), [{**blank, **r} for r in rows])  # type: ignore[attr-defined]
+        conn.execute(insert(table_of(Account)), [{**blank, **r} for r in rows])
         ids = dict(conn.execute(select(Account.external_id, Account.id)).all())
         revenue = (
             [(ids["acme"], p, 150_000 if p == date(2027, 3, 1) else 100_000) for p in months("2026-01", "2027-03")]
@@ -91,7 +92,7 @@ def book(sqlite_engine: Engine) -> Engine:
             + [(ids["cargo"], p, 30_000) for p in months("2026-06", "2027-03")]
         )
         conn.execute(
-            insert(RevenueEntry.__table__),  # type: ignore[attr-defined]
+            insert(table_of(RevenueEntry)),
             [{"account_id": a, "period": p, "product": "", "mrr_cents": c} for a, p, c in revenue],
         )
         surveys = [
@@ -101,7 +102,7 @@ def book(sqlite_engine: Engine) -> Engine:
             ("cargo", "ces", 6, "2027-02-10"),
         ]  # fmt: skip
         conn.execute(
-            insert(SurveyResponse.__table__),  # type: ignore[attr-defined]
+            insert(table_of(SurveyResponse)),
             [
                 {"account_id": ids[a], "kind": k, "score": v, "responded_at": at(d + "T10:00:00")}
                 for a, k, v, d in surveys
@@ -112,7 +113,7 @@ def book(sqlite_engine: Engine) -> Engine:
             ("acme", "2027-03-09", 30, "red"), ("bolt", "2027-03-09", 65, "yellow"), ("cargo", "2027-03-09", 52, "yellow"),
         ]  # fmt: skip
         conn.execute(
-            insert(HealthScore.__table__),  # type: ignore[attr-defined]
+            insert(table_of(HealthScore)),
             [{"account_id": ids[a], "scored_at": at(d + "T06:00:00"), "score": v, "band": b, "components": {}}
              for a, d, v, b in scores],
         )  # fmt: skip
@@ -126,7 +127,7 @@ def book(sqlite_engine: Engine) -> Engine:
             s.flush()
             enrollments[name] = e.id
         conn.execute(
-            insert(Touch.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Touch)),
             [
                 {"key": "nudge:1:hello:1", "enrollment_id": enrollments["acme"], "account_id": ids["acme"],
                  "playbook": "nudge", "step_id": "hello", "channel": "email", "status": "delivered", "payload": {},
@@ -137,7 +138,7 @@ def book(sqlite_engine: Engine) -> Engine:
             ],
         )  # fmt: skip
         conn.execute(
-            insert(TimelineEvent.__table__),  # type: ignore[attr-defined]
+            insert(table_of(TimelineEvent)),
             [{"account_id": ids["acme"], "enrollment_id": enrollments["acme"], "playbook": "nudge", "step_id": "hello",
               "kind": "touch", "at": at("2027-03-02T14:00:00"), "summary": "hello: email queued", "detail": {}}],
         )  # fmt: skip
@@ -224,7 +225,7 @@ def _bolt_in_pounds(book: Engine) -> None:
     with session(book) as s:
         conn = s.connection()
         bolt = conn.execute(select(Account.id).where(Account.external_id == "bolt")).scalar_one()
-        table = RevenueEntry.__table__  # type: ignore[attr-defined]
+        table = table_of(RevenueEntry)
         conn.execute(table.update().where(table.c.account_id == bolt).values(currency="GBP"))
     with session(book) as s:
         record_revenue_outcomes(s, AS_OF)  # no currency to choose: each account in its own
@@ -297,7 +298,7 @@ def test_playbooks_chart_has_lift_bars_and_funnels(tmp_path: Path, sqlite_engine
     with session(sqlite_engine) as s:
         conn = s.connection()
         conn.execute(
-            insert(Account.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Account)),
             [{"external_id": f"a{i}", "name": f"A{i}", "custom": {}} for i in range(20)],
         )
         ids = conn.execute(select(Account.id).order_by(Account.id)).scalars().all()

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from flows.engine.tick import tick
 from integrations.channels.email import message_id
 from integrations.channels.registry import build_channels
-from models import Account, Contact, Settings
+from models import Account, Contact, Settings, table_of
 from playbooks import compile_source
 
 T0 = datetime(2027, 3, 2, 15, 0, tzinfo=UTC)  # a Tuesday afternoon in Europe
@@ -44,13 +44,13 @@ PLAYBOOK = compile_source(
 def _book(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
-            insert(Account.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Account)),
             {"external_id": "acme", "name": "Acme", "plan": "Business", "arr": 12000.0, "currency": "USD",
              "status": "active", "custom": {}, "renewal_date": datetime(2027, 5, 1, tzinfo=UTC).date(),
              "timezone": "Europe/Berlin"},
         )  # fmt: skip
         conn.execute(
-            insert(Contact.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Contact)),
             [
                 {"account_id": 1, "email": "dana@acme.example", "name": "Dana Buyer", "role": "champion", "is_primary": True,
                  "unsubscribed": False, "unsubscribed_channels": [], "preferences": {}},

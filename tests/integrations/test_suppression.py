@@ -16,7 +16,7 @@ from flows.engine.tick import tick
 from integrations.channels.file import FileChannel
 from integrations.sources.accounts import import_contacts
 from integrations.sources.suppression import import_suppression_list, unsubscribe
-from models import Account, Contact, DataImportError, Suppression, TimelineEvent
+from models import Account, Contact, DataImportError, Suppression, TimelineEvent, table_of
 from playbooks import compile_source
 
 NOW = datetime(2027, 3, 1, 12, tzinfo=UTC)
@@ -25,14 +25,14 @@ NOW = datetime(2027, 3, 1, 12, tzinfo=UTC)
 def _book(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
-            insert(Account.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Account)),
             [
                 {"external_id": x, "name": x, "arr": 1.0, "currency": "USD", "status": "active", "custom": {}}
                 for x in ("acme", "globex")
             ],
         )
         conn.execute(
-            insert(Contact.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Contact)),
             [
                 {
                     "account_id": 1,
