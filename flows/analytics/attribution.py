@@ -38,6 +38,7 @@ from flows.analytics.metrics import (
     split_by_segment,
     waterfall,
 )
+from integrations.sources import chunks
 from models import Account, Enrollment, Outcome, PlaybookRevision, RetainError, TimelineEvent, table_of
 
 __all__ = [
@@ -81,6 +82,8 @@ _ENROLLMENT: Table = table_of(Enrollment)
 _OUTCOME: Table = table_of(Outcome)
 _TIMELINE: Table = table_of(TimelineEvent)
 _REVISION: Table = table_of(PlaybookRevision)
+#: enrollment and outcome ids per query
+_CHUNK = 500
 
 
 def _money(cents: int) -> str:
@@ -398,7 +401,7 @@ def record_revenue_outcomes(
                 .values(**{k: want[k] for k in ("note", "arr_delta_cents", "occurred_at", "playbook")})
             )
             result.updated += 1
-    for chunk in _chunks(stale):
+    for chunk in chunks(stale, _CHUNK):
         conn.execute(delete(_OUTCOME).where(_OUTCOME.c.id.in_(chunk)))
     result.removed = len(stale)
     if wanted:
@@ -444,11 +447,6 @@ def record_revenue_outcomes(
     if timeline:
         conn.execute(insert(_TIMELINE), timeline)
     return result
-
-
-def _chunks(values: Sequence[int], size: int = 500) -> Iterable[Sequence[int]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 # --------------------------------------------------------------------------------------------
@@ -916,7 +914,7 @@ def _funnel(
     first_seen: dict[str, datetime] = {}
     goals = 0
     conn = s.connection()
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids, _CHUNK):
         for step_id, n, at in conn.execute(
             select(_TIMELINE.c.step_id, func.count(func.distinct(_TIMELINE.c.enrollment_id)), func.min(_TIMELINE.c.at))
             .where(

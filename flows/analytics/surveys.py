@@ -30,7 +30,7 @@ import difflib
 import hashlib
 import hmac
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +41,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
-from integrations.sources.accounts import _read, _settle  # the house CSV reading: BOM, delimiters, row numbers
+from integrations.sources import (  # the house CSV reading: BOM, delimiters, row numbers
+    chunks,
+    read_csv,
+    settle_problems,
+)
 from models import (
     Account,
     Contact,
@@ -94,7 +98,6 @@ _CONTACT: Table = table_of(Contact)
 _RESPONSE: Table = table_of(SurveyResponse)
 _TOUCH: Table = table_of(Touch)
 _TIMELINE: Table = table_of(TimelineEvent)
-_CHUNK = 1000
 
 
 class SurveyError(RetainError):
@@ -352,7 +355,7 @@ def _write(conn: Connection, answers: list[_Answer]) -> tuple[int, int]:
     timeline events, and mark their touches replied. Returns (inserted, updated)."""
     touch_ids = [a.touch.id for a in answers if a.touch is not None]
     existing: dict[int, tuple[int, int]] = {}  # touch id -> (response id, score)
-    for chunk in _chunks(touch_ids):
+    for chunk in chunks(touch_ids):
         for response_id, touch_id, old in conn.execute(
             select(_RESPONSE.c.id, _RESPONSE.c.touch_id, _RESPONSE.c.score).where(_RESPONSE.c.touch_id.in_(chunk))
         ):
@@ -410,15 +413,9 @@ def _write(conn: Connection, answers: list[_Answer]) -> tuple[int, int]:
     return len(inserts), len(updates)
 
 
-def _chunks(values: Iterable[Any]) -> Iterator[list[Any]]:
-    values = list(values)
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
-
-
 def _touch_by_key(conn: Connection, keys: Iterable[str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for chunk in _chunks(set(keys)):
+    for chunk in chunks(set(keys)):
         for row in conn.execute(
             select(
                 _TOUCH.c.id,
@@ -543,7 +540,7 @@ def import_answers(
     score) is counted unchanged, so importing the same export twice adds nothing."""
     now = now or utcnow()
     secret = secret if secret is not None else survey_secret()
-    csv_file = _read(path, "survey answers", ["score"])
+    csv_file = read_csv(path, "survey answers", ["score"])
     headers = csv_file.headers
     if "token" not in headers and not {"account_external_id", "kind"} <= set(headers):
         found = ", ".join(repr(h) for h in headers.values())
@@ -599,7 +596,7 @@ def import_answers(
         touches = _touch_by_key(conn, [r["touch_key"] for _, r in rows if "touch_key" in r])
         external_ids = {r["account_external_id"] for _, r in rows if "account_external_id" in r}
         accounts: dict[str, int] = {}
-        for chunk in _chunks(external_ids):
+        for chunk in chunks(external_ids):
             accounts.update(
                 conn.execute(
                     select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
@@ -608,14 +605,14 @@ def import_answers(
         account_ids = set(accounts.values()) | {t.account_id for t in touches.values()}
         contacts: dict[tuple[int, str], int] = {}
         emails: dict[int, str] = {}
-        for chunk in _chunks(account_ids):
+        for chunk in chunks(account_ids):
             for contact_id, account_id, email in conn.execute(
                 select(_CONTACT.c.id, _CONTACT.c.account_id, _CONTACT.c.email).where(_CONTACT.c.account_id.in_(chunk))
             ):
                 contacts[(account_id, email.lower())] = contact_id
                 emails[contact_id] = email.lower()
         external_of = {i: e for e, i in accounts.items()}
-        for chunk in _chunks({t.account_id for t in touches.values()} - set(external_of)):
+        for chunk in chunks({t.account_id for t in touches.values()} - set(external_of)):
             external_of.update(
                 conn.execute(select(_ACCOUNT.c.id, _ACCOUNT.c.external_id).where(_ACCOUNT.c.id.in_(chunk))).all()
             )
@@ -669,11 +666,11 @@ def import_answers(
                 continue
             first_seen.setdefault(key, line)
             answers.append((line, answer))
-        _settle(csv_file, skip_invalid=False)
+        settle_problems(csv_file, skip_invalid=False)
 
         # 3. what is already recorded exactly so is left alone
         recorded: set[tuple[Any, ...]] = set()
-        for chunk in _chunks({a.account_id for _, a in answers}):
+        for chunk in chunks({a.account_id for _, a in answers}):
             recorded.update(
                 conn.execute(
                     select(
@@ -706,7 +703,7 @@ def import_answers(
             touched = {a.touch.id for a in fresh if a.touch is not None}
             answered = {
                 t
-                for chunk in _chunks(touched)
+                for chunk in chunks(touched)
                 for t in conn.execute(select(_RESPONSE.c.touch_id).where(_RESPONSE.c.touch_id.in_(chunk))).scalars()
             }
             result["updated"] = sum(1 for a in fresh if a.touch is not None and a.touch.id in answered)

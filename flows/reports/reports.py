@@ -40,7 +40,7 @@ from flows.analytics.metrics import (
     waterfall,
 )
 from flows.engine.render import markdown_to_html
-from integrations.channels.base import Channel, Delivery
+from integrations.channels import Channel, Delivery
 from models import (
     Account,
     AccountStatus,

@@ -48,7 +48,7 @@ cover. All or nothing: one problem and nothing is written (there is no "skip inv
 missing invoice misstates revenue silently). A month inside the file's dates with no invoice or
 credit note at all is reported as a warning (a truncated export?), not refused.
 
-The reader is the account import's (:mod:`integrations.sources.accounts`): UTF-8 with or without a
+The reader is the one every import shares (:func:`integrations.sources.read_csv`): UTF-8 with or without a
 byte-order mark, ``,``/``;``/tab delimiters, header names compared without case, spaces or
 punctuation (``"Invoice Date"`` is ``invoice_date``), row numbers counted from the header (row 1).
 """
@@ -70,21 +70,15 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.engine import Connection, Engine
 
-# the account import's reader and helpers: one set of rules for every CSV file Retain reads
-from integrations.sources.accounts import (
-    _chunks,
-    _column_key,
-    _CsvFile,
-    _date,
-    _describe,
-    _event,
-    _quote,
-    _read,
-    _Record,
-    _settle,
-    _update_in_batches,
-    _write,
+# the shared reader and write helpers: one set of rules for every CSV file Retain reads
+from integrations.sources._batches import (
+    chunks,
+    describe_changes,
+    import_event,
+    update_in_batches,
+    write_all_or_nothing,
 )
+from integrations.sources._csv import CsvFile, CsvRecord, column_key, parse_date, quote_cell, read_csv, settle_problems
 from models import Account, AccountStatus, RevenueEntry, RowProblem, TimelineEvent, table_of, utcnow
 
 __all__ = [
@@ -235,24 +229,24 @@ def parse_money(value: str) -> tuple[int, str | None]:
     if not _NUMBER.fullmatch(text):
         if re.fullmatch(r"-?\d+,\d{1,2}", text):
             raise ValueError(
-                f"{_quote(value)} has a decimal comma: write '.' for decimals (a comma may only separate thousands)"
+                f"{quote_cell(value)} has a decimal comma: write '.' for decimals (a comma may only separate thousands)"
             )
         raise ValueError(
-            f"{_quote(value)} is not an amount: write digits with '.' for decimals, "
+            f"{quote_cell(value)} is not an amount: write digits with '.' for decimals, "
             "e.g. 1200.50, $1,200.50, or -1,200.50 or (1,200.50) for a credit note"
         )
     hundredths = Decimal(re.sub(r"[, ']", "", text)) * 100
     if hundredths != hundredths.to_integral_value():
-        raise ValueError(f"{_quote(value)} has more than two decimals: amounts are kept to the cent")
+        raise ValueError(f"{quote_cell(value)} has more than two decimals: amounts are kept to the cent")
     if code and sign_currency and code != sign_currency:
-        raise ValueError(f"{_quote(value)} names two currencies, {sign_currency} and {code}")
+        raise ValueError(f"{quote_cell(value)} names two currencies, {sign_currency} and {code}")
     cents = int(hundredths)
     return (-cents if negative else cents), code or sign_currency
 
 
 def _currency_code(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z]{3}", value):
-        raise ValueError(f"{_quote(value)} is not a three-letter currency code such as USD or EUR")
+        raise ValueError(f"{quote_cell(value)} is not a three-letter currency code such as USD or EUR")
     return value.upper()
 
 
@@ -291,8 +285,8 @@ class _Layout:
     notes: list[str] = field(default_factory=list)
 
 
-def _layout(columns: BillingColumns, csv_file: _CsvFile) -> _Layout:
-    key = _column_key
+def _layout(columns: BillingColumns, csv_file: CsvFile) -> _Layout:
+    key = column_key
     currency_column: str | None = None
     fixed: str | None = None
     notes: list[str] = []
@@ -323,10 +317,10 @@ def _layout(columns: BillingColumns, csv_file: _CsvFile) -> _Layout:
 def _required_columns(columns: BillingColumns) -> list[str]:
     named = [columns.customer, columns.date, columns.amount]
     named += [c for c in (columns.service_start, columns.service_end, columns.product, columns.plan) if c]
-    return list(dict.fromkeys(_column_key(c) for c in named))
+    return list(dict.fromkeys(column_key(c) for c in named))
 
 
-def _parse_row(csv_file: _CsvFile, record: _Record, layout: _Layout, end_exclusive: bool) -> _Line | None:
+def _parse_row(csv_file: CsvFile, record: CsvRecord, layout: _Layout, end_exclusive: bool) -> _Line | None:
     """One row, parsed; None with a problem for each bad cell (several when it has several)."""
     problems_before = len(csv_file.problems)
 
@@ -349,7 +343,7 @@ def _parse_row(csv_file: _CsvFile, record: _Record, layout: _Layout, end_exclusi
                 problem(column, "a value is required")
             return None
         try:
-            return _date(value)
+            return parse_date(value)
         except ValueError as exc:
             problem(column, str(exc))
             return None
@@ -397,7 +391,9 @@ def _parse_row(csv_file: _CsvFile, record: _Record, layout: _Layout, end_exclusi
             except ValueError as exc:
                 problem(layout.currency_column, str(exc))
     if named_currency and currency and named_currency != currency:
-        problem(layout.amount, f"{_quote(amount or '')} is in {named_currency}, but the row's currency is {currency}")
+        problem(
+            layout.amount, f"{quote_cell(amount or '')} is in {named_currency}, but the row's currency is {currency}"
+        )
 
     if len(csv_file.problems) > problems_before:
         return None
@@ -409,7 +405,7 @@ def _rows(count: int) -> str:
     return f"{count} row{'s' * (count != 1)}"
 
 
-def _one_currency(csv_file: _CsvFile, lines: list[_Line], layout: _Layout) -> str:
+def _one_currency(csv_file: CsvFile, lines: list[_Line], layout: _Layout) -> str:
     """The file's currency; a problem at the first row of each further currency."""
     first_row: dict[str, int] = {}
     counts: dict[str, int] = defaultdict(int)
@@ -460,7 +456,7 @@ def _money_text(cents: int) -> str:
     return f"{'-' if cents < 0 else ''}{abs(cents) // 100:,}.{abs(cents) % 100:02d}"
 
 
-def _check_credits(csv_file: _CsvFile, cents: dict[_Key, int], credit_rows: dict[_Key, list[int]], amount: str) -> None:
+def _check_credits(csv_file: CsvFile, cents: dict[_Key, int], credit_rows: dict[_Key, list[int]], amount: str) -> None:
     for (customer, product, month), net in sorted(cents.items()):
         if net >= 0:
             continue
@@ -531,7 +527,7 @@ def import_revenue(
     created accounts and timeline events; by default the current time.
     """
     now = now or utcnow()
-    csv_file = _read(path, "billing", _required_columns(columns))
+    csv_file = read_csv(path, "billing", _required_columns(columns))
     layout = _layout(columns, csv_file)
     if layout.fixed_currency is not None:
         try:
@@ -560,7 +556,7 @@ def import_revenue(
 
     def write(conn: Connection) -> None:
         known: dict[str, tuple[int, str | None]] = {}
-        for chunk in _chunks(customers):
+        for chunk in chunks(customers):
             query = select(_ACCOUNT.c.external_id, _ACCOUNT.c.id, _ACCOUNT.c.plan).where(
                 _ACCOUNT.c.external_id.in_(chunk)
             )
@@ -581,18 +577,18 @@ def import_revenue(
                         csv_file.header(layout.customer),
                     )
                 )
-        _settle(csv_file, skip_invalid=False)
+        settle_problems(csv_file, skip_invalid=False)
         counts["created"] = len(unknown)
 
         # what the database holds in the file's months, for the counts
         existing: dict[tuple[int, str, date], tuple[int, str]] = {}
         if first_month is not None:
-            for chunk in _chunks(account_id for account_id, _ in known.values()):
+            for account_ids in chunks(account_id for account_id, _ in known.values()):
                 query = select(
                     _REVENUE.c.account_id, _REVENUE.c.product, _REVENUE.c.period, _REVENUE.c.mrr_cents,
                     _REVENUE.c.currency,
                 ).where(
-                    _REVENUE.c.account_id.in_(chunk),
+                    _REVENUE.c.account_id.in_(account_ids),
                     _REVENUE.c.period >= first_month,
                     _REVENUE.c.period <= last_month,
                 )  # fmt: skip
@@ -639,16 +635,16 @@ def import_revenue(
                     for customer in unknown
                 ],
             )  # fmt: skip
-            for chunk in _chunks(unknown):
+            for chunk in chunks(unknown):
                 query = select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
                 for external_id, account_id in cast(Any, conn.execute(query)):
                     id_of[external_id] = account_id
-                    events.append(_event(account_id, now, f"created from {label}", {"file": label}))
+                    events.append(import_event(account_id, now, f"created from {label}", {"file": label}))
         if first_month is not None:
-            for chunk in _chunks(id_of.values()):
+            for account_ids in chunks(id_of.values()):
                 conn.execute(
                     delete(_REVENUE).where(
-                        _REVENUE.c.account_id.in_(chunk),
+                        _REVENUE.c.account_id.in_(account_ids),
                         _REVENUE.c.period >= first_month,
                         _REVENUE.c.period <= last_month,
                     )
@@ -663,20 +659,20 @@ def import_revenue(
                 ],
             )  # fmt: skip
         if plan_updates:
-            _update_in_batches(conn, _ACCOUNT, plan_updates, now)
+            update_in_batches(conn, _ACCOUNT, plan_updates, now)
             old_plan = {account_id: plan for account_id, plan in known.values()}
             for account_id, values in plan_updates:
                 change = {"plan": (old_plan[account_id], values["plan"])}
                 events.append(
-                    _event(
-                        account_id, now, f"updated from {label}: {_describe(change)}",
+                    import_event(
+                        account_id, now, f"updated from {label}: {describe_changes(change)}",
                         {"file": label, "changes": {"plan": list(change["plan"])}},
                     )
                 )  # fmt: skip
         if events:
             conn.execute(insert(_TIMELINE), events)
 
-    _write(engine, csv_file.name, write)
+    write_all_or_nothing(engine, csv_file.name, write)
     return RevenueImportResult(
         file=csv_file.name,
         currency=currency,

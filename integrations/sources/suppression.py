@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from integrations.sources.accounts import _email, _read, _write
+from integrations.sources._batches import write_all_or_nothing
+from integrations.sources._csv import parse_email, read_csv
 from models import Contact, DataImportError, RowProblem, Suppression, TimelineEvent, table_of, utcnow
 
 __all__ = ["CHANNELS", "SuppressionResult", "apply_suppressions", "import_suppression_list", "unsubscribe"]
@@ -107,7 +108,7 @@ def unsubscribe(
     """Unsubscribe an address (from everything, or from ``email`` / ``survey`` messages)."""
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
-    address = _email(email.strip()).lower()
+    address = parse_email(email.strip()).lower()
     moment = now or utcnow()
     result = SuppressionResult(0, 0)
 
@@ -116,7 +117,7 @@ def unsubscribe(
         written = _suppress(conn, address, channel, reason, "manual", moment)
         result = SuppressionResult(int(written), apply_suppressions(conn, moment, {address}))
 
-    _write(engine, address, work)
+    write_all_or_nothing(engine, address, work)
     return result
 
 
@@ -125,14 +126,14 @@ def import_suppression_list(
 ) -> SuppressionResult:
     """Import a suppression list (columns ``email``; optional ``channel`` all|email|survey and
     ``reason``), all or nothing: a bad row and nothing is written."""
-    csv_file = _read(path, "suppression list", ["email"])
+    csv_file = read_csv(path, "suppression list", ["email"])
     moment = now or utcnow()
     problems: list[RowProblem] = list(csv_file.problems)
     wanted: list[tuple[str, str, str | None]] = []
     for record in csv_file.records:
         cells: dict[str, Any] = record.cells
         try:
-            address = _email(cells.get("email", "")).lower()
+            address = parse_email(cells.get("email", "")).lower()
         except ValueError as exc:
             problems.append(
                 RowProblem(
@@ -161,7 +162,7 @@ def import_suppression_list(
             raise _DryRun
 
     with contextlib.suppress(_DryRun):
-        _write(engine, csv_file.name, work)
+        write_all_or_nothing(engine, csv_file.name, work)
     return result
 
 

@@ -1,0 +1,266 @@
+"""The one CSV reader every import shares: one set of rules for every file Retain reads.
+
+* UTF-8, with or without a byte-order mark; anything else is refused with the line of the first
+  bad byte. The delimiter is the comma, or ``;`` or a tab when the header uses those instead.
+* Header names are matched without regard to case, surrounding spaces or punctuation
+  (``External ID``, ``external_id`` and ``EXTERNAL-ID`` are one column). Blank lines are skipped.
+* Row numbers are physical lines of the file, the header being row 1 (a quoted value that spans
+  several lines belongs to the row it starts on).
+* Problems are collected, never raised one at a time: :func:`settle_problems` raises
+  :class:`models.DataImportError` with every bad row at once (or returns them to be skipped).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from models import ConfigError, DataImportError, RowProblem
+
+__all__ = [
+    "CsvFile",
+    "CsvRecord",
+    "column_key",
+    "flag_duplicates",
+    "parse_date",
+    "parse_email",
+    "quote_cell",
+    "read_csv",
+    "settle_problems",
+    "validate_rows",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# cell values: each parser takes the stripped, non-blank text of a cell and returns the value to
+# store, or raises ValueError with a message a person can act on
+
+
+def quote_cell(value: str) -> str:
+    """A cell's text for a message: quoted, and cut short when long."""
+    return repr(value if len(value) <= 60 else value[:57] + "...")
+
+
+def parse_date(value: str) -> date:
+    """``YYYY-MM-DD``, or the date as written of an ISO date-time; ``01/31/2027`` is ambiguous, so refused."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).date()  # the date as written, whatever the offset
+    except ValueError:
+        raise ValueError(f"{quote_cell(value)} is not a date: write YYYY-MM-DD, e.g. 2027-01-31") from None
+
+
+_EMAIL_ADDRESS = re.compile(
+    r"""(?P<local>[^@\s"(),:;<>\[\]\\]{1,64})@(?P<domain>(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_][\w-]{0,62})"""
+)
+
+
+def parse_email(value: str) -> str:
+    """An email address of a sane shape, in lower case."""
+    found = _EMAIL_ADDRESS.fullmatch(value)
+    if not found or len(value) > 254 or ".." in value or found["local"].startswith(".") or found["local"].endswith("."):
+        raise ValueError(f"{quote_cell(value)} is not an email address")
+    return value.lower()
+
+
+# --------------------------------------------------------------------------------------------
+# reading the file
+
+
+def column_key(header: str) -> str:
+    """``" External ID "`` -> ``external_id``: case, spaces and punctuation do not matter."""
+    return re.sub(r"\W+", "_", header.strip().casefold()).strip("_")
+
+
+@dataclass
+class CsvRecord:
+    line: int
+    cells: dict[str, str]  # column key -> stripped, non-blank text
+
+
+@dataclass
+class CsvFile:
+    name: str  # as the user named it, for messages
+    headers: dict[str, str]  # column key -> the header as written
+    records: list[CsvRecord]
+    problems: list[RowProblem] = field(default_factory=list)
+
+    def header(self, column: str | None) -> str | None:
+        return None if column is None else self.headers.get(column, column)
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            message = "the file is UTF-16 text; save it as UTF-8 ('CSV UTF-8' in Excel)"
+            raise DataImportError(name, [RowProblem(1, message)]) from exc
+        line = data.count(b"\n", 0, exc.start) + 1
+        message = (
+            f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} on this line); "
+            "save it as UTF-8 ('CSV UTF-8' in Excel)"
+        )
+        raise DataImportError(name, [RowProblem(line, message)]) from exc
+
+
+def _delimiter(header_line: str) -> str:
+    counts = {sep: header_line.count(sep) for sep in (",", ";", "\t")}
+    best = max(counts, key=lambda sep: counts[sep])
+    return best if counts[best] > counts[","] else ","
+
+
+def read_csv(path: str | Path, kind: str, required: Sequence[str]) -> CsvFile:
+    name = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {kind} file {name}: {exc.strerror or exc}") from exc
+    text = _decode(data, name)
+    if not text.strip():
+        raise DataImportError(name, [RowProblem(1, f"the file is empty; the header must name {', '.join(required)}")])
+
+    delimiter = _delimiter(next(line for line in text.splitlines() if line.strip()))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    problems: list[RowProblem] = []
+    rows: list[tuple[int, list[str]]] = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.append(RowProblem(start, f"the quotes on this row do not pair up ({exc})"))
+            if reader.line_num < start:  # the reader did not move on: nothing more can be read
+                break
+            continue
+        if any(cell.strip() for cell in cells):
+            rows.append((start, cells))
+    if not rows:
+        raise DataImportError(
+            name, [*problems, RowProblem(1, f"the file has no header; it must name {', '.join(required)}")]
+        )
+
+    header_line, header = rows[0]
+    headers: dict[str, str] = {}
+    positions: dict[str, int] = {}
+    unnamed: list[int] = []
+    header_problems: list[RowProblem] = []
+    for position, written in enumerate(header):
+        key = column_key(written)
+        if not key:
+            unnamed.append(position)
+        elif key in positions:
+            header_problems.append(
+                RowProblem(
+                    header_line,
+                    f"columns {positions[key] + 1} ({headers[key]!r}) and {position + 1} ({written.strip()!r}) "
+                    f"are the same column {key!r}",
+                )
+            )
+        else:
+            headers[key], positions[key] = written.strip(), position
+    missing = [column for column in required if column not in headers]
+    if missing:
+        found = ", ".join(repr(h) for h in headers.values()) or "none"
+        header_problems.append(
+            RowProblem(
+                header_line,
+                f"missing required column{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(repr(m) for m in missing)}; the header has {found}",
+            )
+        )
+    if header_problems:
+        raise DataImportError(name, [*problems, *header_problems])
+
+    records: list[CsvRecord] = []
+    unnamed_used: set[int] = set()
+    for line, cells in rows[1:]:
+        extra = [cell for cell in cells[len(header) :] if cell.strip()]
+        if extra:
+            problems.append(
+                RowProblem(
+                    line,
+                    f"the row has {len(cells)} values but the header has {len(header)} columns "
+                    f"(a value with a {delimiter!r} in it needs double quotes)",
+                )
+            )
+            continue
+        if any("\x00" in cell for cell in cells):
+            problems.append(RowProblem(line, "the row holds a NUL character; is this really a text file?"))
+            continue
+        unnamed_used.update(p for p in unnamed if p < len(cells) and cells[p].strip())
+        values = {key: cells[p].strip() for key, p in positions.items() if p < len(cells) and cells[p].strip()}
+        records.append(CsvRecord(line, values))
+    problems.extend(
+        RowProblem(header_line, f"column {p + 1} has values but no name in the header; name it or delete it")
+        for p in sorted(unnamed_used)
+    )
+    return CsvFile(name, headers, records, problems)
+
+
+# --------------------------------------------------------------------------------------------
+# validating rows
+
+_Row = TypeVar("_Row", bound=BaseModel)
+
+
+def validate_rows(csv_file: CsvFile, model: type[_Row]) -> list[tuple[CsvRecord, _Row]]:
+    """Every record that validates, with its row; the others become problems of ``csv_file``."""
+    fields = model.model_fields
+    good: list[tuple[CsvRecord, _Row]] = []
+    for record in csv_file.records:
+        given = {column: value for column, value in record.cells.items() if column in fields}
+        try:
+            good.append((record, model.model_validate(given)))
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                column = str(error["loc"][0]) if error["loc"] else None
+                if error["type"] == "missing":
+                    message = "a value is required"
+                elif error["type"] == "value_error":
+                    message = str(error["ctx"]["error"])
+                else:
+                    message = error["msg"]
+                csv_file.problems.append(RowProblem(record.line, message, csv_file.header(column)))
+    return good
+
+
+def flag_duplicates(
+    csv_file: CsvFile, key: Callable[[CsvRecord], Hashable | None], column: str, describe: Callable[[Any], str]
+) -> None:
+    """A key seen again is a problem on the later row, naming the row that has it first."""
+    first: dict[Hashable, int] = {}
+    for record in csv_file.records:
+        value = key(record)
+        if value is None:
+            continue
+        if value in first:
+            message = f"duplicate: {describe(value)} is already on row {first[value]}"
+            csv_file.problems.append(RowProblem(record.line, message, csv_file.header(column)))
+        else:
+            first[value] = record.line
+
+
+def settle_problems(csv_file: CsvFile, skip_invalid: bool) -> tuple[RowProblem, ...]:
+    """Raise with every problem unless bad rows are to be skipped; return them in file order."""
+    order = {header: position for position, header in enumerate(csv_file.headers.values())}
+    problems = tuple(sorted(csv_file.problems, key=lambda p: (p.row, order.get(p.column or "", -1))))
+    if problems and not skip_invalid:
+        raise DataImportError(csv_file.name, list(problems))
+    return problems
