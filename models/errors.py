@@ -19,6 +19,7 @@ exits 1, without a traceback. Third-party errors are translated where they enter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 __all__ = [
     "ConfigError",
@@ -81,8 +82,28 @@ class RowProblem:
         return f"{where}: {self.message}"
 
 
+_E = TypeVar("_E", bound="RetainError")
+
+
+def _restore(cls: type[_E], args: tuple[Any, ...], state: dict[str, Any]) -> _E:
+    """Rebuild a pickled error without calling its ``__init__`` (whose parameters differ from
+    ``args``, the message): the message goes back into ``args``, the attributes into ``__dict__``."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class RetainError(Exception):
-    """Root of every error Retain reports to a person."""
+    """Root of every error Retain reports to a person.
+
+    Errors survive a pickle round trip with their message and attributes (``problems``,
+    ``status_code``, ``retry_after``...): Prefect moves exceptions between processes, and the
+    default pickling calls ``__init__`` again with the message alone, which most subclasses refuse.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigError(RetainError):
