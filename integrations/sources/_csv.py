@@ -39,7 +39,7 @@ __all__ = [
     "validate_rows",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)  # rows read and refused, for the run's log
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +211,7 @@ def read_csv(path: str | Path, kind: str, required: Sequence[str]) -> CsvFile:
         RowProblem(header_line, f"column {p + 1} has values but no name in the header; name it or delete it")
         for p in sorted(unnamed_used)
     )
+    logger.info("%s: %d rows read, %d columns (delimiter %r)", name, len(records), len(headers), delimiter)
     return CsvFile(name, headers, records, problems)
 
 
@@ -261,6 +262,10 @@ def settle_problems(csv_file: CsvFile, skip_invalid: bool) -> tuple[RowProblem, 
     """Raise with every problem unless bad rows are to be skipped; return them in file order."""
     order = {header: position for position, header in enumerate(csv_file.headers.values())}
     problems = tuple(sorted(csv_file.problems, key=lambda p: (p.row, order.get(p.column or "", -1))))
+    bad_rows = len({p.row for p in problems})
     if problems and not skip_invalid:
+        logger.warning("%s: %d rows refused, so nothing is written", csv_file.name, bad_rows)
         raise DataImportError(csv_file.name, list(problems))
+    if problems:
+        logger.warning("%s: %d rows refused and skipped", csv_file.name, bad_rows)
     return problems

@@ -106,7 +106,7 @@ __all__ = [
     "import_contacts",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)  # what each import did, for the run's log
 
 _ACCOUNT: Table = table_of(Account)
 _CONTACT: Table = table_of(Contact)
@@ -322,6 +322,21 @@ ACCOUNT_COLUMNS: tuple[str, ...] = tuple(_AccountRow.model_fields)
 CONTACT_COLUMNS: tuple[str, ...] = tuple(_ContactRow.model_fields)
 
 
+def _logged(result: ImportResult) -> ImportResult:
+    """Say in the log what an import did (an import run by a flow shows it in the run's log)."""
+    logger.info(
+        "%s: %s %d inserted, %d updated, %d unchanged, %d rows skipped%s",
+        result.file,
+        result.kind,
+        result.inserted,
+        result.updated,
+        result.unchanged,
+        result.skipped,
+        " (dry run: nothing written)" if result.dry_run else "",
+    )
+    return result
+
+
 # --------------------------------------------------------------------------------------------
 # accounts
 
@@ -415,15 +430,17 @@ def import_accounts(
             conn.execute(insert(_TIMELINE), events)
 
     write_all_or_nothing(engine, csv_file.name, write)
-    return ImportResult(
-        file=csv_file.name,
-        kind="accounts",
-        inserted=len(inserts),
-        updated=len(updates),
-        unchanged=unchanged,
-        problems=problems,
-        custom_columns=custom_columns,
-        dry_run=dry_run,
+    return _logged(
+        ImportResult(
+            file=csv_file.name,
+            kind="accounts",
+            inserted=len(inserts),
+            updated=len(updates),
+            unchanged=unchanged,
+            problems=problems,
+            custom_columns=custom_columns,
+            dry_run=dry_run,
+        )
     )
 
 
@@ -549,14 +566,16 @@ def import_contacts(
             f"{kept_unsubscribed} contact{' stays' if kept_unsubscribed == 1 else 's stay'} unsubscribed although the "
             "file says otherwise: an import never re-subscribes anyone",
         )
-    return ImportResult(
-        file=csv_file.name,
-        kind="contacts",
-        inserted=len(inserts),
-        updated=len(updates),
-        unchanged=unchanged,
-        problems=problems,
-        ignored_columns=ignored,
-        notes=notes,
-        dry_run=dry_run,
+    return _logged(
+        ImportResult(
+            file=csv_file.name,
+            kind="contacts",
+            inserted=len(inserts),
+            updated=len(updates),
+            unchanged=unchanged,
+            problems=problems,
+            ignored_columns=ignored,
+            notes=notes,
+            dry_run=dry_run,
+        )
     )

@@ -9,6 +9,7 @@ nothing. The contact policy reads the contacts' flags before every delivery.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,8 @@ from integrations.sources._csv import parse_email, read_csv
 from models import Contact, DataImportError, RowProblem, Suppression, TimelineEvent, table_of, utcnow
 
 __all__ = ["CHANNELS", "SuppressionResult", "apply_suppressions", "import_suppression_list", "unsubscribe"]
+
+logger = logging.getLogger(__name__)  # what each unsubscribe and list import did, for the run's log
 
 #: what an unsubscribe can name: everything, or one kind of message
 CHANNELS = ("all", "email", "survey")
@@ -118,6 +121,7 @@ def unsubscribe(
         result = SuppressionResult(int(written), apply_suppressions(conn, moment, {address}))
 
     write_all_or_nothing(engine, address, work)
+    logger.info("unsubscribed %s from %s: %d contacts changed", address, channel, result.contacts)
     return result
 
 
@@ -151,6 +155,7 @@ def import_suppression_list(
             continue
         wanted.append((address, channel, cells.get("reason")))
     if problems:
+        logger.warning("%s: %d rows refused, so nothing is written", csv_file.name, len({p.row for p in problems}))
         raise DataImportError(csv_file.name, sorted(problems, key=lambda p: p.row))
     result = SuppressionResult(0, 0)
 
@@ -163,6 +168,13 @@ def import_suppression_list(
 
     with contextlib.suppress(_DryRun):
         write_all_or_nothing(engine, csv_file.name, work)
+    logger.info(
+        "%s: %d addresses suppressed, %d contacts unsubscribed%s",
+        csv_file.name,
+        result.addresses,
+        result.contacts,
+        " (dry run: nothing written)" if dry_run else "",
+    )
     return result
 
 
