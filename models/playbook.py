@@ -14,7 +14,7 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import time, timedelta
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from croniter import croniter
 from pydantic import (
@@ -34,7 +34,9 @@ from ._duration import DURATION_PATTERN, format_duration, parse_duration
 __all__ = [
     "LIFECYCLES",
     "STEP_KINDS",
+    "STEP_MODELS",
     "UPDATABLE_ACCOUNT_FIELDS",
+    "WAITING_KINDS",
     "BranchStep",
     "EmailStep",
     "Entry",
@@ -290,8 +292,18 @@ class PolicySpec(_Strict):
 
 
 class _StepBase(_Strict):
+    """What every step has. A step kind is its model here (a member of :data:`Step`) plus its
+    handler in ``flows.engine.steps``; the lists of kinds are derived from the union."""
+
+    #: the enrollment stops here until a due time (a loop must pass through such a step)
+    waits: ClassVar[bool] = False
+
     id: Identifier
     description: str | None = None
+
+    def summary(self) -> str:
+        """One line that says what the step does (the outline and the Mermaid chart show it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say what it does")
 
 
 class EmailStep(_StepBase):
@@ -304,6 +316,9 @@ class EmailStep(_StepBase):
     to: Literal["contacts", "csm"] = "contacts"
     contacts: ContactsExpr | None = None  # this step's recipients; default: the playbook's entry.contacts
     cc_csm: StrictBool = False
+
+    def summary(self) -> str:
+        return f"email {self.to}: {self.subject!r}"
 
     @model_validator(mode="after")
     def _one_body(self) -> EmailStep:
@@ -319,6 +334,9 @@ class SlackStep(_StepBase):
     channel: Template | None = None
     text: Template
 
+    def summary(self) -> str:
+        return f"slack {self.channel or 'to the CSM'}: {self.text!r}"
+
 
 class WebhookStep(_StepBase):
     """Calls any HTTP endpoint with a signed JSON body."""
@@ -328,6 +346,9 @@ class WebhookStep(_StepBase):
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     payload: TemplateJson | None = Field(default=None, alias="json")
     headers: dict[str, Template] | None = None
+
+    def summary(self) -> str:
+        return f"webhook {self.method} {self.url}"
 
 
 class TaskStep(_StepBase):
@@ -341,6 +362,9 @@ class TaskStep(_StepBase):
     assignee: Template | None = None  # default: the account's CSM
     crm: StrictBool = False
 
+    def summary(self) -> str:
+        return f"task for the CSM ({self.priority}, due in {format_duration(self.due_in)}): {self.title!r}"
+
 
 class SurveyStep(_StepBase):
     """Sends an NPS, CSAT or CES survey to each selected contact."""
@@ -351,14 +375,22 @@ class SurveyStep(_StepBase):
     subject: Template | None = None
     question: Template | None = None
 
+    def summary(self) -> str:
+        return f"{self.survey.upper()} survey"
+
 
 class WaitStep(_StepBase):
     """Waits for a duration or until a date; durable (a due time on the enrollment)."""
 
     kind: Literal["wait"]
+    waits: ClassVar[bool] = True
     for_: Duration | None = Field(default=None, alias="for")
     until: DateExpr | None = None
     at: ClockTime | None = None  # local time of day (contact's, then account's, then the playbook's zone)
+
+    def summary(self) -> str:
+        what = f"for {format_duration(self.for_)}" if self.for_ else f"until {self.until}"
+        return f"wait {what}" + (f" at {self.at}" if self.at else "")
 
     @model_validator(mode="after")
     def _one_of(self) -> WaitStep:
@@ -371,10 +403,15 @@ class WaitForStep(_StepBase):
     """Waits until a condition holds, at most ``timeout``; then goes on (or to ``on_timeout``)."""
 
     kind: Literal["wait_for"]
+    waits: ClassVar[bool] = True
     condition: Condition
     timeout: Duration
     on_timeout: Identifier | None = None
     check_every: Duration = timedelta(hours=1)
+
+    def summary(self) -> str:
+        then = f", then {self.on_timeout}" if self.on_timeout else ""
+        return f"wait for {self.condition} (at most {format_duration(self.timeout)}{then})"
 
 
 class BranchStep(_StepBase):
@@ -384,6 +421,9 @@ class BranchStep(_StepBase):
     if_: Condition = Field(alias="if")
     then: Identifier | None = None
     else_: Identifier | None = Field(default=None, alias="else")
+
+    def summary(self) -> str:
+        return f"if {self.if_} then {self.then or 'next'} else {self.else_ or 'next'}"
 
     @model_validator(mode="after")
     def _has_target(self) -> BranchStep:
@@ -397,6 +437,9 @@ class UpdateStep(_StepBase):
 
     kind: Literal["update"]
     set: dict[str, str | int | float | bool | None] = Field(min_length=1)
+
+    def summary(self) -> str:
+        return "update " + ", ".join(f"{k} = {v!r}" for k, v in self.set.items())
 
     @model_validator(mode="after")
     def _known_fields(self) -> UpdateStep:
@@ -419,12 +462,18 @@ class OutcomeStep(_StepBase):
     outcome: Identifier
     note: Template | None = None
 
+    def summary(self) -> str:
+        return f"record outcome {self.outcome}"
+
 
 class ExitStep(_StepBase):
     """Ends the enrollment (completed), optionally recording an outcome."""
 
     kind: Literal["exit"]
     outcome: Identifier | None = None
+
+    def summary(self) -> str:
+        return "exit" + (f" with outcome {self.outcome}" if self.outcome else "")
 
 
 Step = Annotated[
@@ -441,8 +490,18 @@ Step = Annotated[
     | ExitStep,
     Field(discriminator="kind"),
 ]
-STEP_KINDS = ("email", "slack", "webhook", "task", "survey", "wait", "wait_for", "branch", "update", "outcome", "exit")
-WAITING_KINDS = ("wait", "wait_for")
+
+
+def _by_kind() -> dict[str, type[_StepBase]]:
+    """The union's members by their ``kind`` tag, in the union's order: the one list of step kinds."""
+    union = get_args(Step)[0]
+    return {get_args(model.model_fields["kind"].annotation)[0]: model for model in get_args(union)}
+
+
+#: kind -> model, derived from :data:`Step` (add a kind there, nowhere else in this package)
+STEP_MODELS: dict[str, type[_StepBase]] = _by_kind()
+STEP_KINDS = tuple(STEP_MODELS)
+WAITING_KINDS = tuple(kind for kind, model in STEP_MODELS.items() if model.waits)
 
 
 class PlaybookSpec(_Strict):

@@ -9,42 +9,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from models import Problem
-from models.playbook import (
-    STEP_KINDS,
-    BranchStep,
-    EmailStep,
-    Entry,
-    ExitStep,
-    Goal,
-    OutcomeStep,
-    PlaybookSpec,
-    PolicySpec,
-    Schedule,
-    SlackStep,
-    SurveyStep,
-    TaskStep,
-    UpdateStep,
-    WaitForStep,
-    WaitStep,
-    WebhookStep,
-)
+from models.playbook import STEP_KINDS, STEP_MODELS, Entry, Goal, PlaybookSpec, PolicySpec, Schedule
 from playbooks._yaml import Document, Path
 
 __all__ = ["STEP_MODELS", "located_problems", "model_at", "step_label", "validate_document", "value_at"]
 
-STEP_MODELS: dict[str, type[BaseModel]] = {
-    "email": EmailStep,
-    "slack": SlackStep,
-    "webhook": WebhookStep,
-    "task": TaskStep,
-    "survey": SurveyStep,
-    "wait": WaitStep,
-    "wait_for": WaitForStep,
-    "branch": BranchStep,
-    "update": UpdateStep,
-    "outcome": OutcomeStep,
-    "exit": ExitStep,
-}
 _SECTIONS: dict[str, type[BaseModel]] = {"schedule": Schedule, "entry": Entry, "goal": Goal, "policy": PolicySpec}
 
 

@@ -38,8 +38,8 @@ from sqlalchemy import bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-from flows.engine.core import RevisionCache
 from flows.engine.outbox import DeliveryPolicy, deliver
+from flows.engine.revisions import RevisionCache
 from flows.engine.tick import TickReport, delivery_policy, tick
 from integrations.channels.base import Channel, Delivery, Receipt
 from integrations.channels.registry import CHANNEL_NAMES, build_channel, build_channels

@@ -152,7 +152,7 @@ async def _deliver(
     engine: Engine, channels: dict[str, Channel], *, as_of: datetime, scope: dict[str, Any], policy: DeliveryPolicy
 ) -> Counter[str]:
     counts: Counter[str] = Counter()
-    recover_interrupted(engine, channels)
+    counts.update(recover_interrupted(engine, channels))  # "resent" / "unknown": a dead run's sends
     limits = {name: _Limits.of(channel, policy) for name, channel in channels.items()}
     seen: set[int] = set()
     try:

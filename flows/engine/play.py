@@ -16,8 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from flows.engine.core import RevisionCache, advance, sync_revision, today_in
+from flows.engine.advance import advance
 from flows.engine.outbox import DeliveryPolicy, deliver
+from flows.engine.revisions import RevisionCache, sync_revision, today_in
 from flows.engine.tick import _bind, _default_delivery
 from integrations.channels.base import Channel
 from models import Account, Enrollment, EnrollmentStatus, NotFoundError, RetainError, TimelineEvent, session, utcnow

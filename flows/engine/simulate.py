@@ -26,10 +26,12 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
-from flows.engine.core import RevisionCache
 from flows.engine.outbox import DeliveryPolicy, deliver
+from flows.engine.revisions import RevisionCache
+from flows.engine.steps import HANDLERS
 from flows.engine.tick import tick
 from integrations.channels.base import Delivery, Receipt
+from integrations.channels.registry import CHANNEL_NAMES
 from models import Account, Enrollment, TimelineEvent, Touch
 from playbooks import CompiledPlaybook
 
@@ -122,7 +124,7 @@ def simulate(engine: Engine, pb: CompiledPlaybook, start: datetime, days: int, d
     drained every hour as its deployment does, and report what happened."""
     result = Simulation(pb.id, pb.revision, start.isoformat(), days)
     delivery = replace(delivery, resolve_secrets=False)  # nothing leaves: no secret is needed
-    channels = {name: _Recorder(name) for name in ("email", "slack", "webhook", "crm", "file")}
+    channels = {name: _Recorder(name) for name in CHANNEL_NAMES}
     ticks = _tick_times(pb, start, start + timedelta(days=days))
     drains = {start + timedelta(hours=h) for h in range(days * 24 + 1)}
     with _scratch(engine) as scratch:
@@ -216,6 +218,7 @@ def _collect(bind: Any, pb: CompiledPlaybook, result: Simulation, first_touch: i
         for (outcome,) in conn.execute(select(e.outcome).where(e.id.in_(new_enrollments), e.outcome.is_not(None))):
             result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
         # deferrals that were later delivered are still worth showing: they changed the timing
+        channel_of = {step.id: next(iter(HANDLERS[step.kind].channels), None) for step in pb.spec.steps}
         for at, summary, step_id, external_id in conn.execute(
             select(tl.at, tl.summary, tl.step_id, a.external_id)
             .join(a, a.id == tl.account_id)
@@ -226,7 +229,7 @@ def _collect(bind: Any, pb: CompiledPlaybook, result: Simulation, first_touch: i
                 {
                     "account": external_id,
                     "step": step_id,
-                    "channel": "email",
+                    "channel": channel_of.get(step_id),
                     "state": "deferred",
                     "why": f"{at:%Y-%m-%d}: {summary}",
                 }

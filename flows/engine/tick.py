@@ -17,9 +17,12 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from flows.engine.core import AdvanceResult, RevisionCache, advance, enroll, settle, sync_revision
+from flows.engine.advance import AdvanceResult, advance
+from flows.engine.enroll import enroll
 from flows.engine.outbox import DeliveryPolicy, deliver
 from flows.engine.policy import ContactPolicy, effective_policy
+from flows.engine.revisions import RevisionCache, sync_revision
+from flows.engine.settle import settle
 from integrations.channels.base import Channel
 from models import session, utcnow
 from models.playbook import PolicySpec

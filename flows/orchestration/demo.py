@@ -22,8 +22,8 @@ from flows.demo.world import (
     simulate_day,
     webhook_receiver,
 )
-from flows.engine.core import RevisionCache
 from flows.engine.outbox import DeliveryPolicy
+from flows.engine.revisions import RevisionCache
 from models import (
     Settings,
 )

@@ -14,8 +14,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 
-from flows.engine.core import AdvanceResult, RevisionCache, advance, enroll, settle, sync_revision
+from flows.engine.advance import AdvanceResult, advance
+from flows.engine.enroll import enroll
 from flows.engine.outbox import deliver
+from flows.engine.revisions import RevisionCache, sync_revision
+from flows.engine.settle import settle
 from flows.engine.tick import (
     TickReport,
     _bind,

@@ -25,7 +25,7 @@ from flows.analytics.attribution import (
     revenue_events,
     wilson_interval,
 )
-from flows.engine.core import sync_revision
+from flows.engine.revisions import sync_revision
 from models import Account, Enrollment, Outcome, RevenueEntry, TimelineEvent, session
 from playbooks import compile_source
 

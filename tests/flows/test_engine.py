@@ -14,8 +14,11 @@ import pytest
 from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine
 
-from flows.engine.core import MAX_ERRORS, RevisionCache, enroll, holdout_salt, settle
+from flows.engine.advance import MAX_ERRORS
+from flows.engine.enroll import enroll
 from flows.engine.outbox import deliver
+from flows.engine.revisions import RevisionCache, holdout_salt
+from flows.engine.settle import settle
 from flows.engine.tick import tick
 from integrations.channels.base import Delivery, Receipt
 from models import (

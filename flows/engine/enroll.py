@@ -1,0 +1,94 @@
+"""Enroll: every newly eligible account in ONE ``INSERT … SELECT`` (the audience compiled to SQL, the
+re-entry rule, holdout by a stable hash), each new enrollment recorded in the timeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import exists, false, insert, literal, or_, select, true, update
+from sqlmodel import Session, col
+
+from flows.engine._sql import insert_ignore
+from flows.engine.revisions import holdout_salt, today_in
+from models import Account, Enrollment, EnrollmentStatus, TimelineEvent
+from models.playbook import reentry_after
+from models.tables import HOLDOUT_BUCKETS
+from playbooks import AUDIENCE, CompiledPlaybook, to_sql
+
+__all__ = ["enroll"]
+
+
+def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "schedule") -> tuple[int, int]:
+    """Enroll every account that matches the audience and may (re-)enter. Returns (enrolled, holdout)."""
+    enr, acct = Enrollment.__table__, Account.__table__  # type: ignore[attr-defined]
+    today = today_in(pb, as_of)
+    audience = to_sql(pb.expression("audience"), AUDIENCE, now=as_of, today=today)
+    previous = select(enr.c.id).where(enr.c.playbook == pb.id, enr.c.account_id == acct.c.id)
+    rule = reentry_after(pb.spec.entry.reentry)
+    if rule is None:  # never: one enrollment per account, ever
+        blocked = exists(previous)
+    else:  # after <duration>: counted from the start of the previous enrollment; never while one is active
+        blocked = exists(previous.where(or_(enr.c.status == EnrollmentStatus.ACTIVE, enr.c.started_at > as_of - rule)))
+    threshold = round(pb.spec.entry.holdout * HOLDOUT_BUCKETS)
+    in_holdout = ((acct.c.holdout_bucket + holdout_salt(pb.id)) % HOLDOUT_BUCKETS) < threshold if threshold else false()
+    first_step = pb.spec.steps[0].id
+    chosen = select(
+        literal(pb.id),
+        literal(pb.revision),
+        acct.c.id,
+        literal(EnrollmentStatus.ACTIVE.value),
+        in_holdout,
+        literal(first_step),
+        literal(as_of, type_=enr.c.next_due_at.type),
+        literal(as_of, type_=enr.c.started_at.type),
+        literal(source),
+        literal({}, type_=enr.c.state.type),
+    ).where(audience, ~blocked)
+    columns = [
+        "playbook",
+        "revision",
+        "account_id",
+        "status",
+        "holdout",
+        "step_id",
+        "next_due_at",
+        "started_at",
+        "source",
+        "state",
+    ]
+    stmt = insert_ignore(s, enr).from_select(columns, chosen)
+    s.exec(stmt)  # type: ignore[call-overload]
+    # holdout enrollments never run steps; the timeline records every new enrollment
+    s.exec(
+        update(enr)
+        .where(enr.c.playbook == pb.id, enr.c.started_at == as_of, enr.c.holdout == true(), enr.c.step_id.is_not(None))
+        .values(step_id=None, next_due_at=None)
+    )
+    new = s.exec(  # type: ignore[call-overload]
+        select(enr.c.id, enr.c.account_id, enr.c.holdout).where(
+            enr.c.playbook == pb.id,
+            enr.c.started_at == as_of,
+            enr.c.source == source,
+            ~exists(
+                select(col(TimelineEvent.id)).where(
+                    col(TimelineEvent.enrollment_id) == enr.c.id, col(TimelineEvent.kind) == "enrolled"
+                )
+            ),
+        )
+    ).all()
+    values = [
+        {
+            "account_id": a,
+            "enrollment_id": e,
+            "playbook": pb.id,
+            "at": as_of,
+            "kind": "enrolled",
+            "summary": f"enrolled in {pb.spec.name}" + (" (holdout: never contacted)" if h else ""),
+            "detail": {"revision": pb.revision, "holdout": bool(h), "source": source},
+        }
+        for e, a, h in new
+    ]
+    if values:
+        s.connection().execute(insert(TimelineEvent.__table__), values)  # type: ignore[attr-defined]
+    holdouts = sum(1 for _, _, h in new if h)
+    return len(new), holdouts

@@ -1,0 +1,37 @@
+"""``email``: one email per selected contact (or to the CSM)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flows.engine.render import markdown_to_html, render_value
+from flows.engine.steps._base import Handler, then_next
+from flows.engine.steps._message import CHANNEL, addressed_to, chosen_contacts, send
+from models import Contact
+from models.playbook import EmailStep
+
+if TYPE_CHECKING:
+    from flows.engine.wake import Wake
+
+__all__ = ["HANDLER"]
+
+
+def _email(wake: Wake, step: EmailStep, visit: int) -> None:
+    targets: list[Contact | None] = [None] if step.to == "csm" else chosen_contacts(wake, step)
+    for contact in targets:
+        variables = wake.variables(step.id, contact, extra={})
+        body_source = wake.pb.templates[step.template] if step.template else step.body
+        text = render_value(body_source, variables)
+        payload: dict[str, Any] = {
+            "kind": "email",
+            "to": addressed_to(wake, contact),
+            "subject": render_value(step.subject, variables),
+            "text": text,
+            "html": markdown_to_html(text),
+        }
+        if step.cc_csm and wake.account.csm_email:
+            payload["cc"] = wake.account.csm_email
+        send(wake, step.id, visit, payload, contact)
+
+
+HANDLER = Handler(EmailStep, then_next(_email), channels=(CHANNEL,))

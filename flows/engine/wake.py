@@ -1,0 +1,254 @@
+"""One enrollment's wake-up: goal and exit first, then its steps until a wait or the end.
+
+Each step kind is run by its handler in :mod:`flows.engine.steps`; this module holds what every
+handler shares (the enrollment's state, the timeline, touches written to the outbox, moving on).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert
+from sqlmodel import Session
+
+from flows.engine._sql import insert_ignore
+from flows.engine.render import template_variables
+from flows.engine.revisions import today_in
+from flows.engine.steps import HANDLERS
+from models import (
+    Account,
+    Contact,
+    CsmTask,
+    Enrollment,
+    EnrollmentStatus,
+    Outcome,
+    RetainError,
+    TimelineEvent,
+    Touch,
+    TouchStatus,
+)
+from models.playbook import Step
+from playbooks import CompiledPlaybook, env_for, evaluate
+
+if TYPE_CHECKING:
+    from flows.engine.advance import AdvanceResult
+
+__all__ = ["MAX_STEPS_PER_WAKE", "Wake", "Writes"]
+
+MAX_STEPS_PER_WAKE = 200  # a guard: validation already refuses loops without a wait
+
+
+class Writes:
+    """A batch's inserts through Core statements compiled once (the ORM's per-row overhead was most
+    of a wake-up's cost); timeline rows go in one executemany at the end of the batch."""
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+        self.touch = insert_ignore(s, Touch.__table__)  # type: ignore[attr-defined]
+        self.task = insert(CsmTask.__table__)  # type: ignore[attr-defined]
+        self.timeline: list[dict[str, Any]] = []
+
+    def flush_timeline(self) -> None:
+        if self.timeline:
+            self.s.connection().execute(insert(TimelineEvent.__table__), self.timeline)  # type: ignore[attr-defined]
+            self.timeline = []
+
+
+class Wake:
+    """One enrollment's wake-up, and what step handlers may do to it."""
+
+    def __init__(
+        self,
+        s: Session,
+        pb: CompiledPlaybook,
+        enrollment: Enrollment,
+        account: Account,
+        contacts: list[Contact],
+        as_of: datetime,
+        result: AdvanceResult,
+        writes: Writes | None = None,
+    ) -> None:
+        self.s, self.pb, self.enrollment, self.account, self.contacts = s, pb, enrollment, account, contacts
+        self.as_of, self.result = as_of, result
+        self.writes = writes or Writes(s)
+        self.timeline: list[dict[str, Any]] = []  # this wake-up's timeline rows (written with the batch)
+        self.today = today_in(pb, as_of)
+        self.state: dict[str, Any] = dict(enrollment.state or {})
+
+    # -- reading --
+    def env(self, contact: Contact | None = None) -> Any:
+        """The expression environment for this enrollment (and one of its contacts)."""
+        return env_for(
+            self.s, self.account, now=self.as_of, today=self.today, contact=contact, enrollment=self.enrollment
+        )
+
+    def holds(self, expr: Any, contact: Contact | None = None) -> bool:
+        return evaluate(expr, self.env(contact)) is True
+
+    def variables(
+        self, step_id: str, contact: Contact | None = None, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The template variables of a step's message."""
+        return template_variables(
+            self.pb,
+            self.account,
+            now=self.as_of,
+            enrollment=self.enrollment,
+            contact=contact,
+            step_id=step_id,
+            extra=extra,
+        )
+
+    def zone(self) -> str:
+        """The time zone of "local" times: the account's, else the playbook's schedule's, else UTC."""
+        return self.account.timezone or (self.pb.spec.schedule.timezone if self.pb.spec.schedule else "UTC")
+
+    def next_of(self, step_id: str) -> str | None:
+        """The id of the step written after ``step_id`` (None: it was the last)."""
+        i = self.pb.step_index(step_id)
+        return self.pb.spec.steps[i + 1].id if i + 1 < len(self.pb.spec.steps) else None
+
+    # -- writing --
+    def record(self, kind: str, summary: str, step_id: str | None = None, **detail: Any) -> None:
+        """A timeline row for this enrollment."""
+        self.timeline.append(
+            {
+                "account_id": self.account.id,
+                "enrollment_id": self.enrollment.id,
+                "playbook": self.pb.id,
+                "step_id": step_id,
+                "at": self.as_of,
+                "kind": kind,
+                "summary": summary,
+                "detail": detail,
+            }
+        )
+
+    def save(self) -> None:
+        self.enrollment.state = self.state
+        self.s.add(self.enrollment)
+
+    def goto(self, step_id: str | None) -> None:
+        """Run ``step_id`` next, in this wake-up (None: the steps are done)."""
+        self.enrollment.step_id = step_id
+        self.enrollment.next_due_at = self.as_of
+
+    def sleep(self, until: datetime, why: str, step_id: str) -> None:
+        """Wake up again at ``until``: a due time on the enrollment, never a sleeping process."""
+        self.enrollment.next_due_at = until
+        self.record("wait", f"waiting until {until:%Y-%m-%d %H:%M} UTC: {why}", step_id, until=until.isoformat())
+        self.save()
+
+    def end(self, status: str, outcome: str | None, reason: str, *, record_outcome: bool = False) -> None:
+        e = self.enrollment
+        e.status, e.outcome, e.ended_at = status, outcome, self.as_of
+        e.next_due_at, e.step_id = None, None
+        if record_outcome and outcome:
+            self.s.add(
+                Outcome.model_validate(
+                    {
+                        "account_id": self.account.id,
+                        "enrollment_id": e.id,
+                        "playbook": self.pb.id,
+                        "kind": outcome,
+                        "source": "goal" if reason.startswith("goal") else "step",
+                        "occurred_at": self.as_of,
+                    }
+                )
+            )
+        self.record(status, f"{status}: {reason}", outcome=outcome)
+        self.result.ended[outcome or status] += 1
+        self.save()
+
+    def visit(self, step_id: str) -> int:
+        """Count one more visit of ``step_id`` (a loop may come back): part of its touches' keys."""
+        visits = dict(self.state.get("visits", {}))
+        visits[step_id] = int(visits.get(step_id, 0)) + 1
+        self.state["visits"] = visits
+        return visits[step_id]
+
+    def touch_key(self, step_id: str, visit: int, contact: Contact | None) -> str:
+        """The touch's unique key: playbook, enrollment, step, visit and contact."""
+        return f"{self.pb.id}:{self.enrollment.id}:{step_id}:{visit}" + (f":{contact.id}" if contact else "")
+
+    def touch(
+        self,
+        step_id: str,
+        visit: int,
+        channel: str,
+        payload: dict[str, Any],
+        contact: Contact | None = None,
+        *,
+        suppressed: str | None = None,
+    ) -> None:
+        """A side effect written to the outbox (delivered later by ``flows.engine.outbox``)."""
+        key = self.touch_key(step_id, visit, contact)
+        values = {
+            "key": key,
+            "enrollment_id": self.enrollment.id,
+            "account_id": self.account.id,
+            "contact_id": contact.id if contact else None,
+            "playbook": self.pb.id,
+            "revision": self.pb.revision,
+            "step_id": step_id,
+            "channel": channel,
+            "priority": self.pb.spec.effective_priority,
+            "status": TouchStatus.SUPPRESSED if suppressed else TouchStatus.PENDING,
+            "reason": suppressed,
+            "payload": payload,
+            "created_at": self.as_of,
+        }
+        self.s.connection().execute(self.writes.touch, values)
+        self.result.touches[f"{channel}:{values['status']}"] += 1
+        who = contact.email if contact else payload.get("channel") or (payload.get("url") and "webhook") or channel
+        if suppressed:
+            self.record("suppressed", f"{step_id}: {channel} to {who} suppressed: {suppressed}", step_id, key=key)
+        else:
+            self.record("touch", f"{step_id}: {channel} to {who} queued", step_id, key=key)
+
+    # -- the loop --
+    def run(self) -> None:
+        """Steps until a wait or the end; the goal and ``exit_when`` are checked before each one."""
+        spec = self.pb.spec
+        for _ in range(MAX_STEPS_PER_WAKE):
+            if self.enrollment.status != EnrollmentStatus.ACTIVE:
+                return
+            if spec.goal is not None and self.holds(self.pb.expression("goal", "when")):
+                self.end(
+                    EnrollmentStatus.COMPLETED,
+                    spec.goal.outcome,
+                    f"goal reached: {spec.goal.when}",
+                    record_outcome=True,
+                )
+                return
+            if spec.exit_when is not None and self.holds(self.pb.expression("exit_when")):
+                self.end(EnrollmentStatus.EXITED, "exited", f"exit condition held: {spec.exit_when}")
+                return
+            if self.enrollment.step_id is None:
+                self._finish()
+                return
+            if not self._run_step(spec.step(self.enrollment.step_id)):
+                return  # waiting, or ended
+        raise RetainError(f"more than {MAX_STEPS_PER_WAKE} steps in one wake-up")
+
+    def _run_step(self, step: Step) -> bool:
+        """Run one step by its kind's handler; True to go on with the next, False when the
+        enrollment now waits or ended."""
+        self.result.steps[step.id] += 1
+        return HANDLERS[step.kind].run(self, step)
+
+    def _finish(self) -> None:
+        goal = self.pb.spec.goal
+        e = self.enrollment
+        if goal is not None and goal.within is not None and self.as_of < e.started_at + goal.within:
+            # the steps are done; the goal may still be reached within its window (settle watches)
+            if e.next_due_at is not None:
+                e.next_due_at = None
+                self.record(
+                    "steps_done",
+                    f"all steps done; watching the goal until {(e.started_at + goal.within):%Y-%m-%d}",
+                )
+                self.save()
+            return
+        self.end(EnrollmentStatus.COMPLETED, None, "all steps done")
