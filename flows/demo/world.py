@@ -57,6 +57,7 @@ from models import (
     Touch,
     TouchStatus,
     UsageMetric,
+    table_of,
     upgrade,
 )
 from models.tables import holdout_bucket
@@ -100,7 +101,7 @@ class DemoConfig:
 
 def account_count(engine: Engine) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(Account.__table__)).scalar_one())  # type: ignore[attr-defined]
+        return int(conn.execute(select(func.count()).select_from(table_of(Account))).scalar_one())
 
 
 def _all_tables() -> list[Any]:
@@ -562,7 +563,7 @@ def _insert_accounts(
     """Insert accounts and their contacts (bulk Core inserts); the profiles learn their ids."""
     if not batch:
         return []
-    acct, cont = Account.__table__, Contact.__table__  # type: ignore[attr-defined]
+    acct, cont = table_of(Account), table_of(Contact)
     with engine.begin() as conn:
         conn.execute(insert(acct), [row for row, _, _ in batch])
         ids: dict[str, int] = dict(
@@ -704,11 +705,11 @@ def seed(engine: Engine, cfg: DemoConfig) -> World:
             )
     with engine.begin() as conn:
         for i in range(0, len(usage), 20_000):
-            conn.execute(insert(UsageMetric.__table__), usage[i : i + 20_000])  # type: ignore[attr-defined]
+            conn.execute(insert(table_of(UsageMetric)), usage[i : i + 20_000])
         if revenue:
-            conn.execute(insert(RevenueEntry.__table__), revenue)  # type: ignore[attr-defined]
+            conn.execute(insert(table_of(RevenueEntry)), revenue)
         if tickets:
-            conn.execute(insert(SupportTicket.__table__), tickets)  # type: ignore[attr-defined]
+            conn.execute(insert(table_of(SupportTicket)), tickets)
         open_ids = conn.execute(select(SupportTicket.id).where(SupportTicket.status == "open")).scalars().all()  # type: ignore[call-overload]
     world.open_tickets = list(open_ids)
     world.seeded["usage rows"] = len(usage)
@@ -765,7 +766,7 @@ class _Events:
         self.counts[kind] += 1
 
     def flush(self, engine: Engine) -> None:
-        acct = Account.__table__  # type: ignore[attr-defined]
+        acct = table_of(Account)
         # one executemany per set of columns (the weekly health scores touch every account)
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for account_id, values in self.updates:
@@ -780,7 +781,7 @@ class _Events:
                 )
                 conn.execute(stmt, rows)
             if self.timeline:
-                conn.execute(insert(TimelineEvent.__table__), self.timeline)  # type: ignore[attr-defined]
+                conn.execute(insert(table_of(TimelineEvent)), self.timeline)
 
 
 def _world_day(engine: Engine, world: World, day_index: int, playbooks: dict[str, CompiledPlaybook]) -> Counter[str]:
@@ -815,7 +816,7 @@ def _world_day(engine: Engine, world: World, day_index: int, playbooks: dict[str
         period = date(day.year, day.month, 1)
         rows = _revenue_rows(world, period)
         if rows:
-            rev = RevenueEntry.__table__  # type: ignore[attr-defined]
+            rev = table_of(RevenueEntry)
             with engine.begin() as conn:
                 done = set(conn.execute(select(rev.c.account_id).where(rev.c.period == period)).scalars().all())
                 rows = [r for r in rows if r["account_id"] not in done]
@@ -938,9 +939,9 @@ def _world_day(engine: Engine, world: World, day_index: int, playbooks: dict[str
     world.open_tickets = still_open
     with engine.begin() as conn:
         if usage:
-            conn.execute(insert(UsageMetric.__table__), usage)  # type: ignore[attr-defined]
+            conn.execute(insert(table_of(UsageMetric)), usage)
         if solved:
-            t = SupportTicket.__table__  # type: ignore[attr-defined]
+            t = table_of(SupportTicket)
             conn.execute(
                 update(t).where(t.c.id == bindparam("tid")).values(status="solved", closed_at=bindparam("closed")),
                 [{"tid": i, "closed": ev.moment()} for i in solved],
@@ -975,7 +976,7 @@ def _ticket(engine: Engine, world: World, p: Profile, at: datetime) -> None:
     rng = world.rng
     with engine.begin() as conn:
         result = conn.execute(
-            insert(SupportTicket.__table__).values(  # type: ignore[attr-defined]
+            insert(table_of(SupportTicket)).values(
                 account_id=p.id,
                 external_id=f"T-{rng.randint(20000, 99999)}",
                 subject=rng.choice(_TICKETS),
@@ -1055,10 +1056,12 @@ def _replies_and_answers(engine: Engine, world: World, day_index: int, ev: _Even
     world.recent_touches = keep
     with engine.begin() as conn:
         if replies:
-            t = Touch.__table__  # type: ignore[attr-defined]
-            conn.execute(update(t).where(t.c.id == bindparam("tid")).values(replied_at=bindparam("replied")), replies)
+            touches = table_of(Touch)
+            conn.execute(
+                update(touches).where(touches.c.id == bindparam("tid")).values(replied_at=bindparam("replied")), replies
+            )
         if answers:
-            conn.execute(insert(SurveyResponse.__table__), answers)  # type: ignore[attr-defined]
+            conn.execute(insert(table_of(SurveyResponse)), answers)
 
 
 #: settings that would make ``build_channels`` reach real email, Slack or CRM services
@@ -1113,7 +1116,7 @@ def _remember_touches(
 ) -> None:
     """The customer emails and surveys delivered since the last look (also those the contact
     policy deferred from earlier days), as the customers will see them from tomorrow."""
-    t = Touch.__table__  # type: ignore[attr-defined]
+    t = table_of(Touch)
     day = world.cfg.start + timedelta(days=day_index)
     with engine.connect() as conn:
         rows = conn.execute(
@@ -1153,7 +1156,7 @@ def demo_delivery(settings: Settings, playbooks: dict[str, CompiledPlaybook]) ->
 
 
 def _due_touches(engine: Engine, moment: datetime) -> int:
-    t = Touch.__table__  # type: ignore[attr-defined]
+    t = table_of(Touch)
     with engine.connect() as conn:
         return int(
             conn.execute(
@@ -1311,8 +1314,8 @@ def run_demo(engine: Engine, settings: Settings, cfg: DemoConfig) -> DemoResult:
 def sample_timelines(engine: Engine, *, accounts: int = 3, lines: int = 12) -> list[tuple[str, list[str]]]:
     """A few stories worth reading (won back after a reply, renewed after a reply, onboarded,
     a detractor, a goodbye): per account, the lines of that playbook and what the customer did."""
-    tl, acct, enr = TimelineEvent.__table__, Account.__table__, Enrollment.__table__  # type: ignore[attr-defined]
-    touch = Touch.__table__  # type: ignore[attr-defined]
+    tl, acct, enr = table_of(TimelineEvent), table_of(Account), table_of(Enrollment)
+    touch = table_of(Touch)
     replied = exists(select(touch.c.id).where(touch.c.enrollment_id == enr.c.id, touch.c.replied_at.is_not(None)))
     wanted = (
         ("win_back", "won_back", True),

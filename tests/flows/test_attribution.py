@@ -26,7 +26,7 @@ from flows.analytics.attribution import (
     wilson_interval,
 )
 from flows.engine.revisions import sync_revision
-from models import Account, Enrollment, Outcome, RevenueEntry, TimelineEvent, session
+from models import Account, Enrollment, Outcome, RevenueEntry, TimelineEvent, session, table_of
 from playbooks import compile_source
 
 
@@ -268,7 +268,7 @@ def build_book(engine: Engine, per_group: int = 40) -> dict[str, dict[int, int]]
             {"external_id": f"a{i:03d}", "name": f"Account {i}", "segment": "smb" if i % 2 else "mid", "custom": {}}
             for i in range(2 * per_group)
         ]
-        conn.execute(insert(Account.__table__), accounts)  # type: ignore[attr-defined]
+        conn.execute(insert(table_of(Account)), accounts)
         ids = dict(conn.execute(select(Account.external_id, Account.id)).all())
         groups: dict[str, dict[int, int]] = {"contacted": {}, "holdout": {}}
         revenue, outcomes, timeline = [], [], []
@@ -309,9 +309,9 @@ def build_book(engine: Engine, per_group: int = 40) -> dict[str, dict[int, int]]
                              "step_id": step, "kind": "touch" if step == "hello" else "wait" if step == "pause" else "task",
                              "at": START, "summary": step, "detail": {}}
                         )  # fmt: skip
-        conn.execute(insert(RevenueEntry.__table__), revenue)  # type: ignore[attr-defined]
-        conn.execute(insert(Outcome.__table__), outcomes)  # type: ignore[attr-defined]
-        conn.execute(insert(TimelineEvent.__table__), timeline)  # type: ignore[attr-defined]
+        conn.execute(insert(table_of(RevenueEntry)), revenue)
+        conn.execute(insert(table_of(Outcome)), outcomes)
+        conn.execute(insert(table_of(TimelineEvent)), timeline)
     return groups
 
 
@@ -456,7 +456,7 @@ def _in_euros(engine: Engine, *, through: str | None = None) -> set[int]:
         conn = s.connection()
         ids = dict(conn.execute(select(Account.external_id, Account.id)).all())
         euros = {account_id for external, account_id in ids.items() if int(external[1:]) % 2}
-        table = RevenueEntry.__table__  # type: ignore[attr-defined]
+        table = table_of(RevenueEntry)
         conn.execute(table.update().where(table.c.account_id.in_(euros)).values(currency="EUR"))
         if through is not None:
             conn.execute(table.delete().where(table.c.account_id.in_(euros), table.c.period > m(through)))
@@ -493,7 +493,7 @@ def test_judging_one_currency_leaves_the_others_alone(sqlite_engine: Engine) -> 
     rows = _revenue_rows(sqlite_engine)
     assert [k for a, _, k, _ in rows if a not in euros].count("expanded") == 1
     with session(sqlite_engine) as s:  # a corrected USD import: the expansion was a mistake
-        table = RevenueEntry.__table__  # type: ignore[attr-defined]
+        table = table_of(RevenueEntry)
         s.connection().execute(
             table.update().where(table.c.currency == "USD", table.c.mrr_cents > 1_000_00).values(mrr_cents=1_000_00)
         )

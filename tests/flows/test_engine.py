@@ -31,17 +31,18 @@ from models import (
     TimelineEvent,
     Touch,
     session,
+    table_of,
 )
 from models.tables import HOLDOUT_BUCKETS, holdout_bucket
 from playbooks import CompiledPlaybook, compile_source
 
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 
-ACC = Account.__table__  # type: ignore[attr-defined]
-CON = Contact.__table__  # type: ignore[attr-defined]
-ENR = Enrollment.__table__  # type: ignore[attr-defined]
-TOUCH = Touch.__table__  # type: ignore[attr-defined]
-TL = TimelineEvent.__table__  # type: ignore[attr-defined]
+ACC = table_of(Account)
+CON = table_of(Contact)
+ENR = table_of(Enrollment)
+TOUCH = table_of(Touch)
+TL = table_of(TimelineEvent)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -347,7 +348,7 @@ def test_a_changed_playbook_does_not_move_enrollments_in_flight(engine: Engine) 
     assert sorted(set(early_steps)) == ["old_first", "old_second"]
     assert {t.revision for t in touches(engine, TOUCH.c.account_id.in_(early))} == {old.revision}
     assert {t.step_id for t in touches(engine, TOUCH.c.account_id.in_(late))} == {"new_first"}
-    assert count(engine, PlaybookRevision.__table__) == 2  # type: ignore[attr-defined]
+    assert count(engine, table_of(PlaybookRevision)) == 2
     # a revision that is neither current nor stored cannot be advanced: an error, not a guess
     with session(engine) as s, pytest.raises(Exception, match="not stored"):
         RevisionCache().get(s, "revised", "000000000000")
@@ -497,7 +498,7 @@ def test_branch_update_outcome_and_exit(engine: Engine) -> None:
     assert report.steps == {"size": 2, "big": 1, "big_outcome": 1, "big_exit": 1, "small": 1, "small_exit": 1}
     with engine.connect() as conn:
         accounts = {r.id: r for r in conn.execute(select(ACC))}
-        outcomes = list(conn.execute(select(Outcome.__table__).order_by(Outcome.id)))  # type: ignore[attr-defined]
+        outcomes = list(conn.execute(select(table_of(Outcome)).order_by(Outcome.id)))
     assert (accounts[big].segment, accounts[big].custom) == ("enterprise", {"keep": 1, "tier": "gold"})
     assert accounts[small].segment == "smb"
     assert [(o.account_id, o.kind, o.source) for o in outcomes] == [
@@ -550,7 +551,7 @@ def test_goal_reached_completes_with_an_outcome_and_exit_when_exits(engine: Engi
     assert (by[churned].status, by[churned].outcome) == ("exited", "exited")
     assert by[missed].status == "active"
     with engine.connect() as conn:
-        outcomes = list(conn.execute(select(Outcome.__table__)))  # type: ignore[attr-defined]
+        outcomes = list(conn.execute(select(table_of(Outcome))))
     assert [(o.account_id, o.kind, o.source, o.enrollment_id) for o in outcomes] == [
         (recovered, "recovered", "goal", by[recovered].id)
     ]
@@ -558,7 +559,7 @@ def test_goal_reached_completes_with_an_outcome_and_exit_when_exits(engine: Engi
     report = tick(engine, pb, T0 + timedelta(days=31))
     by = {e.account_id: e for e in enrollments(engine)}
     assert (by[missed].status, by[missed].outcome) == ("exited", "goal_missed")
-    assert count(engine, Outcome.__table__) == 1  # type: ignore[attr-defined]
+    assert count(engine, table_of(Outcome)) == 1
 
 
 def test_goal_checked_on_wake_up_before_any_step(sqlite_engine: Engine) -> None:
@@ -568,7 +569,7 @@ def test_goal_checked_on_wake_up_before_any_step(sqlite_engine: Engine) -> None:
     e = enrollments(sqlite_engine)[0]
     assert (e.account_id, e.status, e.outcome) == (account, "completed", "recovered")
     assert touches(sqlite_engine) == []
-    assert count(sqlite_engine, Outcome.__table__) == 1  # type: ignore[attr-defined]
+    assert count(sqlite_engine, table_of(Outcome)) == 1
 
 
 def test_holdouts_reach_the_goal_too(sqlite_engine: Engine) -> None:
@@ -747,7 +748,7 @@ def test_a_dry_run_keeps_nothing_and_sends_nothing(engine: Engine) -> None:
     report = tick(engine, simple(), T0, dry_run=True, channels={"email": email, "slack": Recorder("slack")})
     assert report.enrolled == 10 and report.touches_written  # the work was done ...
     assert email.sent == []
-    assert count(engine, PlaybookRevision.__table__) == 0  # type: ignore[attr-defined]
+    assert count(engine, table_of(PlaybookRevision)) == 0
     assert snapshot(engine) == before  # ... and none of it kept
 
 
