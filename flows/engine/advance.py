@@ -16,7 +16,7 @@ from sqlmodel import Session, col
 
 from flows.engine.revisions import RevisionCache
 from flows.engine.wake import Wake, Writes
-from models import Account, Contact, Enrollment, EnrollmentStatus, RetainError, TimelineEvent, session
+from models import Account, Contact, Enrollment, EnrollmentStatus, RetainError, TimelineEvent, session, table_of
 
 __all__ = ["MAX_ERRORS", "RETRY_AFTER_ERROR", "AdvanceResult", "advance", "claim_due"]
 
@@ -48,7 +48,7 @@ def claim_due(
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so workers never take the same row; the locks go with
     the transaction, so a worker that dies frees its claims at once. SQLite: the claim is the
     transaction's first write, which serialises writers."""
-    enr = Enrollment.__table__  # type: ignore[attr-defined]
+    enr = table_of(Enrollment)
     due = (
         select(enr.c.id)
         .where(

@@ -10,7 +10,7 @@ from sqlmodel import Session, col
 
 from flows.engine._sql import insert_ignore
 from flows.engine.revisions import holdout_salt, today_in
-from models import Account, Enrollment, EnrollmentStatus, TimelineEvent
+from models import Account, Enrollment, EnrollmentStatus, TimelineEvent, table_of
 from models.playbook import reentry_after
 from models.tables import HOLDOUT_BUCKETS
 from playbooks import AUDIENCE, CompiledPlaybook, to_sql
@@ -20,7 +20,7 @@ __all__ = ["enroll"]
 
 def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "schedule") -> tuple[int, int]:
     """Enroll every account that matches the audience and may (re-)enter. Returns (enrolled, holdout)."""
-    enr, acct = Enrollment.__table__, Account.__table__  # type: ignore[attr-defined]
+    enr, acct = table_of(Enrollment), table_of(Account)
     today = today_in(pb, as_of)
     audience = to_sql(pb.expression("audience"), AUDIENCE, now=as_of, today=today)
     previous = select(enr.c.id).where(enr.c.playbook == pb.id, enr.c.account_id == acct.c.id)
@@ -89,6 +89,6 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
         for e, a, h in new
     ]
     if values:
-        s.connection().execute(insert(TimelineEvent.__table__), values)  # type: ignore[attr-defined]
+        s.connection().execute(insert(table_of(TimelineEvent)), values)
     holdouts = sum(1 for _, _, h in new if h)
     return len(new), holdouts

@@ -12,7 +12,7 @@ from sqlalchemy import and_, insert, select, true, update
 from sqlmodel import Session
 
 from flows.engine.revisions import RevisionCache, today_in
-from models import Account, Enrollment, EnrollmentStatus, Outcome, TimelineEvent
+from models import Account, Enrollment, EnrollmentStatus, Outcome, TimelineEvent, table_of
 from models._duration import format_duration
 from playbooks import ENROLLMENT, to_sql
 
@@ -22,7 +22,7 @@ __all__ = ["settle"]
 def settle(s: Session, cache: RevisionCache, playbook: str, as_of: datetime) -> Counter[str]:
     """End every active enrollment of ``playbook`` whose goal or exit condition holds, or whose goal
     window has passed. One query per condition and revision in flight, not one per enrollment."""
-    enr, acct = Enrollment.__table__, Account.__table__  # type: ignore[attr-defined]
+    enr, acct = table_of(Enrollment), table_of(Account)
     counts: Counter[str] = Counter()
     revisions = s.exec(  # type: ignore[call-overload]
         select(enr.c.revision).where(enr.c.playbook == playbook, enr.c.status == EnrollmentStatus.ACTIVE).distinct()
@@ -73,7 +73,7 @@ def _end(
 ) -> int:
     if not ids:
         return 0
-    enr = Enrollment.__table__  # type: ignore[attr-defined]
+    enr = table_of(Enrollment)
     rows = s.exec(select(enr.c.id, enr.c.account_id, enr.c.playbook).where(enr.c.id.in_(ids))).all()  # type: ignore[call-overload]
     s.exec(
         update(enr)
@@ -82,7 +82,7 @@ def _end(
     )
     if goal and outcome:
         s.connection().execute(
-            insert(Outcome.__table__),  # type: ignore[attr-defined]
+            insert(table_of(Outcome)),
             [
                 {
                     "account_id": a,
@@ -115,4 +115,4 @@ def _timeline_many(
         for a, e, p in rows
     ]
     if values:
-        s.connection().execute(insert(TimelineEvent.__table__), values)  # type: ignore[attr-defined]
+        s.connection().execute(insert(table_of(TimelineEvent)), values)

@@ -27,6 +27,7 @@ from models import (
     TimelineEvent,
     Touch,
     TouchStatus,
+    table_of,
 )
 from models.playbook import Step
 from playbooks import CompiledPlaybook, env_for, evaluate
@@ -45,13 +46,13 @@ class Writes:
 
     def __init__(self, s: Session) -> None:
         self.s = s
-        self.touch = insert_ignore(s, Touch.__table__)  # type: ignore[attr-defined]
-        self.task = insert(CsmTask.__table__)  # type: ignore[attr-defined]
+        self.touch = insert_ignore(s, table_of(Touch))
+        self.task = insert(table_of(CsmTask))
         self.timeline: list[dict[str, Any]] = []
 
     def flush_timeline(self) -> None:
         if self.timeline:
-            self.s.connection().execute(insert(TimelineEvent.__table__), self.timeline)  # type: ignore[attr-defined]
+            self.s.connection().execute(insert(table_of(TimelineEvent)), self.timeline)
             self.timeline = []
 
 

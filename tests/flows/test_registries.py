@@ -19,14 +19,14 @@ from flows.engine.enroll import enroll
 from flows.engine.revisions import RevisionCache, sync_revision
 from flows.engine.steps import HANDLERS
 from integrations.channels.registry import CHANNEL_NAMES
-from models import Account, Contact, Touch, session
+from models import Account, Contact, Touch, session, table_of
 from models.playbook import STEP_KINDS, STEP_MODELS, WAITING_KINDS, Step, json_schema
 from playbooks import CompiledPlaybook, compile_source, step_summary
 from playbooks._loader import STEP_MODELS as LOADER_STEP_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
-ACC, CON, TOUCH = Account.__table__, Contact.__table__, Touch.__table__  # type: ignore[attr-defined]
+ACC, CON, TOUCH = table_of(Account), table_of(Contact), table_of(Touch)
 
 #: channels no step writes to: reports post their digest there (``retain report weekly --post file``)
 NOT_FOR_STEPS = {"file"}
