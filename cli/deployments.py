@@ -79,7 +79,7 @@ def serve(
         raise typer.Exit(1)
     deployments = runner_deployments(playbooks.values())
     configured = PREFECT_API_URL.value()
-    with prefect_environment(st.settings):
+    with prefect_environment(st.settings, start_temporary_server=False):
         if configured:
             console.print(f"serving {len(deployments)} playbooks against {configured}", markup=False)
             prefect_serve(*deployments, limit=limit)

@@ -480,5 +480,7 @@ def weekly(
         typer.echo(text, nl=fmt is DigestFormat.json)
     if post is not None:
         channel = build_channel(post.value, st.settings)
-        result = post_digest(digest, channel, ledger=st.settings.outbox_dir / "digests.jsonl", to=to)
+        result = post_digest(
+            digest, channel, engine=st.engine(), ledger=st.settings.outbox_dir / "digests.jsonl", to=to
+        )
         _print(f"digest {result.key}: {result.status}", err=True)

@@ -23,14 +23,28 @@ __all__ = ["alembic_config", "current_revision", "head_revision", "make_engine",
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+#: the databases Retain runs on, by SQLAlchemy driver name (a bare ``postgresql://`` means psycopg 3)
+SUPPORTED_DRIVERS = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+SUPPORTED = "SQLite (sqlite:///retain.db) or PostgreSQL (postgresql://user:password@host:5432/retain)"
+
+
 def _normalise_url(url: str) -> str:
+    """The URL SQLAlchemy gets; a :class:`ConfigError` naming what is supported for any other."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise ConfigError(f"database URL {url!r} is not a valid SQLAlchemy URL") from exc
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
+        raise ConfigError(f"database URL {url!r} is not a database URL: use {SUPPORTED}") from exc
+    driver = SUPPORTED_DRIVERS.get(parsed.drivername)
+    if driver is None:
+        shown = parsed.render_as_string(hide_password=True)
+        raise ConfigError(f"database URL {shown!r}: {parsed.drivername!r} is not supported; use {SUPPORTED}")
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

@@ -51,6 +51,7 @@ __all__ = [
     "Contact",
     "ContactBase",
     "CsmTask",
+    "DigestPost",
     "Enrollment",
     "EnrollmentStatus",
     "HealthScore",
@@ -293,6 +294,11 @@ class Touch(SQLModel, table=True):
 class Outcome(SQLModel, table=True):
     """Something that happened to an account that CS is measured by."""
 
+    __table_args__ = (
+        # a detected outcome is recorded once per account and attributed enrollment, whoever runs
+        # the detection and however often (NULL enrollment counted as one value, hence coalesce)
+        Index("uq_outcome_key", "account_id", "key", text("coalesce(enrollment_id, 0)"), unique=True),
+    )
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="account.id", index=True)
     enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id", index=True)
@@ -303,6 +309,8 @@ class Outcome(SQLModel, table=True):
     note: str | None = None
     recorded_by: str | None = Field(default=None, max_length=320)
     occurred_at: datetime = _ts(nullable=False, default=utcnow)
+    #: what detected it, e.g. ``revenue:renewed:2027-03`` (revenue outcomes); None for a person's
+    key: str | None = Field(default=None, max_length=120)
 
 
 class CsmTask(SQLModel, table=True):
@@ -347,6 +355,21 @@ class Suppression(SQLModel, table=True):
     reason: str | None = None
     source: str = Field(default="manual", max_length=30)  # manual | list | link
     created_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class DigestPost(SQLModel, table=True):
+    """The weekly digest, posted once per week and destination: ``sending`` just before it
+    leaves, then ``posted`` (or ``failed``). The key is the primary key, so two posters on two
+    machines cannot both post it."""
+
+    __tablename__ = "digest_post"
+    key: str = Field(primary_key=True, max_length=400)  # weekly:<YYYY-Www>:<channel>[:<to>]
+    channel: str = Field(max_length=30)
+    status: str = Field(max_length=20)  # sending | posted | failed
+    provider_id: str | None = Field(default=None, max_length=300)
+    detail: str | None = None
+    started_at: datetime = _ts(nullable=False, default=utcnow)
+    finished_at: datetime | None = _ts()
 
 
 class TimelineEvent(SQLModel, table=True):

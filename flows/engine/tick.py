@@ -24,11 +24,11 @@ from flows.engine.policy import ContactPolicy, effective_policy
 from flows.engine.revisions import RevisionCache, sync_revision
 from flows.engine.settle import settle
 from integrations.channels.base import Channel
-from models import session, utcnow
+from models import NotFoundError, PlaybookError, Problem, session, utcnow
 from models.playbook import PolicySpec
-from playbooks import CompiledPlaybook, load_policy
+from playbooks import CompiledPlaybook, load_policy, validate_paths
 
-__all__ = ["TickReport", "delivery_policy", "parse_as_of", "tick"]
+__all__ = ["TickReport", "delivery_policy", "find_playbook_in", "parse_as_of", "tick", "valid_playbooks"]
 
 
 @dataclass
@@ -151,3 +151,27 @@ def _fill(report: TickReport, result: AdvanceResult) -> None:
     report.ended = dict(result.ended)
     report.touches_written = dict(result.touches)
     report.errors = result.errors
+
+
+def valid_playbooks(folder: Path) -> tuple[dict[str, CompiledPlaybook], list[Problem]]:
+    """The playbooks of ``folder`` that compile, by id, and the problems of those that do not:
+    one broken playbook stops only itself, never the ticks of the others."""
+    compiled, problems = validate_paths([folder])
+    broken = {p.file for p in problems}
+    return {pb.id: pb for pb in compiled if pb.file not in broken}, problems
+
+
+def find_playbook_in(folder: Path, name: str) -> CompiledPlaybook:
+    """Playbook ``name`` (its id or file name) of ``folder``: a :class:`PlaybookError` with the
+    located problems of its own file when it does not compile, whatever the other files hold."""
+    playbooks, problems = valid_playbooks(folder)
+    for pb in playbooks.values():
+        if pb.id == name or Path(pb.file).stem == name:
+            return pb
+    own = [p for p in problems if Path(p.file).stem == name]
+    if own:
+        raise PlaybookError(own)
+    known = ", ".join(sorted(playbooks)) or "none"
+    broken = sorted({Path(p.file).name for p in problems})
+    also = f"; these files do not compile: {', '.join(broken)}" if broken else ""
+    raise NotFoundError(f"no playbook {name!r} in {folder} (playbooks: {known}{also})")

@@ -22,6 +22,7 @@ from flows.analytics.health import (
     write_scores,
 )
 from flows.engine.tick import parse_as_of
+from flows.orchestration._plainly import check, plainly
 from models import (
     Settings,
     make_engine,
@@ -32,28 +33,33 @@ from playbooks import health_file, load_health
 
 
 @task(name="load", cache_policy=NO_CACHE)
+@plainly
 def load_task(path: Path) -> HealthSpec:
     return load_health(path)
 
 
 @task(name="read", cache_policy=NO_CACHE)
+@plainly
 def read_task(engine: Engine, spec: HealthSpec, as_of: datetime) -> list[AccountReadings]:
     with engine.connect() as conn:
         return read_accounts(conn, spec, as_of)
 
 
 @task(name="score", cache_policy=NO_CACHE)
+@plainly
 def score_task(spec: HealthSpec, accounts: list[AccountReadings]) -> list[HealthResult]:
     return score(spec, accounts)
 
 
 @task(name="write", cache_policy=NO_CACHE)
+@plainly
 def write_task(engine: Engine, results: list[HealthResult], as_of: datetime) -> None:
     with engine.begin() as conn:
         write_scores(conn, results, as_of)
 
 
 @task(name="summarize", cache_policy=NO_CACHE)
+@plainly
 def summarize_task(report: HealthReport) -> HealthReport:
     get_run_logger().info(report.line())
     bands = "\n".join(f"| {b} | {report.bands.get(b, 0)} |" for b in ("green", "yellow", "red"))
@@ -76,20 +82,21 @@ def _run_name() -> str:
 
 
 @flow(name="retain-health", flow_run_name=_run_name, log_prints=False, validate_parameters=True)
+@plainly
 def health(as_of: str | None = None) -> dict[str, Any]:
     """Score every account's health at ``as_of`` (ISO 8601; default now): load, read, score,
     write, summarize. One task run per phase, whatever the number of accounts."""
     settings = Settings()
     moment = parse_as_of(as_of)
     path = health_file(settings.resolved_playbooks_dir())
-    spec = load_task(path)
+    spec = check(load_task(path))
     engine = make_engine(settings.database_url)
     require_schema(engine)
     try:
-        accounts = read_task(engine, spec, moment)
-        results = score_task(spec, accounts)
-        write_task(engine, results, moment)
-        report = summarize_task(report_of(results, moment, path))
+        accounts = check(read_task(engine, spec, moment))
+        results = check(score_task(spec, accounts))
+        check(write_task(engine, results, moment))
+        report = check(summarize_task(report_of(results, moment, path)))
     finally:
         engine.dispose()
     return report.to_dict()

@@ -1,4 +1,9 @@
-"""The Prefect flows of a tick: one flow run per playbook per tick, one task run per phase."""
+"""The Prefect flows of a tick: one flow run per playbook per tick, one task run per phase.
+
+A user's mistake (a playbook that does not compile, a database without Retain's schema, a bad
+``as_of``) fails the run with its located message and no traceback; a broken playbook fails only
+its own runs, never those of the others.
+"""
 
 from __future__ import annotations
 
@@ -25,18 +30,18 @@ from flows.engine.tick import (
     _fill,
     _worker,
     delivery_policy,
+    find_playbook_in,
     parse_as_of,
+    valid_playbooks,
 )
+from flows.orchestration._plainly import check, plainly
 from integrations.channels.registry import build_channels
-from models import Enrollment, NotFoundError, Settings, Touch, make_engine, require_schema, session
-from playbooks import CompiledPlaybook, load_playbooks, load_policy
+from models import Enrollment, Settings, Touch, make_engine, require_schema, session
+from playbooks import CompiledPlaybook, load_policy
 
 
 def _load(settings: Settings, playbook: str) -> CompiledPlaybook:
-    playbooks = load_playbooks(settings.resolved_playbooks_dir())
-    if playbook not in playbooks:
-        raise NotFoundError(f"no playbook {playbook!r} (playbooks: {', '.join(sorted(playbooks))})")
-    return playbooks[playbook]
+    return find_playbook_in(settings.resolved_playbooks_dir(), playbook)
 
 
 def _scheduled_start() -> datetime | None:
@@ -56,11 +61,13 @@ def _run_name() -> str:
 
 
 @task(name="compile", cache_policy=NO_CACHE)
+@plainly
 def compile_task(playbook: str) -> CompiledPlaybook:
     return _load(Settings(), playbook)
 
 
 @task(name="settle", cache_policy=NO_CACHE)
+@plainly
 def settle_task(
     bind: Engine | Connection, pb: CompiledPlaybook, as_of: datetime, cache: RevisionCache
 ) -> dict[str, int]:
@@ -70,12 +77,14 @@ def settle_task(
 
 
 @task(name="enroll", cache_policy=NO_CACHE)
+@plainly
 def enroll_task(bind: Engine | Connection, pb: CompiledPlaybook, as_of: datetime) -> tuple[int, int]:
     with session(bind) as s:
         return enroll(s, pb, as_of)
 
 
 @task(name="advance", cache_policy=NO_CACHE)
+@plainly
 def advance_task(
     bind: Engine | Connection, pb: CompiledPlaybook, as_of: datetime, cache: RevisionCache
 ) -> AdvanceResult:
@@ -83,12 +92,14 @@ def advance_task(
 
 
 @task(name="deliver", cache_policy=NO_CACHE)
+@plainly
 def deliver_task(engine: Engine, pb: CompiledPlaybook, as_of: datetime, settings: Settings) -> dict[str, int]:
     policy = delivery_policy([pb], load_policy(settings.resolved_playbooks_dir()))
     return dict(deliver(engine, build_channels(settings), as_of=as_of, playbook=pb.id, policy=policy))
 
 
 @task(name="summarize", cache_policy=NO_CACHE)
+@plainly
 def summarize_task(report: TickReport, engine: Engine) -> TickReport:
     logger = get_run_logger()
     logger.info(report.line())
@@ -123,6 +134,7 @@ def summarize_task(report: TickReport, engine: Engine) -> TickReport:
 
 
 @flow(name="retain-playbook", flow_run_name=_run_name, log_prints=False, validate_parameters=True)
+@plainly
 def run_playbook(playbook: str, as_of: str | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Run one tick of one playbook: settle, enroll, advance, deliver, summarize.
 
@@ -132,28 +144,34 @@ def run_playbook(playbook: str, as_of: str | None = None, dry_run: bool = False)
     moment = parse_as_of(as_of or _scheduled_start())
     engine = make_engine(settings.database_url)
     require_schema(engine)
-    pb = compile_task(playbook)
+    pb = check(compile_task(playbook))
     cache = RevisionCache(current={pb.id: pb})
     report = TickReport(pb.id, pb.revision, moment.isoformat(), dry_run)
     with _bind(engine, dry_run) as bind:
-        report.settled = settle_task(bind, pb, moment, cache)
-        report.enrolled, report.holdout = enroll_task(bind, pb, moment)
-        _fill(report, advance_task(bind, pb, moment, cache))
+        report.settled = check(settle_task(bind, pb, moment, cache))
+        report.enrolled, report.holdout = check(enroll_task(bind, pb, moment))
+        _fill(report, check(advance_task(bind, pb, moment, cache)))
     if not dry_run:
-        report.delivered = deliver_task(engine, pb, moment, settings)
-    summarize_task(report, engine)
+        report.delivered = check(deliver_task(engine, pb, moment, settings))
+    check(summarize_task(report, engine))
     engine.dispose()
     return report.to_dict()
 
 
 @task(name="deliver-all", cache_policy=NO_CACHE)
+@plainly
 def deliver_all_task(engine: Engine, as_of: datetime, settings: Settings) -> dict[str, int]:
-    playbooks = load_playbooks(settings.resolved_playbooks_dir())
+    # a playbook that does not compile must not hold up the others' touches: its own touches
+    # follow the global policy until it is fixed
+    playbooks, problems = valid_playbooks(settings.resolved_playbooks_dir())
+    for problem in problems:
+        get_run_logger().warning("%s", problem.format())
     policy = delivery_policy(playbooks.values(), load_policy(settings.resolved_playbooks_dir()))
     return dict(deliver(engine, build_channels(settings), as_of=as_of, policy=policy))
 
 
 @flow(name="retain-outbox", log_prints=False)
+@plainly
 def deliver_outbox(as_of: str | None = None) -> dict[str, int]:
     """Deliver every touch that is due, of every playbook, under the contact policy.
 
@@ -163,7 +181,7 @@ def deliver_outbox(as_of: str | None = None) -> dict[str, int]:
     moment = parse_as_of(as_of or _scheduled_start())
     engine = make_engine(settings.database_url)
     require_schema(engine)
-    counts = deliver_all_task(engine, moment, settings)
+    counts = check(deliver_all_task(engine, moment, settings))
     get_run_logger().info(
         "outbox as of %s: %s",
         moment.isoformat(),

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from sqlmodel import Session
 
+from flows.orchestration._plainly import check, plainly
 from flows.reports.reports import (
     Report,
     health_report,
@@ -20,6 +21,7 @@ from flows.reports.reports import (
 
 
 @task(name="revenue-outcomes", cache_policy=NO_CACHE)
+@plainly
 def outcomes_task(engine: Any, as_of: datetime) -> dict[str, Any]:
     from flows.analytics.attribution import record_revenue_outcomes
     from models import session
@@ -31,6 +33,7 @@ def outcomes_task(engine: Any, as_of: datetime) -> dict[str, Any]:
 
 
 @task(name="report", task_run_name="report-{kind}", cache_policy=NO_CACHE)
+@plainly
 def report_task(engine: Any, kind: str, as_of: datetime, months: int, window_days: int) -> Report:
     with Session(engine) as s:
         if kind == "retention":
@@ -43,6 +46,7 @@ def report_task(engine: Any, kind: str, as_of: datetime, months: int, window_day
 
 
 @task(name="publish", cache_policy=NO_CACHE)
+@plainly
 def publish_task(reports: list[Report]) -> list[str]:
     keys = []
     for report in reports:
@@ -51,6 +55,7 @@ def publish_task(reports: list[Report]) -> list[str]:
 
 
 @flow(name="retain-reports", log_prints=False, validate_parameters=True)
+@plainly
 def report_flow(as_of: str | None = None, months: int = 12, window_days: int = 120) -> dict[str, Any]:
     """Record revenue outcomes, then build the retention, playbooks, surveys and health reports and
     publish them as Prefect artifacts. One task run per phase and report, whatever the book's size."""
@@ -62,12 +67,12 @@ def report_flow(as_of: str | None = None, months: int = 12, window_days: int = 1
     engine = make_engine(settings.database_url)
     require_schema(engine)
     try:
-        outcomes = outcomes_task(engine, moment)
+        outcomes = check(outcomes_task(engine, moment))
         reports = [
-            report_task(engine, kind, moment, months, window_days)
+            check(report_task(engine, kind, moment, months, window_days))
             for kind in ("retention", "playbooks", "surveys", "health")
         ]
-        keys = publish_task(reports)
+        keys = check(publish_task(reports))
     finally:
         engine.dispose()
     return {"as_of": moment.isoformat(), "revenue_outcomes": outcomes, "artifacts": keys}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import fcntl
 import io
 import json
 from collections import Counter, defaultdict
@@ -21,7 +20,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, and_, func, select
+from sqlalchemy import Table, and_, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from flows.analytics.attribution import ARR_KINDS, DEFAULT_LIFT_WINDOW, MIN_GROUP, STEP_EVENT_KINDS, playbook_impact
@@ -57,6 +58,7 @@ from models import (
     TouchStatus,
     table_of,
 )
+from models.tables import DigestPost
 
 __all__ = [
     "Column",
@@ -893,6 +895,8 @@ def _payload(digest: WeeklyDigest, channel: str, to: str | None) -> dict[str, An
 
 
 def _ledger(path: Path) -> dict[str, dict[str, Any]]:
+    """Marks of the JSON-lines ledger that kept posted digests before they were rows (migration
+    0005): read only, so a week posted before the upgrade is not posted again."""
     marks: dict[str, dict[str, Any]] = {}
     for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
         if line.strip():
@@ -902,43 +906,85 @@ def _ledger(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def post_digest(
-    digest: WeeklyDigest, channel: Channel, *, ledger: Path, to: str | None = None, now: datetime | None = None
+    digest: WeeklyDigest,
+    channel: Channel,
+    *,
+    engine: Engine,
+    to: str | None = None,
+    now: datetime | None = None,
+    ledger: Path | None = None,
 ) -> PostResult:
     """Post the digest through ``channel`` once: under the key ``weekly:<YYYY-Www>:<channel>[:<to>]``,
-    marked ``sending`` then ``posted`` in the ``ledger`` file (JSON lines, locked while posting).
-    A key already posted is not posted again. A key left ``sending`` (a crash mid-post) is posted
-    again only through a channel that drops repeats of a key; otherwise it is an error to look into,
-    because it may have gone out."""
+    a ``digest_post`` row marked ``sending`` then ``posted``. The key is the row's primary key, so
+    of several posters (on any machine) one posts and the others find it taken. A key already
+    posted is not posted again. A key left ``sending`` (a crash mid-post, or another poster right
+    now) is posted again only through a channel that drops repeats of a key; otherwise it is an
+    error to look into, because it may have gone out. ``ledger``: the file of older versions."""
     key = f"weekly:{digest.week}:{channel.name}" + (f":{to}" if to else "")
     payload = _payload(digest, channel.name, to)
-    moment = (now or datetime.now(UTC)).isoformat()
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    with ledger.open("a+", encoding="utf-8") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # one poster at a time on this machine
+    moment = now or datetime.now(UTC)
+    posts = table_of(DigestPost)
+    legacy = _ledger(ledger).get(key) if ledger is not None else None
+    with engine.begin() as conn:
+        previous = conn.execute(select(posts.c.status, posts.c.started_at).where(posts.c.key == key)).first()
+        if previous is None and legacy is not None:  # carried over from the old ledger file, once
+            at = datetime.fromisoformat(legacy["at"])
+            legacy_row = {
+                "key": key,
+                "channel": channel.name,
+                "status": legacy["status"],
+                "detail": legacy.get("detail"),
+            }
+            conn.execute(insert(posts), {**legacy_row, "started_at": at if at.tzinfo else at.replace(tzinfo=UTC)})
+            previous = conn.execute(select(posts.c.status, posts.c.started_at).where(posts.c.key == key)).first()
+    if previous is not None and previous.status == "posted":
+        return PostResult(key, channel.name, "already posted", f"posted at {previous.started_at.isoformat()}")
+    if previous is not None and previous.status == "sending" and not channel.dedupes_by_key:
+        raise IntegrationError(
+            f"the digest {key} was being posted at {previous.started_at.isoformat()} when that run stopped (or "
+            f"another run is posting it now): it may have gone out. Check {channel.name}; to post it anyway, "
+            f"delete the row of key {key!r} from the digest_post table"
+        )
+    if not _claim_digest(engine, key, channel.name, moment, previous.status if previous else None):
+        return PostResult(key, channel.name, "already posted", "another run is posting it at this moment")
 
-        def mark(status: str, detail: str | None = None) -> None:
-            fh.write(json.dumps({"key": key, "status": status, "at": moment, "detail": detail}) + "\n")
-            fh.flush()
-
-        previous = _ledger(ledger).get(key)
-        if previous is not None and previous["status"] == "posted":
-            return PostResult(key, channel.name, "already posted", f"posted at {previous['at']}")
-        if previous is not None and previous["status"] == "sending" and not channel.dedupes_by_key:
-            raise IntegrationError(
-                f"the digest {key} was being posted at {previous['at']} when that run stopped: it may have gone out. "
-                f"Check {channel.name}; to post it anyway, remove its lines from {ledger}"
+    def mark(status: str, detail: str | None = None, provider_id: str | None = None) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                update(posts)
+                .where(posts.c.key == key)
+                .values(status=status, detail=detail, provider_id=provider_id, finished_at=datetime.now(UTC))
             )
-        mark("sending")
-        try:
-            receipt = asyncio.run(_send(channel, Delivery(key, channel.name, payload)))
-        except RetryableError as exc:
-            mark("failed", str(exc))
-            raise IntegrationError(f"the digest was not posted ({exc}); try again later") from exc
-        except IntegrationError as exc:
-            mark("failed", str(exc))
-            raise
-        mark("posted", receipt.provider_id)
+
+    try:
+        receipt = asyncio.run(_send(channel, Delivery(key, channel.name, payload)))
+    except RetryableError as exc:
+        mark("failed", str(exc))
+        raise IntegrationError(f"the digest was not posted ({exc}); try again later") from exc
+    except IntegrationError as exc:
+        mark("failed", str(exc))
+        raise
+    mark("posted", provider_id=receipt.provider_id)
     return PostResult(key, channel.name, "posted", receipt.provider_id)
+
+
+def _claim_digest(engine: Engine, key: str, channel: str, at: datetime, seen: str | None) -> bool:
+    """Mark the key ``sending`` for this run: a new row, or the row in the state just seen.
+    False when another run changed it in between (it is theirs)."""
+    posts = table_of(DigestPost)
+    try:
+        with engine.begin() as conn:
+            if seen is None:
+                conn.execute(insert(posts), {"key": key, "channel": channel, "status": "sending", "started_at": at})
+                return True
+            taken = conn.execute(
+                update(posts)
+                .where(posts.c.key == key, posts.c.status == seen)
+                .values(status="sending", started_at=at, finished_at=None, detail=None)
+            )
+            return bool(taken.rowcount)
+    except IntegrityError:  # another poster inserted the same key first
+        return False
 
 
 async def _send(channel: Channel, delivery: Delivery) -> Any:

@@ -427,8 +427,8 @@ def test_posting_twice_posts_once(book: Engine, tmp_path: Path, slack_webhook: T
         digest = weekly_digest(s, AS_OF)
     url = f"http://127.0.0.1:{slack_webhook.server_address[1]}/hooks/T000"
     ledger = tmp_path / "outbox" / "digests.jsonl"
-    first = post_digest(digest, SlackChannel(webhook_url=url), ledger=ledger, to="#cs")
-    second = post_digest(digest, SlackChannel(webhook_url=url), ledger=ledger, to="#cs")
+    first = post_digest(digest, SlackChannel(webhook_url=url), engine=book, ledger=ledger, to="#cs")
+    second = post_digest(digest, SlackChannel(webhook_url=url), engine=book, ledger=ledger, to="#cs")
     assert (first.status, second.status) == ("posted", "already posted")
     assert first.key == "weekly:2027-W09:slack:#cs"
     assert len(slack_webhook.received) == 1  # type: ignore[attr-defined]
@@ -436,7 +436,7 @@ def test_posting_twice_posts_once(book: Engine, tmp_path: Path, slack_webhook: T
     # another week is another post
     with Session(book) as s:
         later = weekly_digest(s, AS_OF + timedelta(days=7))
-    assert post_digest(later, SlackChannel(webhook_url=url), ledger=ledger, to="#cs").status == "posted"
+    assert post_digest(later, SlackChannel(webhook_url=url), engine=book, ledger=ledger, to="#cs").status == "posted"
     assert len(slack_webhook.received) == 2  # type: ignore[attr-defined]
 
 
@@ -452,13 +452,13 @@ def test_an_interrupted_post_is_not_repeated_blindly(
     )
     url = f"http://127.0.0.1:{slack_webhook.server_address[1]}/hooks/T000"
     with pytest.raises(IntegrationError, match="may have gone out"):
-        post_digest(digest, SlackChannel(webhook_url=url), ledger=ledger)
+        post_digest(digest, SlackChannel(webhook_url=url), engine=book, ledger=ledger)
     assert slack_webhook.received == []  # type: ignore[attr-defined]
     # the file channel drops repeats of a key itself, so it may safely try again
     (tmp_path / "file").mkdir()
     ledger.write_text(
         json.dumps({"key": "weekly:2027-W09:file", "status": "sending", "at": "2027-03-08T09:00:00"}) + "\n"
     )
-    assert post_digest(digest, FileChannel("file", tmp_path / "file"), ledger=ledger).status == "posted"
+    assert post_digest(digest, FileChannel("file", tmp_path / "file"), engine=book, ledger=ledger).status == "posted"
     written = (tmp_path / "file" / "file.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(written) == 1 and json.loads(written[0])["payload"]["title"] == digest.title

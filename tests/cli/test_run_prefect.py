@@ -1,0 +1,108 @@
+"""``retain run`` through Prefect, as real processes: a broken playbook stops only itself, with a
+located message and no traceback; several server-less runs sharing a fresh ``PREFECT_HOME`` do
+not race on the temporary server's migrations; unsupported database URLs are named as such."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models import BUNDLED_PLAYBOOKS_DIR, make_engine, upgrade
+
+RETAIN = str(Path(sys.executable).parent / "retain")
+HERMETIC = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+
+@pytest.fixture
+def broken_farewell(tmp_path: Path) -> Path:
+    """The shipped playbooks, with a typo in farewell.yaml (a step's ``kind`` spelled ``kindd``)."""
+    folder = tmp_path / "playbooks"
+    shutil.copytree(BUNDLED_PLAYBOOKS_DIR, folder, ignore=shutil.ignore_patterns("*.py", "_expr", "__pycache__"))
+    text = (folder / "farewell.yaml").read_text(encoding="utf-8")
+    (folder / "farewell.yaml").write_text(text.replace("kind: slack", "kindd: slack", 1), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def env(tmp_path: Path, broken_farewell: Path) -> Iterator[dict[str, str]]:
+    database = tmp_path / "retain.db"
+    engine = make_engine(f"sqlite:///{database}")
+    upgrade(engine)
+    engine.dispose()
+    values = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RETAIN_"))}
+    values.update(HERMETIC)
+    values.update(
+        {
+            "PREFECT_HOME": str(tmp_path / "prefect-home"),  # fresh: the first runs migrate it
+            "RETAIN_DATABASE_URL": f"sqlite:///{database}",
+            "RETAIN_PLAYBOOKS_DIR": str(broken_farewell),
+            "RETAIN_OUTBOX_DIR": str(tmp_path / "outbox"),
+            "COLUMNS": "200",
+        }
+    )
+    yield values
+
+
+def _started(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_parallel_runs_with_a_broken_other_playbook_and_a_fresh_prefect_home(env: dict[str, str]) -> None:
+    runs = [_started([RETAIN, "run", "renewal", "--as-of", "2027-03-01T12:00:00Z"], env) for _ in range(3)]
+    outputs = [(run.communicate(timeout=300)[0], run.returncode) for run in runs]
+    for output, code in outputs:
+        assert "Traceback" not in output and "no such table" not in output and "database is locked" not in output
+        assert code == 0, output
+        assert "renewal@" in output and "as of 2027-03-01T12:00:00+00:00" in output
+
+
+def test_the_broken_playbook_fails_its_own_prefect_run_with_a_located_message(env: dict[str, str]) -> None:
+    # what a scheduled run of the broken playbook does: the flow run fails with the place of the typo
+    script = (
+        "from flows.orchestration.runtime import run_flow_in_process\n"
+        "from models import RetainError, Settings\n"
+        "try:\n"
+        "    run_flow_in_process(Settings(), 'farewell', '2027-03-01T12:00:00Z', False)\n"
+        "except RetainError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=Path.cwd()
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Traceback" not in output and "NoneType: None" not in output
+    assert "refused: " in output and "farewell.yaml:37:5: step 'tell_the_team': missing required key 'kind'" in output
+    # the command line names the same place, before any Prefect run
+    cli = subprocess.run([RETAIN, "run", "farewell"], env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1
+    assert "farewell.yaml:37:5" in cli.stderr and "Traceback" not in cli.stdout + cli.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("bogus://x", "'bogus' is not supported"),
+        ("mysql://retain:secret@db.example/retain", "'mysql' is not supported"),
+    ],
+)
+def test_unsupported_database_urls_name_what_is_supported(env: dict[str, str], url: str, named: str) -> None:
+    for command in (["status"], ["init"], ["run", "renewal", "--no-prefect"]):
+        done = subprocess.run(
+            [RETAIN, "--database-url", url, *command], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1
+        assert named in done.stderr and "use SQLite (sqlite:///" in done.stderr and "PostgreSQL" in done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+        assert "secret" not in done.stderr  # the password is never shown
