@@ -1,8 +1,9 @@
 """Fixtures shared by every test package: real databases, migrated by Alembic.
 
 PostgreSQL tests run against the server at ``RETAIN_TEST_PG_URL`` (default: the local
-``postgresql://postgres@127.0.0.1:5432/postgres``) in a database made for this session, and skip
-with the reason when no server answers.
+``postgresql://postgres@127.0.0.1:5432/postgres``) in a database made for this session. When no
+server answers they skip with the reason, except under ``CI=true``: there PostgreSQL missing or
+down FAILS them, so the multi-worker tests can never silently vanish from a CI run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ from sqlalchemy.engine import Engine, make_url
 from models import make_engine, upgrade
 
 PG_ADMIN_URL = os.environ.get("RETAIN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def in_ci() -> bool:
+    """``CI`` set to true (GitHub Actions, GitLab, and ``.ci/run`` set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def pg_unavailable(reason: str) -> None:
+    """Skip a PostgreSQL test with the reason, or, under ``CI=true``, fail it."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run, not skip)", pytrace=False)
+    pytest.skip(reason)
 
 
 def _pg_admin_connect():  # type: ignore[no-untyped-def]
@@ -40,8 +53,8 @@ def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test session (dropped afterwards)."""
     try:
         admin = _pg_admin_connect()
-    except Exception as exc:  # any reason the server cannot be reached
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
+    except Exception as exc:  # any reason the server cannot be reached, psycopg missing included
+        pg_unavailable(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
     name = f"retain_test_{uuid.uuid4().hex[:10]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
