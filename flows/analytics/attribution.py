@@ -27,6 +27,7 @@ from statistics import NormalDist, fmean, variance
 from typing import Any
 
 from sqlalchemy import Table, delete, func, insert, select, text, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from flows.analytics.metrics import (
@@ -278,6 +279,187 @@ def _lock(s: Session) -> None:
         s.connection().execute(text("SELECT pg_advisory_xact_lock(724151)"))
 
 
+_EnrollmentSpan = tuple[int, str, datetime, datetime | None]  # id, playbook, started, ended
+
+
+@dataclass
+class _Judged:
+    """The revenue events of the judged months, and whose revenue was judged."""
+
+    events: list[RevenueEvent]
+    accounts: dict[Hashable, tuple[int, date | None]]  # external id -> (id, renewal date)
+    judged: set[int]  # the accounts whose revenue was judged
+
+
+def _judge_revenue(
+    s: Session, as_of: datetime, result: RecordResult, *, tolerance: float, currency: str | None
+) -> _Judged | None:
+    """Every currency's revenue events up to the judged month (see :func:`record_revenue_outcomes`);
+    None when the book has no revenue at all."""
+    books = load_mrr_by_currency(s)
+    this_month = as_of.date().replace(day=1)
+    spans = {code: span for code, mrr in books.items() if (span := revenue_months(mrr)) is not None}
+    if not spans:
+        return None
+    last = max(span[1] for span in spans.values())
+    if currency is not None:
+        spans = {code: span for code, span in spans.items() if code == currency.upper()}
+    accounts = {
+        external: (account_id, renewal)
+        for account_id, external, renewal in s.connection().execute(
+            select(_ACCOUNT.c.id, _ACCOUNT.c.external_id, _ACCOUNT.c.renewal_date)
+        )
+    }
+    renewals = {external: renewal for external, (_, renewal) in accounts.items()}
+    through = min(this_month, last)
+    result.through = f"{through:%Y-%m}"
+    events: list[RevenueEvent] = []
+    judged: set[int] = set()
+    for code in sorted(spans):
+        events += revenue_events(books[code], renewals, through=through, tolerance=tolerance, currency=code)
+        judged |= {accounts[external][0] for external, _ in books[code] if external in accounts}
+    events.sort(key=lambda e: (e.month, str(e.account), e.kind))
+    return _Judged(events, accounts, judged)
+
+
+def _enrollment_spans(conn: Connection) -> dict[int, list[_EnrollmentSpan]]:
+    """Every enrolled (not holdout) enrollment, by account, in id order."""
+    enrollments: dict[int, list[_EnrollmentSpan]] = defaultdict(list)
+    for enrollment_id, account_id, playbook, started, ended in conn.execute(
+        select(
+            _ENROLLMENT.c.id,
+            _ENROLLMENT.c.account_id,
+            _ENROLLMENT.c.playbook,
+            _ENROLLMENT.c.started_at,
+            _ENROLLMENT.c.ended_at,
+        )
+        .where(_ENROLLMENT.c.holdout.is_(False))
+        .order_by(_ENROLLMENT.c.id)
+    ):
+        enrollments[account_id].append((enrollment_id, playbook, started, ended))
+    return enrollments
+
+
+def _wanted_outcomes(
+    judged: _Judged,
+    enrollments: dict[int, list[_EnrollmentSpan]],
+    window: AttributionWindow,
+    result: RecordResult,
+) -> tuple[dict[tuple[int, str, int | None], dict[str, Any]], dict[tuple[int, str], str | None]]:
+    """The outcome rows the events call for (one per attributed enrollment, or one without), by
+    (account, key, enrollment); and each outcome's currency, by (account, key)."""
+    wanted: dict[tuple[int, str, int | None], dict[str, Any]] = {}
+    currency_of: dict[tuple[int, str], str | None] = {}
+    kinds: Counter[str] = Counter()
+    for event in judged.events:
+        account_id = judged.accounts[event.account][0]
+        kinds[event.kind] += 1
+        chosen: list[tuple[int | None, str | None]] = [
+            (e, p)
+            for e, p, started, ended in enrollments.get(account_id, ())
+            if window.covers(started, ended, event.occurred_at)
+        ]
+        result.attributed += bool(chosen)
+        currency_of[(account_id, event.key)] = event.currency
+        for enrollment_id, playbook in chosen or [(None, None)]:
+            wanted[(account_id, event.key, enrollment_id)] = {
+                "account_id": account_id,
+                "enrollment_id": enrollment_id,
+                "playbook": playbook,
+                "kind": event.kind,
+                "source": "revenue",
+                "arr_delta_cents": event.arr_delta_cents,  # in the account's currency, named in the note
+                "note": f"{event.key} {event.describe()}",
+                "recorded_by": RECORDED_BY,
+                "occurred_at": event.occurred_at,
+            }
+    result.events, result.rows, result.by_kind = len(judged.events), len(wanted), dict(kinds)
+    return wanted, currency_of
+
+
+def _reconcile_outcomes(
+    conn: Connection,
+    existing: Sequence[Any],
+    wanted: dict[tuple[int, str, int | None], dict[str, Any]],
+    result: RecordResult,
+) -> list[int]:
+    """Make the stored rows match ``wanted``: update the changed ones, delete those that no longer
+    hold, insert the new ones (``wanted`` is left holding only those). Returns the deleted ids."""
+    stale: list[int] = []
+    for row in existing:
+        identity = (row.account_id, _key_of(row.note), row.enrollment_id)
+        want = wanted.pop(identity, None)
+        if want is None:
+            if result.through is not None and _key_of(row.note).rsplit(":", 1)[-1] > result.through:
+                continue  # a month this run does not judge (an earlier as_of): left as it is
+            stale.append(row.id)
+        elif (row.note, row.arr_delta_cents, row.occurred_at, row.playbook) != (
+            want["note"],
+            want["arr_delta_cents"],
+            want["occurred_at"],
+            want["playbook"],
+        ):
+            conn.execute(
+                update(_OUTCOME)
+                .where(_OUTCOME.c.id == row.id)
+                .values(**{k: want[k] for k in ("note", "arr_delta_cents", "occurred_at", "playbook")})
+            )
+            result.updated += 1
+    for chunk in chunks(stale, _CHUNK):
+        conn.execute(delete(_OUTCOME).where(_OUTCOME.c.id.in_(chunk)))
+    result.removed = len(stale)
+    if wanted:
+        conn.execute(insert(_OUTCOME), list(wanted.values()))
+    result.added = len(wanted)
+    return stale
+
+
+def _retell_timeline(
+    conn: Connection,
+    existing: Sequence[Any],
+    stale: list[int],
+    added: dict[tuple[int, str, int | None], dict[str, Any]],
+    currency_of: dict[tuple[int, str], str | None],
+) -> None:
+    """The account's story: one timeline line per outcome (not per attribution), kept in step."""
+    had_keys = {(row.account_id, _key_of(row.note)) for row in existing}
+    gone_ids = set(stale)
+    now_keys = {(a, k) for (a, k, _) in added} | {
+        (row.account_id, _key_of(row.note)) for row in existing if row.id not in gone_ids
+    }
+    for account_id, key in had_keys - now_keys:
+        conn.execute(
+            delete(_TIMELINE).where(
+                _TIMELINE.c.account_id == account_id,
+                _TIMELINE.c.kind == "outcome",
+                _TIMELINE.c.detail["key"].as_string() == key,
+            )
+        )
+    fresh = {(v["account_id"], _key_of(v["note"])): v for v in added.values()}
+    timeline = [
+        {
+            "account_id": account_id,
+            "at": v["occurred_at"],
+            "kind": "outcome",
+            "playbook": None,
+            "enrollment_id": None,
+            "step_id": None,
+            "summary": "revenue: " + v["note"].split(" ", 1)[1],
+            "detail": {
+                "key": key,
+                "source": "revenue",
+                "kind": v["kind"],
+                "arr_delta_cents": v["arr_delta_cents"],
+                "currency": currency_of.get((account_id, key)),
+            },
+        }
+        for (account_id, key), v in fresh.items()
+        if (account_id, key) not in had_keys
+    ]
+    if timeline:
+        conn.execute(insert(_TIMELINE), timeline)
+
+
 def record_revenue_outcomes(
     s: Session,
     as_of: datetime,
@@ -302,72 +484,12 @@ def record_revenue_outcomes(
     window = window or AttributionWindow()
     _lock(s)
     conn = s.connection()
-    books = load_mrr_by_currency(s)
-    this_month = as_of.date().replace(day=1)
     result = RecordResult(as_of.isoformat(), None)
-    spans = {code: span for code, mrr in books.items() if (span := revenue_months(mrr)) is not None}
-    if not spans:
+    judged = _judge_revenue(s, as_of, result, tolerance=tolerance, currency=currency)
+    if judged is None:
         return result
-    last = max(span[1] for span in spans.values())
-    if currency is not None:
-        spans = {code: span for code, span in spans.items() if code == currency.upper()}
-    accounts = {
-        external: (account_id, renewal)
-        for account_id, external, renewal in conn.execute(
-            select(_ACCOUNT.c.id, _ACCOUNT.c.external_id, _ACCOUNT.c.renewal_date)
-        )
-    }
-    renewals = {external: renewal for external, (_, renewal) in accounts.items()}
-    through = min(this_month, last)
-    result.through = f"{through:%Y-%m}"
-    events: list[RevenueEvent] = []
-    judged: set[int] = set()  # the accounts whose revenue was judged
-    for code in sorted(spans):
-        events += revenue_events(books[code], renewals, through=through, tolerance=tolerance, currency=code)
-        judged |= {accounts[external][0] for external, _ in books[code] if external in accounts}
-    events.sort(key=lambda e: (e.month, str(e.account), e.kind))
-    enrollments: dict[int, list[tuple[int, str, datetime, datetime | None]]] = defaultdict(list)
-    for enrollment_id, account_id, playbook, started, ended in conn.execute(
-        select(
-            _ENROLLMENT.c.id,
-            _ENROLLMENT.c.account_id,
-            _ENROLLMENT.c.playbook,
-            _ENROLLMENT.c.started_at,
-            _ENROLLMENT.c.ended_at,
-        )
-        .where(_ENROLLMENT.c.holdout.is_(False))
-        .order_by(_ENROLLMENT.c.id)
-    ):
-        enrollments[account_id].append((enrollment_id, playbook, started, ended))
-
-    wanted: dict[tuple[int, str, int | None], dict[str, Any]] = {}
-    currency_of: dict[tuple[int, str], str | None] = {}
-    kinds: Counter[str] = Counter()
-    for event in events:
-        account_id = accounts[event.account][0]
-        kinds[event.kind] += 1
-        chosen: list[tuple[int | None, str | None]] = [
-            (e, p)
-            for e, p, started, ended in enrollments.get(account_id, ())
-            if window.covers(started, ended, event.occurred_at)
-        ]
-        result.attributed += bool(chosen)
-        currency_of[(account_id, event.key)] = event.currency
-        for enrollment_id, playbook in chosen or [(None, None)]:
-            wanted[(account_id, event.key, enrollment_id)] = {
-                "account_id": account_id,
-                "enrollment_id": enrollment_id,
-                "playbook": playbook,
-                "kind": event.kind,
-                "source": "revenue",
-                "arr_delta_cents": event.arr_delta_cents,  # in the account's currency, named in the note
-                "note": f"{event.key} {event.describe()}",
-                "recorded_by": RECORDED_BY,
-                "occurred_at": event.occurred_at,
-            }
-    result.events, result.rows, result.by_kind = len(events), len(wanted), dict(kinds)
-
-    existing = conn.execute(
+    wanted, currency_of = _wanted_outcomes(judged, _enrollment_spans(conn), window, result)
+    existing: Sequence[Any] = conn.execute(
         select(
             _OUTCOME.c.id,
             _OUTCOME.c.account_id,
@@ -379,73 +501,9 @@ def record_revenue_outcomes(
         ).where(_OUTCOME.c.source == "revenue", _OUTCOME.c.recorded_by == RECORDED_BY)
     ).all()
     if currency is not None:  # only the accounts of that currency were judged
-        existing = [row for row in existing if row.account_id in judged]
-    had_keys = {(row.account_id, _key_of(row.note)) for row in existing}
-    stale: list[int] = []
-    for row in existing:
-        identity = (row.account_id, _key_of(row.note), row.enrollment_id)
-        want = wanted.pop(identity, None)
-        if want is None:
-            if _key_of(row.note).rsplit(":", 1)[-1] > result.through:
-                continue  # a month this run does not judge (an earlier as_of): left as it is
-            stale.append(row.id)
-        elif (row.note, row.arr_delta_cents, row.occurred_at, row.playbook) != (
-            want["note"],
-            want["arr_delta_cents"],
-            want["occurred_at"],
-            want["playbook"],
-        ):
-            conn.execute(
-                update(_OUTCOME)
-                .where(_OUTCOME.c.id == row.id)
-                .values(**{k: want[k] for k in ("note", "arr_delta_cents", "occurred_at", "playbook")})
-            )
-            result.updated += 1
-    for chunk in chunks(stale, _CHUNK):
-        conn.execute(delete(_OUTCOME).where(_OUTCOME.c.id.in_(chunk)))
-    result.removed = len(stale)
-    if wanted:
-        conn.execute(insert(_OUTCOME), list(wanted.values()))
-    result.added = len(wanted)
-
-    # the account's story: one timeline line per outcome (not per attribution), kept in step
-    gone_ids = set(stale)
-    now_keys = {(a, k) for (a, k, _) in wanted} | {
-        (row.account_id, _key_of(row.note)) for row in existing if row.id not in gone_ids
-    }
-    gone = had_keys - now_keys
-    if gone:
-        for account_id, key in gone:
-            conn.execute(
-                delete(_TIMELINE).where(
-                    _TIMELINE.c.account_id == account_id,
-                    _TIMELINE.c.kind == "outcome",
-                    _TIMELINE.c.detail["key"].as_string() == key,
-                )
-            )
-    fresh = {(v["account_id"], _key_of(v["note"])): v for v in wanted.values()}
-    timeline = [
-        {
-            "account_id": account_id,
-            "at": v["occurred_at"],
-            "kind": "outcome",
-            "playbook": None,
-            "enrollment_id": None,
-            "step_id": None,
-            "summary": "revenue: " + v["note"].split(" ", 1)[1],
-            "detail": {
-                "key": key,
-                "source": "revenue",
-                "kind": v["kind"],
-                "arr_delta_cents": v["arr_delta_cents"],
-                "currency": currency_of.get((account_id, key)),
-            },
-        }
-        for (account_id, key), v in fresh.items()
-        if (account_id, key) not in had_keys
-    ]
-    if timeline:
-        conn.execute(insert(_TIMELINE), timeline)
+        existing = [row for row in existing if row.account_id in judged.judged]
+    stale = _reconcile_outcomes(conn, existing, wanted, result)
+    _retell_timeline(conn, existing, stale, wanted, currency_of)
     return result
 
 
