@@ -29,6 +29,7 @@ import binascii
 import difflib
 import hashlib
 import hmac
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from integrations.sources import (  # the house CSV reading: BOM, delimiters, row numbers
+    CsvFile,
+    CsvRecord,
     chunks,
     read_csv,
     settle_problems,
@@ -92,6 +95,8 @@ _WITH_ARTICLE = {"nps": "an NPS", "csat": "a CSAT", "ces": "a CES"}
 #: for local use only: set RETAIN_SURVEY_SECRET to a long random value anywhere links leave the machine
 DEFAULT_SURVEY_SECRET = "retain-local-survey-secret"
 DEFAULT_SURVEY_BASE_URL = "http://localhost:8000/survey"
+
+logger = logging.getLogger(__name__)  # what each import of answers did, for the run's log
 
 _ACCOUNT: Table = table_of(Account)
 _CONTACT: Table = table_of(Contact)
@@ -521,6 +526,204 @@ class SurveyImportResult:
     dry_run: bool = False
 
 
+def _problem(csv_file: CsvFile, line: int, column: str, message: str) -> None:
+    csv_file.problems.append(RowProblem(line, message, csv_file.header(column)))
+
+
+def _parse_answer(csv_file: CsvFile, record: CsvRecord, secret: str, now: datetime) -> dict[str, Any]:
+    """One row on its own: its cells parsed, or ``{}`` when it has problems (noted in ``csv_file``)."""
+    cells, ok = record.cells, True
+    row: dict[str, Any] = {}
+    if "token" in cells:
+        try:
+            row["touch_key"] = read_survey_token(cells["token"], secret)
+        except InvalidSurveyToken as exc:
+            _problem(csv_file, record.line, "token", str(exc))
+            ok = False
+    elif "account_external_id" not in cells or "kind" not in cells:
+        missing = [c for c in ("account_external_id", "kind") if c not in cells]
+        for column in missing:
+            _problem(csv_file, record.line, column, "a value is required (or a token)")
+        ok = False
+    parsers: tuple[tuple[str, Callable[[str], Any]], ...] = (
+        ("kind", _kind),
+        ("responded_at", lambda v: _moment(v, now)),
+    )
+    for column, parse in parsers:
+        if column in cells:
+            try:
+                row[column] = parse(cells[column])
+            except SurveyError as exc:
+                _problem(csv_file, record.line, column, str(exc))
+                ok = False
+    if "score" not in cells:
+        _problem(csv_file, record.line, "score", "a value is required")
+        ok = False
+    for column in ("account_external_id", "comment", "score"):
+        if column in cells:
+            row[column] = cells[column]
+    if "contact_email" in cells:
+        row["contact_email"] = cells["contact_email"].lower()
+    return row if ok else {}
+
+
+@dataclass
+class _Known:
+    """What the database knows about the accounts, contacts and touches a file names."""
+
+    touches: dict[str, Any]  # touch key -> touch row
+    accounts: dict[str, int]  # external id -> id
+    contacts: dict[tuple[int, str], int]  # (account id, email) -> contact id
+    emails: dict[int, str]  # contact id -> email
+    external_of: dict[int, str]  # account id -> external id
+
+    @classmethod
+    def load(cls, conn: Connection, rows: list[tuple[int, dict[str, Any]]]) -> _Known:
+        touches = _touch_by_key(conn, [r["touch_key"] for _, r in rows if "touch_key" in r])
+        external_ids = {r["account_external_id"] for _, r in rows if "account_external_id" in r}
+        accounts: dict[str, int] = {}
+        for chunk in chunks(external_ids):
+            accounts.update(
+                conn.execute(
+                    select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
+                ).all()
+            )
+        account_ids = set(accounts.values()) | {t.account_id for t in touches.values()}
+        contacts: dict[tuple[int, str], int] = {}
+        emails: dict[int, str] = {}
+        for ids in chunks(account_ids):
+            for contact_id, account_id, email in conn.execute(
+                select(_CONTACT.c.id, _CONTACT.c.account_id, _CONTACT.c.email).where(_CONTACT.c.account_id.in_(ids))
+            ):
+                contacts[(account_id, email.lower())] = contact_id
+                emails[contact_id] = email.lower()
+        external_of = {i: e for e, i in accounts.items()}
+        for ids in chunks({t.account_id for t in touches.values()} - set(external_of)):
+            external_of.update(
+                conn.execute(select(_ACCOUNT.c.id, _ACCOUNT.c.external_id).where(_ACCOUNT.c.id.in_(ids))).all()
+            )
+        return cls(touches, accounts, contacts, emails, external_of)
+
+
+#: whose answer a row is: (kind, account id, contact id, who, touch)
+_Whose = tuple[str, int, int | None, str, Any]
+
+
+def _through_token(csv_file: CsvFile, line: int, r: dict[str, Any], known: _Known) -> _Whose | None:
+    """A token row checked against the touch it names (None, with a problem noted, when it fails)."""
+    touch = known.touches.get(r["touch_key"])
+    if touch is None or (touch.payload or {}).get("kind") != "survey":
+        _problem(csv_file, line, "token", "no survey was sent with this token")
+        return None
+    kind = touch.payload.get("survey")
+    if "kind" in r and r["kind"] != kind:
+        _problem(csv_file, line, "kind", f"the token is for {_WITH_ARTICLE[kind]} survey, not {r['kind']}")
+        return None
+    account_id, contact_id = touch.account_id, touch.contact_id
+    external = known.external_of[account_id]
+    if r.get("account_external_id", external) != external:
+        _problem(csv_file, line, "account_external_id", f"the token is for account {external!r}")
+        return None
+    who = known.emails.get(contact_id, "someone") if contact_id is not None else "someone"
+    if "contact_email" in r and r["contact_email"] != who:
+        _problem(csv_file, line, "contact_email", f"the token is for contact {who}")
+        return None
+    return kind, account_id, contact_id, who, touch
+
+
+def _through_account(csv_file: CsvFile, line: int, r: dict[str, Any], known: _Known) -> _Whose | None:
+    """An account (and contact) row checked against the database (None, with a problem, when it fails)."""
+    if r["account_external_id"] not in known.accounts:
+        _problem(csv_file, line, "account_external_id", f"unknown account {r['account_external_id']!r}")
+        return None
+    account_id, contact_id, who = known.accounts[r["account_external_id"]], None, "someone"
+    if "contact_email" in r:
+        contact_id = known.contacts.get((account_id, r["contact_email"]))
+        if contact_id is None:
+            message = f"account {r['account_external_id']!r} has no contact {r['contact_email']}"
+            _problem(csv_file, line, "contact_email", message)
+            return None
+        who = r["contact_email"]
+    return r["kind"], account_id, contact_id, who, None
+
+
+def _checked_answers(
+    csv_file: CsvFile, rows: list[tuple[int, dict[str, Any]]], known: _Known, now: datetime
+) -> list[tuple[int, _Answer]]:
+    """The rows against the database, and against each other (a repeat is a problem)."""
+    answers: list[tuple[int, _Answer]] = []
+    first_seen: dict[Any, int] = {}
+    for line, r in rows:
+        check = _through_token if "touch_key" in r else _through_account
+        whose = check(csv_file, line, r, known)
+        if whose is None:
+            continue
+        kind, account_id, contact_id, who, touch = whose
+        try:
+            score = _score(kind, r["score"])
+        except SurveyError as exc:
+            _problem(csv_file, line, "score", str(exc))
+            continue
+        at = r.get("responded_at", now)
+        answer = _Answer(account_id, contact_id, kind, score, r.get("comment"), at, who, touch)
+        key = ("touch", touch.id) if touch is not None else ("answer", account_id, contact_id, kind, at)
+        if key in first_seen and (touch is not None or "responded_at" in r):
+            column = "token" if touch is not None else "responded_at"
+            _problem(csv_file, line, column, f"duplicate: the same answer is already on row {first_seen[key]}")
+            continue
+        first_seen.setdefault(key, line)
+        answers.append((line, answer))
+    return answers
+
+
+def _not_yet_recorded(conn: Connection, answers: list[tuple[int, _Answer]]) -> tuple[list[_Answer], int]:
+    """The answers not already recorded exactly so (those are left alone), and how many were."""
+    recorded: set[tuple[Any, ...]] = set()
+    for chunk in chunks({a.account_id for _, a in answers}):
+        recorded.update(
+            conn.execute(
+                select(
+                    _RESPONSE.c.account_id,
+                    _RESPONSE.c.contact_id,
+                    _RESPONSE.c.touch_id,
+                    _RESPONSE.c.kind,
+                    _RESPONSE.c.score,
+                    _RESPONSE.c.comment,
+                    _RESPONSE.c.responded_at,
+                ).where(_RESPONSE.c.account_id.in_(chunk))
+            ).all()
+        )
+    fresh = []
+    unchanged = 0
+    for _, a in answers:
+        same = (
+            a.account_id,
+            a.contact_id,
+            a.touch.id if a.touch is not None else None,
+            a.kind,
+            a.score,
+            a.comment,
+            a.responded_at,
+        )
+        if same in recorded:
+            unchanged += 1
+        else:
+            fresh.append(a)
+    return fresh, unchanged
+
+
+def _would_write(conn: Connection, fresh: list[_Answer]) -> tuple[int, int]:
+    """(inserted, updated) that writing ``fresh`` would give: an answered token's answer is replaced."""
+    touched = {a.touch.id for a in fresh if a.touch is not None}
+    answered = {
+        t
+        for chunk in chunks(touched)
+        for t in conn.execute(select(_RESPONSE.c.touch_id).where(_RESPONSE.c.touch_id.in_(chunk))).scalars()
+    }
+    updated = sum(1 for a in fresh if a.touch is not None and a.touch.id in answered)
+    return len(fresh) - updated, updated
+
+
 def import_answers(
     engine: Engine,
     path: str | Path,
@@ -547,173 +750,31 @@ def import_answers(
         message = f"the header needs a 'token' column, or 'account_external_id' and 'kind'; it has {found}"
         raise DataImportError(csv_file.name, [*csv_file.problems, RowProblem(1, message)])
     ignored = tuple(h for c, h in headers.items() if c not in IMPORT_COLUMNS)
-
-    def problem(line: int, column: str, message: str) -> None:
-        csv_file.problems.append(RowProblem(line, message, csv_file.header(column)))
-
     # 1. each row on its own
-    parsed: list[tuple[int, dict[str, Any]]] = []
-    for record in csv_file.records:
-        cells, ok = record.cells, True
-        row: dict[str, Any] = {}
-        if "token" in cells:
-            try:
-                row["touch_key"] = read_survey_token(cells["token"], secret)
-            except InvalidSurveyToken as exc:
-                problem(record.line, "token", str(exc))
-                ok = False
-        elif "account_external_id" not in cells or "kind" not in cells:
-            missing = [c for c in ("account_external_id", "kind") if c not in cells]
-            for column in missing:
-                problem(record.line, column, "a value is required (or a token)")
-            ok = False
-        parsers: tuple[tuple[str, Callable[[str], Any]], ...] = (
-            ("kind", _kind),
-            ("responded_at", lambda v: _moment(v, now)),
-        )
-        for column, parse in parsers:
-            if column in cells:
-                try:
-                    row[column] = parse(cells[column])
-                except SurveyError as exc:
-                    problem(record.line, column, str(exc))
-                    ok = False
-        if "score" not in cells:
-            problem(record.line, "score", "a value is required")
-            ok = False
-        for column in ("account_external_id", "comment", "score"):
-            if column in cells:
-                row[column] = cells[column]
-        if "contact_email" in cells:
-            row["contact_email"] = cells["contact_email"].lower()
-        parsed.append((record.line, row) if ok else (record.line, {}))
-
+    parsed = [(record.line, _parse_answer(csv_file, record, secret, now)) for record in csv_file.records]
     label = Path(path).name
     result: dict[str, int] = {"inserted": 0, "updated": 0, "unchanged": 0}
 
     def work(conn: Connection) -> None:
         rows = [(line, row) for line, row in parsed if row]
-        touches = _touch_by_key(conn, [r["touch_key"] for _, r in rows if "touch_key" in r])
-        external_ids = {r["account_external_id"] for _, r in rows if "account_external_id" in r}
-        accounts: dict[str, int] = {}
-        for chunk in chunks(external_ids):
-            accounts.update(
-                conn.execute(
-                    select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
-                ).all()
-            )
-        account_ids = set(accounts.values()) | {t.account_id for t in touches.values()}
-        contacts: dict[tuple[int, str], int] = {}
-        emails: dict[int, str] = {}
-        for chunk in chunks(account_ids):
-            for contact_id, account_id, email in conn.execute(
-                select(_CONTACT.c.id, _CONTACT.c.account_id, _CONTACT.c.email).where(_CONTACT.c.account_id.in_(chunk))
-            ):
-                contacts[(account_id, email.lower())] = contact_id
-                emails[contact_id] = email.lower()
-        external_of = {i: e for e, i in accounts.items()}
-        for chunk in chunks({t.account_id for t in touches.values()} - set(external_of)):
-            external_of.update(
-                conn.execute(select(_ACCOUNT.c.id, _ACCOUNT.c.external_id).where(_ACCOUNT.c.id.in_(chunk))).all()
-            )
-
         # 2. rows against the database, and against each other
-        answers: list[tuple[int, _Answer]] = []
-        first_seen: dict[Any, int] = {}
-        for line, r in rows:
-            touch = None
-            if "touch_key" in r:
-                touch = touches.get(r["touch_key"])
-                if touch is None or (touch.payload or {}).get("kind") != "survey":
-                    problem(line, "token", "no survey was sent with this token")
-                    continue
-                kind = touch.payload.get("survey")
-                if "kind" in r and r["kind"] != kind:
-                    problem(line, "kind", f"the token is for {_WITH_ARTICLE[kind]} survey, not {r['kind']}")
-                    continue
-                account_id, contact_id = touch.account_id, touch.contact_id
-                if r.get("account_external_id", external_of[account_id]) != external_of[account_id]:
-                    problem(line, "account_external_id", f"the token is for account {external_of[account_id]!r}")
-                    continue
-                who = emails.get(contact_id, "someone") if contact_id is not None else "someone"
-                if "contact_email" in r and r["contact_email"] != who:
-                    problem(line, "contact_email", f"the token is for contact {who}")
-                    continue
-            else:
-                kind = r["kind"]
-                if r["account_external_id"] not in accounts:
-                    problem(line, "account_external_id", f"unknown account {r['account_external_id']!r}")
-                    continue
-                account_id, contact_id, who = accounts[r["account_external_id"]], None, "someone"
-                if "contact_email" in r:
-                    contact_id = contacts.get((account_id, r["contact_email"]))
-                    if contact_id is None:
-                        message = f"account {r['account_external_id']!r} has no contact {r['contact_email']}"
-                        problem(line, "contact_email", message)
-                        continue
-                    who = r["contact_email"]
-            try:
-                score = _score(kind, r["score"])
-            except SurveyError as exc:
-                problem(line, "score", str(exc))
-                continue
-            at = r.get("responded_at", now)
-            answer = _Answer(account_id, contact_id, kind, score, r.get("comment"), at, who, touch)
-            key = ("touch", touch.id) if touch is not None else ("answer", account_id, contact_id, kind, at)
-            if key in first_seen and (touch is not None or "responded_at" in r):
-                column = "token" if touch is not None else "responded_at"
-                problem(line, column, f"duplicate: the same answer is already on row {first_seen[key]}")
-                continue
-            first_seen.setdefault(key, line)
-            answers.append((line, answer))
+        answers = _checked_answers(csv_file, rows, _Known.load(conn, rows), now)
         settle_problems(csv_file, skip_invalid=False)
-
         # 3. what is already recorded exactly so is left alone
-        recorded: set[tuple[Any, ...]] = set()
-        for chunk in chunks({a.account_id for _, a in answers}):
-            recorded.update(
-                conn.execute(
-                    select(
-                        _RESPONSE.c.account_id,
-                        _RESPONSE.c.contact_id,
-                        _RESPONSE.c.touch_id,
-                        _RESPONSE.c.kind,
-                        _RESPONSE.c.score,
-                        _RESPONSE.c.comment,
-                        _RESPONSE.c.responded_at,
-                    ).where(_RESPONSE.c.account_id.in_(chunk))
-                ).all()
-            )
-        fresh = []
-        for _, a in answers:
-            same = (
-                a.account_id,
-                a.contact_id,
-                a.touch.id if a.touch is not None else None,
-                a.kind,
-                a.score,
-                a.comment,
-                a.responded_at,
-            )
-            if same in recorded:
-                result["unchanged"] += 1
-            else:
-                fresh.append(a)
-        if dry_run:
-            touched = {a.touch.id for a in fresh if a.touch is not None}
-            answered = {
-                t
-                for chunk in chunks(touched)
-                for t in conn.execute(select(_RESPONSE.c.touch_id).where(_RESPONSE.c.touch_id.in_(chunk))).scalars()
-            }
-            result["updated"] = sum(1 for a in fresh if a.touch is not None and a.touch.id in answered)
-            result["inserted"] = len(fresh) - result["updated"]
-            return
-        result["inserted"], result["updated"] = _write(conn, fresh)
+        fresh, result["unchanged"] = _not_yet_recorded(conn, answers)
+        result["inserted"], result["updated"] = _would_write(conn, fresh) if dry_run else _write(conn, fresh)
 
     try:
         with engine.begin() as conn:
             work(conn)
     except DBAPIError as exc:
         raise RetainError(f"{label}: the database refused the import, so nothing was written: {exc.orig}") from exc
+    logger.info(
+        "%s: survey answers %d inserted, %d updated, %d unchanged%s",
+        csv_file.name,
+        result["inserted"],
+        result["updated"],
+        result["unchanged"],
+        " (dry run: nothing written)" if dry_run else "",
+    )
     return SurveyImportResult(csv_file.name, dry_run=dry_run, ignored_columns=ignored, **result)
