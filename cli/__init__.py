@@ -4,48 +4,69 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from rich.markup import escape
 from typer._click import exceptions as typer_click  # Typer vendors its own click
 
-from models import RetainError
-
 from ._app import app, err_console
+from ._installation import installation_problem
 
 __all__ = ["app", "main", "run"]
 
 
 def _register() -> None:
     # imported for their side effect: each module adds its commands to ``app``
-    from . import accounts, database, demo, deployments, health, outbox, playbooks, report, revenue, run, surveys  # noqa: F401
+    from . import accounts, database, demo, deployments, health, playbooks, report, revenue, run, surveys  # noqa: F401
 
 
 _register()
 
 
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """The exception ``name`` of the real click too, when something loaded it (Typer has its own)."""
+    click_exceptions = sys.modules.get("click.exceptions")
+    found = getattr(click_exceptions, name, None)
+    return (found,) if isinstance(found, type) and issubclass(found, BaseException) else ()
+
+
+def _is_retain_error(exc: BaseException) -> bool:
+    # a RetainError can only have been raised once `models` was imported: no need to import it here
+    errors = sys.modules.get("models.errors")
+    retain_error = getattr(errors, "RetainError", None)
+    return isinstance(retain_error, type) and isinstance(exc, retain_error)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI. Exit codes: 0 ok, 1 a user error (a message, no traceback), 2 usage, 130 Ctrl-C."""
+    problem = installation_problem()
+    if problem:
+        err_console.print(f"[red]error:[/red] {escape(problem)}", soft_wrap=True)
+        return 1
+    exits: tuple[type[BaseException], ...] = (typer.Exit, *_click_classes("Exit"))
+    usage: tuple[type[BaseException], ...] = (typer_click.ClickException, *_click_classes("ClickException"))
+    aborts: tuple[type[BaseException], ...] = (typer.Abort, *_click_classes("Abort"), KeyboardInterrupt)
     try:
         result = app(args=argv, standalone_mode=False, prog_name="retain")
-    except (typer.Exit, click.exceptions.Exit) as exc:
+    except exits as exc:
         return int(getattr(exc, "exit_code", 0) or 0)
-    except (typer_click.ClickException, click.ClickException) as exc:  # usage: bad option, missing argument
-        exc.show()
-        return int(exc.exit_code)
-    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
+    except usage as exc:  # a bad option, a missing argument: Typer's click exception, or click's
+        exc.show()  # type: ignore[attr-defined]  # both have show() and exit_code
+        return int(exc.exit_code)  # type: ignore[attr-defined]
+    except aborts:
         err_console.print("aborted")
         return 130
-    except RetainError as exc:
+    except Exception as exc:
+        if not _is_retain_error(exc):
+            raise
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 1
     return int(result) if isinstance(result, int) else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def run() -> None:
     """The ``retain`` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

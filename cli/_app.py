@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from sqlalchemy.engine import Engine
 from typer._click.core import Context as ClickContext
 from typer._click.globals import get_current_context
 
-from models import Settings, make_engine, require_schema
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from models import Settings
+
+# Nothing of Retain's own is imported here, nor at the top of the command modules: `retain --help`
+# and the commands that need neither the database nor Prefect start in a fraction of a second.
+# Each command imports what it uses.
 
 __all__ = ["State", "app", "console", "err_console", "state"]
 
@@ -40,6 +46,8 @@ class State:
 
     def engine(self, *, require: bool = True) -> Engine:
         """The configured database; with ``require``, it must hold the current schema."""
+        from models import make_engine, require_schema
+
         if self._engine is None:
             self._engine = make_engine(self.settings.database_url)
             context = click_context()
@@ -57,6 +65,8 @@ def click_context() -> ClickContext | None:
 def state(ctx: typer.Context) -> State:
     root = ctx.find_root()
     if not isinstance(root.obj, State):
+        from models import Settings
+
         root.obj = State(Settings())
     return root.obj
 
@@ -83,6 +93,8 @@ def _global_options(
         ),
     ] = None,
 ) -> None:
+    from models import Settings
+
     updates: dict[str, object] = {}
     if database_url:
         updates["database_url"] = database_url

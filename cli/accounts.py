@@ -2,39 +2,28 @@
 
 from __future__ import annotations
 
-import difflib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import func
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, col, select
-
-from integrations.sources.accounts import ImportResult, import_accounts, import_contacts
-from models import (
-    Account,
-    AccountStatus,
-    Contact,
-    CsmTask,
-    DataImportError,
-    Enrollment,
-    EnrollmentStatus,
-    NotFoundError,
-    Outcome,
-    TimelineEvent,
-    utcnow,
-)
 
 from ._app import app, console, err_console, state
+from ._output import Format, TableOrJson, echo_json
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from flows.reports.accounts import AccountView
+    from integrations.sources.accounts import ImportResult
+    from models import Account
 
 accounts_app = typer.Typer(help="Import accounts from CSV, list them, show one.", no_args_is_help=True)
 contacts_app = typer.Typer(help="Import contacts from CSV.", no_args_is_help=True)
@@ -42,10 +31,9 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(contacts_app, name="contacts")
 
 
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-
+#: the account statuses (``models.AccountStatus``) written out, so that building the CLI needs no
+#: database code; tests/cli/test_startup.py holds the two equal
+AccountStatusChoice = Literal["trial", "active", "paused", "cancelling", "churned"]
 
 _FILE = typer.Argument(
     help="The CSV file (UTF-8, with or without a byte-order mark).",
@@ -59,7 +47,6 @@ _SKIP_INVALID = typer.Option(
     "--skip-invalid", help="Import the good rows and list the bad ones, instead of importing nothing."
 )
 _DRY_RUN = typer.Option("--dry-run", help="Check the file and count what would change; write nothing.")
-_FORMAT = typer.Option("--format", help="table for people, json for scripts.", case_sensitive=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,6 +56,8 @@ _FORMAT = typer.Option("--format", help="table for people, json for scripts.", c
 def _run_import(
     importer: Callable[..., ImportResult], engine: Engine, file: Path, *, skip_invalid: bool, dry_run: bool
 ) -> None:
+    from models import DataImportError, utcnow
+
     try:
         result = importer(engine, file, skip_invalid=skip_invalid, dry_run=dry_run, now=utcnow())
     except DataImportError as exc:
@@ -123,6 +112,8 @@ def import_accounts_command(
 
     A blank cell, or a column the file lacks, leaves the stored value alone. arr takes 12000, 12,000.50 or $12000 ('.' for decimals).
     """
+    from integrations.sources.accounts import import_accounts
+
     engine = state(ctx).engine()
     _run_import(import_accounts, engine, file, skip_invalid=skip_invalid, dry_run=dry_run)
 
@@ -142,6 +133,8 @@ def import_contacts_command(
 
     A blank cell, or a column the file lacks, leaves the stored value alone. An import can unsubscribe a contact but never re-subscribes one.
     """
+    from integrations.sources.accounts import import_contacts
+
     engine = state(ctx).engine()
     _run_import(import_contacts, engine, file, skip_invalid=skip_invalid, dry_run=dry_run)
 
@@ -198,11 +191,47 @@ def suppress_command(
 # list
 
 
-def _money(amount: float | None, currency: str = "") -> str:
-    if amount is None:
-        return ""
-    text = f"{amount:,.0f}" if float(amount).is_integer() else f"{amount:,.2f}"
-    return f"{text} {currency}".strip()
+def _arr(account: Account, *, code: bool = True) -> str:
+    from flows.reports.format import amount
+
+    return amount(account.arr, account.currency if code else None)
+
+
+#: the narrowest a column of text that wraps (a name) is made before columns are left out
+_MIN_TEXT = 12
+
+
+@dataclass
+class _Column:
+    """A column of a table that fits the terminal: ``wraps`` (long text such as a name) may wrap
+    down to _MIN_TEXT; the others never wrap. When the terminal is too narrow for all, the column
+    with the highest ``drop`` is left out first (0: never)."""
+
+    header: str
+    cells: list[Text]
+    wraps: bool = False
+    justify: Literal["left", "right"] = "left"
+    drop: int = 0
+
+    def natural(self) -> int:
+        return max([len(self.header), *(cell.cell_len for cell in self.cells)])
+
+    def need(self) -> int:
+        return min(self.natural(), max(_MIN_TEXT, len(self.header))) if self.wraps else self.natural()
+
+
+def _table(title: str, columns: Sequence[_Column], *, boxed: bool = True) -> Table:
+    """A table of ``columns``; without borders (two spaces between columns) where room is short."""
+    table = Table(title=title, title_justify="left")
+    if not boxed:
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for c in columns:
+        table.add_column(
+            c.header, justify=c.justify, no_wrap=not c.wraps, min_width=c.need() if c.wraps else None, overflow="fold"
+        )
+    for r in range(len(columns[0].cells) if columns else 0):
+        table.add_row(*(c.cells[r] for c in columns))
+    return table
 
 
 def _health(account: Account) -> Text:
@@ -222,22 +251,12 @@ def _iso(value: date | None) -> str:
     return value.isoformat() if value else ""
 
 
-def _as_json(row: SQLModel, *, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """A row as JSON-ready data, its fields in the order the model declares them."""
-    data = row.model_dump(mode="json")
-    return {name: data[name] for name in type(row).model_fields if name in data and name not in exclude}
-
-
-def _echo_json(document: Any) -> None:
-    # plain print: rich would wrap long lines and break the JSON for whoever reads it
-    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
-
-
 @accounts_app.command("list")
 def list_accounts(
     ctx: typer.Context,
     status: Annotated[
-        AccountStatus | None, typer.Option("--status", help="Only accounts in this status.", case_sensitive=False)
+        AccountStatusChoice | None,
+        typer.Option("--status", help="Only accounts in this status.", case_sensitive=False),
     ] = None,
     csm: Annotated[
         str | None, typer.Option("--csm", help="Only the accounts of this CSM (email).", metavar="EMAIL")
@@ -245,141 +264,53 @@ def list_accounts(
     limit: Annotated[
         int, typer.Option("--limit", min=0, help="Show at most N accounts; 0 shows all.", metavar="N")
     ] = 50,
-    fmt: Annotated[Format, _FORMAT] = Format.table,
+    fmt: TableOrJson = Format.table,
 ) -> None:
     """List accounts by name: external id, name, plan, ARR, status, renewal date, health, CSM."""
-    engine = state(ctx).engine()
-    query = select(Account)
-    if status is not None:
-        query = query.where(Account.status == status.value)
-    if csm is not None:
-        query = query.where(func.lower(Account.csm_email) == csm.strip().lower())
-    with Session(engine) as s:
-        total = s.exec(select(func.count()).select_from(query.subquery())).one()
-        query = query.order_by(func.lower(Account.name), col(Account.external_id))
-        accounts = s.exec(query.limit(limit) if limit else query).all()
+    from flows.reports.accounts import as_json, find_accounts
 
+    accounts, total = find_accounts(state(ctx).engine(), status=status, csm=csm, limit=limit)
     if fmt is Format.json:
-        _echo_json([_as_json(a, exclude=frozenset({"id"})) for a in accounts])
+        echo_json([as_json(a, exclude=frozenset({"id"})) for a in accounts])
         return
     if not accounts:
         console.print("no accounts match" if status or csm else "no accounts yet (`retain accounts import FILE.csv`)")
         return
-    table = Table(title="Accounts", title_justify="left")
-    table.add_column("external id", no_wrap=True)
-    table.add_column("name")
-    table.add_column("plan")
-    table.add_column("ARR", justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("renewal", no_wrap=True)
-    table.add_column("health", no_wrap=True)
-    table.add_column("CSM")
-    for a in accounts:
-        table.add_row(
-            Text(a.external_id),
-            Text(a.name),
-            Text(a.plan or ""),
-            Text(_money(a.arr, a.currency)),
-            Text(a.status),
-            Text(_iso(a.renewal_date)),
-            _health(a),
-            Text(_csm(a)),
-        )
-    console.print(table)
+    columns = [
+        _Column("external id", [Text(a.external_id) for a in accounts]),
+        _Column("name", [Text(a.name) for a in accounts], wraps=True),
+        _Column("plan", [Text(a.plan or "") for a in accounts], wraps=True, drop=5),
+        _Column("ARR", [Text(_arr(a)) for a in accounts], justify="right"),
+        _Column("status", [Text(a.status) for a in accounts], drop=1),
+        _Column("renewal", [Text(_iso(a.renewal_date)) for a in accounts], drop=2),
+        _Column("health", [_health(a) for a in accounts], drop=3),
+        _Column("CSM", [Text(_csm(a)) for a in accounts], wraps=True, drop=4),
+    ]
+    if sum(c.natural() + 3 for c in columns) + 1 <= console.width:
+        console.print(_table("Accounts", columns))
+    else:  # narrow: the CSM by name, one currency said once, no borders; then the least needed left out
+        currencies = {(a.currency or "").upper() for a in accounts if a.arr is not None}
+        if len(currencies) == 1:
+            (code,) = currencies
+            columns[3] = _Column(f"ARR {code}", [Text(_arr(a, code=False)) for a in accounts], justify="right")
+        columns[7] = _Column("CSM", [Text(a.csm_name or a.csm_email or "") for a in accounts], wraps=True, drop=4)
+        shown = list(columns)
+        while sum(c.need() + 3 for c in shown) - 3 > console.width and any(c.drop for c in shown):
+            shown.remove(max(shown, key=lambda c: c.drop))
+        console.print(_table("Accounts", shown, boxed=False))
+        if hidden := [c.header for c in columns if c not in shown]:
+            console.print(
+                f"{', '.join(hidden)}: left out to fit {console.width} columns (`retain accounts show ID` and "
+                "--format json show every field)",
+                style="dim",
+                soft_wrap=True,
+            )
     if len(accounts) < total:
         console.print(f"{len(accounts)} of {total} accounts shown; --limit 0 shows all", style="dim")
 
 
 # --------------------------------------------------------------------------------------------
 # show
-
-
-@dataclass(frozen=True)
-class AccountView:
-    """One account and what surrounds it, as `retain accounts show` presents it."""
-
-    account: Account
-    contacts: Sequence[Contact]
-    enrollments: Sequence[Enrollment]  # active ones
-    tasks: Sequence[CsmTask]  # open ones
-    outcomes: Sequence[Outcome]  # the most recent, newest last
-    timeline: Sequence[TimelineEvent]  # the most recent, newest last
-    timeline_total: int
-
-    def to_json(self) -> dict[str, Any]:
-        def rows(items: Sequence[Any]) -> list[dict[str, Any]]:
-            return [_as_json(item, exclude=frozenset({"account_id"})) for item in items]
-
-        return {
-            "account": _as_json(self.account),
-            "contacts": rows(self.contacts),
-            "active_enrollments": rows(self.enrollments),
-            "open_tasks": rows(self.tasks),
-            "recent_outcomes": rows(self.outcomes),
-            "timeline": rows(self.timeline),
-        }
-
-
-def _not_found(s: Session, external_id: str) -> NotFoundError:
-    known = s.exec(select(Account.external_id, Account.name)).all()
-    wanted = external_id.casefold()
-    guesses = [eid for eid, name in known if wanted in (eid.casefold(), name.casefold())]
-    guesses = guesses or difflib.get_close_matches(external_id, [eid for eid, _ in known], n=3)
-    message = f"no account with external id {external_id!r}"
-    if guesses:
-        message += f"; did you mean {' or '.join(repr(g) for g in guesses)}?"
-    elif known:
-        message += " (`retain accounts list` shows them)"
-    else:
-        message += ": there are no accounts yet (`retain accounts import FILE.csv`)"
-    return NotFoundError(message)
-
-
-def load_account_view(engine: Engine, external_id: str, *, events: int = 20, outcomes: int = 10) -> AccountView:
-    """The account with this external id, its contacts, active enrollments, open tasks, the last
-    ``outcomes`` outcomes and the last ``events`` timeline events. NotFoundError (with a guess)
-    when there is no such account."""
-    with Session(engine) as s:
-        account = s.exec(select(Account).where(Account.external_id == external_id)).first()
-        if account is None:
-            raise _not_found(s, external_id)
-        contacts = s.exec(
-            select(Contact)
-            .where(Contact.account_id == account.id)
-            .order_by(col(Contact.is_primary).desc(), col(Contact.email))
-        ).all()
-        enrollments = s.exec(
-            select(Enrollment)
-            .where(Enrollment.account_id == account.id, Enrollment.status == EnrollmentStatus.ACTIVE.value)
-            .order_by(col(Enrollment.next_due_at), col(Enrollment.playbook))
-        ).all()
-        tasks = s.exec(
-            select(CsmTask)
-            .where(CsmTask.account_id == account.id, CsmTask.status == "open")
-            .order_by(col(CsmTask.due_at), col(CsmTask.id))
-        ).all()
-        recent_outcomes = s.exec(
-            select(Outcome)
-            .where(Outcome.account_id == account.id)
-            .order_by(col(Outcome.occurred_at).desc(), col(Outcome.id).desc())
-            .limit(outcomes)
-        ).all()
-        timeline = s.exec(
-            select(TimelineEvent)
-            .where(TimelineEvent.account_id == account.id)
-            .order_by(col(TimelineEvent.at).desc(), col(TimelineEvent.id).desc())
-            .limit(events)
-        ).all()
-        total = s.exec(select(func.count()).where(TimelineEvent.account_id == account.id)).one()
-    return AccountView(
-        account=account,
-        contacts=contacts,
-        enrollments=enrollments,
-        tasks=tasks,
-        outcomes=list(reversed(recent_outcomes)),
-        timeline=list(reversed(timeline)),
-        timeline_total=total,
-    )
 
 
 def _when(at: datetime | None) -> str:
@@ -415,8 +346,11 @@ def _section(title: str, headers: Sequence[str], rows: Sequence[Sequence[str | T
     if not rows:
         return Text.assemble((title, "bold"), f": {empty}")
     table = Table(title=title, title_justify="left", title_style="bold")
-    for header in headers:
-        table.add_column(header)
+    for i, header in enumerate(headers):
+        # a column of short values (yes, a priority) keeps its header whole; the others wrap, and a
+        # narrow terminal folds an address rather than cutting it to "…"
+        short = all(len(row[i]) <= len(header) for row in rows)
+        table.add_column(header, no_wrap=short, overflow="fold")
     for row in rows:
         table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
     return table
@@ -432,7 +366,7 @@ def render_account(view: AccountView, now: datetime) -> Group:
     facts.add_column()
     for label, value in [
         ("plan", Text(a.plan or "")),
-        ("ARR", Text(_money(a.arr, a.currency))),
+        ("ARR", Text(_arr(a))),
         ("renewal", Text(_days_to(a.renewal_date, now.date()))),
         ("health", _health(a)),
         ("CSM", Text(_csm(a))),
@@ -510,13 +444,16 @@ def render_account(view: AccountView, now: datetime) -> Group:
 def show_account(
     ctx: typer.Context,
     external_id: Annotated[str, typer.Argument(metavar="ID", help="The account's external id.", show_default=False)],
-    fmt: Annotated[Format, _FORMAT] = Format.table,
+    fmt: TableOrJson = Format.table,
     events: Annotated[int, typer.Option("--events", min=1, help="How many timeline events to show.", metavar="N")] = 20,
 ) -> None:
     """Show an account: its fields, contacts, active enrollments (playbook, step, next due), open
     CSM tasks, recent outcomes and its timeline, newest last."""
+    from flows.reports.accounts import load_account_view
+    from models import utcnow
+
     view = load_account_view(state(ctx).engine(), external_id, events=events)
     if fmt is Format.json:
-        _echo_json(view.to_json())
+        echo_json(view.to_json())
     else:
         console.print(render_account(view, utcnow()))

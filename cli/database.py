@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from models.db import upgrade
-
 from ._app import app, console, state
 
 
 @app.command("init")
 def init(ctx: typer.Context) -> None:
     """Create Retain's tables in the configured database, or upgrade them to this version."""
+    from models import upgrade
+
     st = state(ctx)
     engine = st.engine(require=False)
     before, after = upgrade(engine)

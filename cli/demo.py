@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from models import ConfigError
+from rich.text import Text
 
 from ._app import app, console, state
-from .run import Format, status
+from ._output import Format
+from .run import status
 
 
 @contextmanager
@@ -52,6 +52,8 @@ def _quiet_prefect() -> Iterator[None]:
 
 
 def _start_date(value: str) -> date:
+    from models import ConfigError
+
     try:
         return date.fromisoformat(value)
     except ValueError:
@@ -79,6 +81,7 @@ def demo(
     from flows import demo as demo_flows
     from flows.orchestration.demo import demo_flow
     from flows.orchestration.runtime import prefect_environment
+    from models import ConfigError
 
     st = state(ctx)
     first_day = _start_date(start)
@@ -86,11 +89,12 @@ def demo(
     deleted = demo_flows.prepare(engine, st.settings, reset=reset)
     where = engine.url.render_as_string(hide_password=True)
     if deleted:
-        console.print(f"reset: deleted {deleted} rows from {where}")
+        console.print(f"reset: deleted {deleted} rows from {where}", markup=False, soft_wrap=True)
     console.print(
         f"demo: {accounts} accounts, {days} days from {first_day} (seed {seed}) in {where}; "
         f"outbox: {st.settings.outbox_dir}/",
         markup=False,
+        soft_wrap=True,
     )
     began = time.perf_counter()
     totals = {"enrolled": 0, "delivered": 0}
@@ -136,6 +140,7 @@ def demo(
         f"{seeded.get('usage rows', 0)} usage rows, {seeded.get('support tickets', 0)} tickets; "
         f"simulated {result['days']} days in {elapsed:.0f} s as the Prefect flow run {result.get('flow_run')!r}",
         markup=False,
+        soft_wrap=True,
     )
     world = result["world"]
     happened = ", ".join(
@@ -143,10 +148,12 @@ def demo(
         for k in ("signup", "onboarded", "renewed", "cancelled", "churned", "reactivated", "reply", "nps answer")
         if world.get(k)
     )
-    console.print(f"the customers: {happened}", markup=False)
-    console.print(f"webhooks received by the local receiver: {result['webhook_requests']}", markup=False)
+    console.print(f"the customers: {happened}", markup=False, soft_wrap=True)
+    console.print(
+        f"webhooks received by the local receiver: {result['webhook_requests']}", markup=False, soft_wrap=True
+    )
     for error in result["errors"][:10]:
-        console.print(f"[yellow]error:[/yellow] {error}", soft_wrap=True, markup=False)
+        console.print(Text.assemble(("error:", "yellow"), f" {error}"), soft_wrap=True)
     console.print()
     status(ctx, Format.table)
     for title, lines in demo_flows.sample_timelines(engine):
@@ -157,4 +164,5 @@ def demo(
         "\nnext: `retain status`, `retain accounts list`, `retain accounts show ID`, "
         f"and the messages in {st.settings.outbox_dir}/",
         markup=False,
+        soft_wrap=True,
     )

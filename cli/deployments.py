@@ -9,15 +9,6 @@ from typing import Annotated
 
 import typer
 
-from flows.orchestration.deployments import (
-    drain_prefect_workers,
-    local_prefect_server,
-    prefect_yaml_problems,
-    render_prefect_yaml,
-    runner_deployments,
-)
-from playbooks import load_playbooks
-
 from ._app import app, console, err_console, state
 
 deployments_app = typer.Typer(help="Prefect deployments: one per playbook, on its schedule.", no_args_is_help=True)
@@ -33,6 +24,9 @@ def sync(
     file: Annotated[Path, typer.Option("--file", help="The file to write.", dir_okay=False)] = Path("prefect.yaml"),
 ) -> None:
     """Write prefect.yaml: one deployment per playbook, with the cron and time zone of its schedule."""
+    from flows.orchestration.deployments import prefect_yaml_problems, render_prefect_yaml
+    from playbooks import load_playbooks
+
     playbooks = load_playbooks(state(ctx).playbooks_dir)
     text = render_prefect_yaml(playbooks.values())
     current = file.read_text(encoding="utf-8") if file.exists() else None
@@ -41,19 +35,22 @@ def sync(
         for problem in problems:
             err_console.print(f"{file}: {problem}", markup=False, soft_wrap=True)
         if current != text:
-            err_console.print(f"{file} is out of date with the playbooks: run `retain deployments sync`", markup=False)
+            err_console.print(
+                f"{file} is out of date with the playbooks: run `retain deployments sync`", markup=False, soft_wrap=True
+            )
             raise typer.Exit(1)
         if problems:
             raise typer.Exit(1)
-        console.print(f"{file} is up to date ({len(playbooks)} deployments)", markup=False)
+        console.print(f"{file} is up to date ({len(playbooks)} deployments)", markup=False, soft_wrap=True)
         return
     if current == text:
-        console.print(f"{file} is up to date ({len(playbooks)} deployments)", markup=False)
+        console.print(f"{file} is up to date ({len(playbooks)} deployments)", markup=False, soft_wrap=True)
         return
     file.write_text(text, encoding="utf-8")
     console.print(
         f"wrote {file}: {len(playbooks)} playbook deployments ({', '.join(sorted(playbooks))}), the outbox, health scores and reports",
         markup=False,
+        soft_wrap=True,
     )
 
 
@@ -69,19 +66,21 @@ def serve(
     from prefect import serve as prefect_serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from flows.orchestration.deployments import drain_prefect_workers, local_prefect_server, runner_deployments
     from flows.orchestration.runtime import prefect_environment
+    from playbooks import load_playbooks
 
     st = state(ctx)
     st.engine()  # fail now, with the fix to run, if the database has no schema
     playbooks = load_playbooks(st.playbooks_dir)
     if not playbooks:
-        console.print(f"no playbooks in {st.playbooks_dir}: nothing to serve", markup=False)
+        console.print(f"no playbooks in {st.playbooks_dir}: nothing to serve", markup=False, soft_wrap=True)
         raise typer.Exit(1)
     deployments = runner_deployments(playbooks.values())
     configured = PREFECT_API_URL.value()
     with prefect_environment(st.settings, start_temporary_server=False):
         if configured:
-            console.print(f"serving {len(deployments)} playbooks against {configured}", markup=False)
+            console.print(f"serving {len(deployments)} playbooks against {configured}", markup=False, soft_wrap=True)
             prefect_serve(*deployments, limit=limit)
             return
         console.print("starting a local Prefect server on 127.0.0.1 …", markup=False)

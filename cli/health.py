@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
-import json
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,14 +10,9 @@ import typer
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from sqlmodel import Session, col, select
-
-from flows.analytics.health import HealthReport, describe_value, run_health
-from flows.engine.tick import parse_as_of
-from models import Account, HealthScore, NotFoundError
-from playbooks import health_file, health_problems, load_health
 
 from ._app import app, console, err_console, state
+from ._output import Format, TableOrJson, echo_json
 
 health_app = typer.Typer(
     help="Score account health (playbooks/health.yaml), show an account's health, check the definition.",
@@ -29,11 +21,6 @@ health_app = typer.Typer(
 app.add_typer(health_app, name="health")
 
 _BANDS = ("green", "yellow", "red")
-
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
 
 
 @health_app.command("run")
@@ -49,6 +36,10 @@ def run(
     """Score every account that is not churned: a history row each, account.health / health_score /
     health_trend updated, a timeline event where the band changed. Running the same --as-of twice
     changes nothing more."""
+    from flows.analytics.health import HealthReport, run_health
+    from flows.engine.tick import parse_as_of
+    from playbooks import health_file
+
     st = state(ctx)
     engine = st.engine()
     moment = parse_as_of(as_of)
@@ -77,6 +68,8 @@ def validate(
     ] = None,
 ) -> None:
     """Check a health definition; every problem is listed at its file:line:col."""
+    from playbooks import health_file, health_problems, load_health
+
     path = file or health_file(state(ctx).playbooks_dir)
     problems = health_problems(path)
     for problem in problems:
@@ -85,17 +78,11 @@ def validate(
         raise typer.Exit(1)
     spec = load_health(path)
     weights = ", ".join(f"{name} {m.weight:g}" for name, m in spec.measures.used().items())
-    console.print(f"{path}: ok ({weights}; green from {spec.bands.green:g}, yellow from {spec.bands.yellow:g})")
-
-
-def _account(s: Session, external_id: str) -> Account:
-    account = s.exec(select(Account).where(Account.external_id == external_id)).first()
-    if account is None:
-        known = list(s.exec(select(Account.external_id)).all())
-        close = difflib.get_close_matches(external_id, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise NotFoundError(f"no account with external id {external_id!r}{hint}")
-    return account
+    console.print(
+        f"{path}: ok ({weights}; green from {spec.bands.green:g}, yellow from {spec.bands.yellow:g})",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _band(band: str | None, score: float | None = None) -> Text:
@@ -114,6 +101,8 @@ def _when(at: datetime) -> str:
 
 
 def _components(components: dict[str, dict[str, Any]]) -> Table:
+    from flows.analytics.health import describe_value
+
     table = Table(title="Components of the latest score", title_justify="left", title_style="bold")
     for column in ("measure", "value", "points", "weight", "share of score", "note"):
         table.add_column(column, justify="right" if column in ("points", "weight", "share of score") else "left")
@@ -135,21 +124,12 @@ def show(
     ctx: typer.Context,
     external_id: Annotated[str, typer.Argument(metavar="ID", help="The account's external id.", show_default=False)],
     history: Annotated[int, typer.Option("--history", min=1, help="How many past scores to show.", metavar="N")] = 12,
-    fmt: Annotated[Format, typer.Option("--format", help="table for people, json for scripts.")] = Format.table,
+    fmt: TableOrJson = Format.table,
 ) -> None:
     """Show an account's health: band, score and trend, what the latest score is made of, and its history."""
-    engine = state(ctx).engine()
-    with Session(engine) as s:
-        account = _account(s, external_id)
-        rows = list(
-            s.exec(
-                select(HealthScore)
-                .where(HealthScore.account_id == account.id)
-                .order_by(col(HealthScore.scored_at).desc(), col(HealthScore.id).desc())
-                .limit(history)
-            ).all()
-        )
-    rows.reverse()
+    from flows.reports.accounts import health_history
+
+    account, rows = health_history(state(ctx).engine(), external_id, scores=history)
     if fmt is Format.json:
         document = {
             "account": account.external_id,
@@ -167,7 +147,7 @@ def show(
                 for r in rows
             ],
         }
-        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        echo_json(document)
         return
     heading = Text.assemble(
         (account.name, "bold"),

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import json
-from enum import StrEnum
+from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from models import NotFoundError, Problem
-from models._duration import format_duration
-from models.playbook import json_schema
-from playbooks import CompiledPlaybook, mermaid, step_summary, validate_paths
-
 from ._app import app, console, state
+from ._output import Format, TextOrJson, echo_json, echo_text
+
+if TYPE_CHECKING:
+    from models import Problem
+    from playbooks import CompiledPlaybook
 
 playbooks_app = typer.Typer(help="Write, check and read playbooks.", no_args_is_help=True)
 app.add_typer(playbooks_app, name="playbooks")
 
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
+#: the JSON Schema for editors, shipped inside the ``playbooks`` package (the repository's root holds
+#: a copy for the playbooks' modelines; a test keeps both equal to the models)
+SCHEMA_FILE = "playbook.schema.json"
 
 
 @playbooks_app.command("validate")
@@ -32,9 +30,11 @@ def validate(
     paths: Annotated[
         list[Path] | None, typer.Argument(help="Playbook files or folders. Default: the playbooks folder.")
     ] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="text for people, json for editors and CI.")] = Format.text,
+    fmt: TextOrJson = Format.text,
 ) -> None:
     """Check playbooks and report every error at once as FILE:LINE:COL: message. Exit 1 on any error."""
+    from playbooks import validate_paths
+
     targets = paths or [state(ctx).playbooks_dir]
     for target in targets:
         if not target.exists():
@@ -42,14 +42,12 @@ def validate(
     compiled, problems = validate_paths(targets)
     problems += _folder_files_problems(targets)
     if fmt is Format.json:
-        console.print_json(
-            json.dumps(
-                {
-                    "valid": not problems,
-                    "playbooks": [{"playbook": pb.id, "file": pb.file, "revision": pb.revision} for pb in compiled],
-                    "errors": [p.to_dict() for p in problems],
-                }
-            )
+        echo_json(
+            {
+                "valid": not problems,
+                "playbooks": [{"playbook": pb.id, "file": pb.file, "revision": pb.revision} for pb in compiled],
+                "errors": [p.to_dict() for p in problems],
+            }
         )
     else:
         for problem in problems:
@@ -57,11 +55,15 @@ def validate(
         files = len({p.file for p in problems})
         if problems:
             console.print(
-                f"{len(problems)} error{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}", style="red"
+                f"{len(problems)} error{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}",
+                style="red",
+                soft_wrap=True,
             )
         else:
             names = ", ".join(pb.id for pb in compiled) or "none found"
-            console.print(f"{len(compiled)} playbook{'s' * (len(compiled) != 1)} valid: {names}", style="green")
+            console.print(
+                f"{len(compiled)} playbook{'s' * (len(compiled) != 1)} valid: {names}", style="green", soft_wrap=True
+            )
     if problems:
         raise typer.Exit(1)
 
@@ -82,6 +84,8 @@ def _folder_files_problems(targets: list[Path]) -> list[Problem]:
 @playbooks_app.command("list")
 def list_playbooks(ctx: typer.Context) -> None:
     """List the playbooks of the playbooks folder, with their schedule and revision."""
+    from playbooks import validate_paths
+
     folder = state(ctx).playbooks_dir
     compiled, problems = validate_paths([folder])
     table = Table(title=f"Playbooks in {folder}")
@@ -103,25 +107,18 @@ def list_playbooks(ctx: typer.Context) -> None:
     if problems:
         bad = sorted({p.file for p in problems})
         console.print(
-            f"[red]{len(bad)} file(s) do not validate:[/red] {', '.join(bad)} (run `retain playbooks validate`)"
+            f"[red]{len(bad)} file(s) do not validate:[/red] {', '.join(bad)} (run `retain playbooks validate`)",
+            soft_wrap=True,
         )
         raise typer.Exit(1)
 
 
 def find_playbook(ctx: typer.Context, name: str) -> CompiledPlaybook:
-    """A playbook of the playbooks folder by id (or file name); invalid files are reported."""
-    folder = state(ctx).playbooks_dir
-    compiled, problems = validate_paths([folder])
-    for pb in compiled:
-        if pb.id == name or Path(pb.file).stem == name:
-            return pb
-    for problem in problems:
-        if Path(problem.file).stem == name:
-            from models import PlaybookError
+    """A playbook of the playbooks folder by id (or file name); its own file's problems are
+    reported, and the other files are not validated (a broken sibling cannot stop it)."""
+    from playbooks import load_playbook
 
-            raise PlaybookError([p for p in problems if p.file == problem.file])
-    known = ", ".join(sorted(pb.id for pb in compiled)) or "none"
-    raise NotFoundError(f"no playbook {name!r} in {folder} (playbooks: {known})")
+    return load_playbook(state(ctx).playbooks_dir, name)
 
 
 @playbooks_app.command("show")
@@ -131,10 +128,13 @@ def show(
     graph: Annotated[bool, typer.Option("--graph", help="Print a Mermaid flowchart instead of the outline.")] = False,
 ) -> None:
     """Show a playbook as a readable outline (or a Mermaid flowchart with --graph)."""
+    from models._duration import format_duration
+    from playbooks import mermaid, step_summary
+
     pb = find_playbook(ctx, name)
     spec = pb.spec
     if graph:
-        console.print(mermaid(spec), markup=False, end="", soft_wrap=True)
+        echo_text(mermaid(spec))
         return
     out = [f"[bold]{spec.name}[/bold]  ({spec.playbook}, {spec.lifecycle}, revision {pb.revision})"]
     if spec.description:
@@ -167,7 +167,7 @@ def simulate_command(
     days: Annotated[
         int, typer.Option("--days", min=0, max=730, help="How many days to simulate, one tick a day.")
     ] = 30,
-    fmt: Annotated[Format, typer.Option("--format", help="text for people, json for scripts.")] = Format.text,
+    fmt: TextOrJson = Format.text,
 ) -> None:
     """Preview a playbook over the whole book: who would enter, which steps they would reach, the
     touches by channel, and what the contact policy would defer or suppress and why. Nothing is
@@ -181,12 +181,13 @@ def simulate_command(
     delivery = delivery_policy([pb], load_policy(st.playbooks_dir))
     result = simulate(st.engine(), pb, parse_as_of(as_of), days, delivery)
     if fmt is Format.json:
-        console.print_json(json.dumps(result.to_dict(), default=str))
+        echo_json(result.to_dict())
         return
     console.print(
-        f"[bold]{pb.spec.name}[/bold] ({pb.id}@{pb.revision}): {days} days from {result.start}, nothing kept, nothing sent"
+        f"[bold]{pb.spec.name}[/bold] ({pb.id}@{pb.revision}): {days} days from {result.start}, nothing kept, nothing sent",
+        soft_wrap=True,
     )
-    console.print(f"{len(result.entered)} accounts would enter ({result.holdout} in the holdout)")
+    console.print(f"{len(result.entered)} accounts would enter ({result.holdout} in the holdout)", soft_wrap=True)
     entered = Table(title="Who would enter (first 20)")
     for column in ("account", "name", "on", "holdout"):
         entered.add_column(column)
@@ -214,7 +215,8 @@ def simulate_command(
             held.add_row(row["account"] or "", row["step"] or "", row["state"], row["why"] or "")
         console.print(held)
     if result.outcomes:
-        console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items())))
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
+        console.print(f"outcomes: {outcomes}", markup=False, soft_wrap=True)
     for error in result.errors[:10]:
         console.print(f"[yellow]error:[/yellow] {error}", soft_wrap=True)
 
@@ -226,9 +228,14 @@ def schema(
     ] = None,
 ) -> None:
     """Print (or write) the JSON Schema that editors use to check playbooks as you type."""
-    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    text = schema_text()
     if output:
         output.write_text(text, encoding="utf-8")
-        console.print(f"wrote {output}")
+        console.print(f"wrote {output}", markup=False, soft_wrap=True)
     else:
-        console.print(text, markup=False, end="", highlight=False)
+        echo_text(text)
+
+
+def schema_text() -> str:
+    """The JSON Schema shipped with Retain (inside the installed ``playbooks`` package)."""
+    return resources.files("playbooks").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")

@@ -8,31 +8,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
-
-from flows.analytics.attribution import MIN_GROUP, AttributionWindow, record_revenue_outcomes
-from flows.engine.tick import parse_as_of
-from flows.reports.reports import (
-    Report,
-    ReportTable,
-    health_report,
-    playbooks_report,
-    post_digest,
-    retention_report,
-    surveys_report,
-    weekly_digest,
-)
-from integrations.channels.registry import build_channel
-from models import session
 
 from ._app import app, console, err_console, state
+from ._output import Format, MarkdownOrJson, TableJsonOrCsv, echo_text
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from flows.reports.reports import Report, ReportTable
 
 report_app = typer.Typer(
     help="Reports: retention, playbook lift and funnels, surveys, health, and the weekly digest.",
@@ -40,16 +29,9 @@ report_app = typer.Typer(
 )
 app.add_typer(report_app, name="report")
 
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-
-
-class DigestFormat(StrEnum):
-    markdown = "markdown"
-    json = "json"
+#: ``flows.analytics.attribution.MIN_GROUP``, written out so that building the CLI needs none of the
+#: analytics; tests/cli/test_startup.py holds the two equal
+MIN_GROUP = 30
 
 
 class Post(StrEnum):
@@ -62,12 +44,6 @@ def _print(text: str, *, err: bool = False, style: str | None = None) -> None:
     (err_console if err else console).print(text, markup=False, soft_wrap=True, style=style)
 
 
-FormatOption = Annotated[
-    Format,
-    typer.Option(
-        "--format", case_sensitive=False, help="table for people, json for scripts, csv (the first table) for sheets."
-    ),
-]
 ChartOption = Annotated[
     Path | None,
     typer.Option(
@@ -99,9 +75,9 @@ def _emit(report: Report, fmt: Format, chart: Path | None) -> None:
     if chart is not None:
         _draw(report, chart)  # first: a chart that cannot be drawn is said before the report scrolls by
     if fmt is Format.json:
-        typer.echo(report.json())
+        echo_text(report.json())
     elif fmt is Format.csv:
-        typer.echo(report.csv(), nl=False)
+        echo_text(report.csv())
     else:
         _print_tables(report)
 
@@ -317,7 +293,7 @@ def _engine(ctx: typer.Context) -> Engine:
 @report_app.command("retention")
 def retention(
     ctx: typer.Context,
-    fmt: FormatOption = Format.table,
+    fmt: TableJsonOrCsv = Format.table,
     chart: ChartOption = None,
     months: MonthsOption = 12,
     segment: SegmentOption = None,
@@ -328,6 +304,11 @@ def retention(
 
     Money is never converted: with revenue in several currencies and no --currency, the report is in
     the one most accounts pay in, and says so."""
+    from sqlmodel import Session
+
+    from flows.engine.tick import parse_as_of
+    from flows.reports.reports import retention_report
+
     moment = parse_as_of(as_of)
     with Session(_engine(ctx)) as s:
         report = retention_report(s, moment, months=months, segment=segment, currency=currency)
@@ -337,7 +318,7 @@ def retention(
 @report_app.command("playbooks")
 def playbooks(
     ctx: typer.Context,
-    fmt: FormatOption = Format.table,
+    fmt: TableJsonOrCsv = Format.table,
     chart: ChartOption = None,
     months: MonthsOption = 12,
     segment: SegmentOption = None,
@@ -362,6 +343,13 @@ def playbooks(
 
     Rates and lift count enrollments, whatever the currency. The ARR effect adds money up: it is shown
     per currency (each over the accounts paying in it), or for --currency only."""
+    from sqlmodel import Session
+
+    from flows.analytics.attribution import record_revenue_outcomes
+    from flows.engine.tick import parse_as_of
+    from flows.reports.reports import playbooks_report
+    from models import session
+
     moment = parse_as_of(as_of)
     engine = _engine(ctx)
     if detect:
@@ -384,13 +372,18 @@ def playbooks(
 @report_app.command("surveys")
 def surveys(
     ctx: typer.Context,
-    fmt: FormatOption = Format.table,
+    fmt: TableJsonOrCsv = Format.table,
     chart: ChartOption = None,
     months: MonthsOption = 12,
     segment: SegmentOption = None,
     as_of: AsOfOption = None,
 ) -> None:
     """NPS, CSAT and CES month by month, with the number of answers."""
+    from sqlmodel import Session
+
+    from flows.engine.tick import parse_as_of
+    from flows.reports.reports import surveys_report
+
     moment = parse_as_of(as_of)
     with Session(_engine(ctx)) as s:
         report = surveys_report(s, moment, months=months, segment=segment)
@@ -400,7 +393,7 @@ def surveys(
 @report_app.command("health")
 def health(
     ctx: typer.Context,
-    fmt: FormatOption = Format.table,
+    fmt: TableJsonOrCsv = Format.table,
     chart: ChartOption = None,
     months: MonthsOption = 12,
     segment: SegmentOption = None,
@@ -408,6 +401,11 @@ def health(
     as_of: AsOfOption = None,
 ) -> None:
     """Accounts by health band at the end of each month, and the movers of the last --days days."""
+    from sqlmodel import Session
+
+    from flows.engine.tick import parse_as_of
+    from flows.reports.reports import health_report
+
     moment = parse_as_of(as_of)
     with Session(_engine(ctx)) as s:
         report = health_report(s, moment, months=months, segment=segment, days=days)
@@ -427,6 +425,10 @@ def outcomes(
 ) -> None:
     """Record revenue outcomes (renewed, expanded, contracted, churned, reactivated) from monthly MRR,
     attributed to the enrollments running then. Running it again changes nothing."""
+    from flows.analytics.attribution import AttributionWindow, record_revenue_outcomes
+    from flows.engine.tick import parse_as_of
+    from models import session
+
     moment = parse_as_of(as_of)
     window = AttributionWindow(after_end=timedelta(days=attribution_days))
     with session(_engine(ctx)) as s:
@@ -455,15 +457,20 @@ def weekly(
             "--output", "-o", metavar="FILE.md", help="Write the Markdown here instead of printing it.", dir_okay=False
         ),
     ] = None,
-    fmt: Annotated[
-        DigestFormat,
-        typer.Option("--format", case_sensitive=False, help="markdown for people, json (every figure) for scripts."),
-    ] = DigestFormat.markdown,
+    fmt: MarkdownOrJson = Format.markdown,
     as_of: AsOfOption = None,
 ) -> None:
     """The weekly customer-success digest (Markdown) of the last whole week (Monday to Sunday, UTC):
     what changed, who is at risk, what each playbook did. --post sends it once: a second run for the
     same week and channel does not post again."""
+    from sqlmodel import Session
+
+    from flows.analytics.attribution import record_revenue_outcomes
+    from flows.engine.tick import parse_as_of
+    from flows.reports.reports import post_digest, weekly_digest
+    from integrations.channels.registry import build_channel
+    from models import session
+
     st = state(ctx)
     moment = parse_as_of(as_of)
     if detect:
@@ -471,13 +478,13 @@ def weekly(
             record_revenue_outcomes(s, moment)
     with Session(st.engine()) as s:
         digest = weekly_digest(s, moment)
-    text = digest.markdown if fmt is DigestFormat.markdown else json.dumps(digest.to_dict(), indent=2, default=str)
+    text = digest.markdown if fmt is Format.markdown else json.dumps(digest.to_dict(), indent=2, default=str)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
         _print(f"digest {digest.week} written to {output}", err=True)
     else:
-        typer.echo(text, nl=fmt is DigestFormat.json)
+        echo_text(text)
     if post is not None:
         channel = build_channel(post.value, st.settings)
         result = post_digest(

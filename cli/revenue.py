@@ -2,49 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import date
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from sqlmodel import Session, col, select
-
-from flows.analytics.metrics import (
-    add_months,
-    arr_cents,
-    cohort_retention,
-    currencies,
-    expansion_metrics,
-    last_revenue_month,
-    lifetime_value,
-    load_product_mrr,
-    logo_metrics,
-    main_currency,
-    month_range,
-    revenue_months,
-    total_mrr,
-    waterfall,
-)
-from flows.reports.reports import Column, ReportTable
-from integrations.sources.billing import BillingColumns, RevenueImportResult, Spread, import_revenue
-from models import Account, DataImportError, NotFoundError, utcnow
 
 from ._app import app, console, err_console, state
+from ._output import Format, TableOrJson, echo_json
 from .report import table_renderables
+
+if TYPE_CHECKING:
+    from flows.reports.summary import RevenueSummary
+    from integrations.sources.billing import RevenueImportResult
 
 revenue_app = typer.Typer(
     help="Import revenue (MRR) from a billing export; GRR, NRR and the MRR waterfall.", no_args_is_help=True
 )
 app.add_typer(revenue_app, name="revenue")
 
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-
+#: ``integrations.sources.billing.Spread`` written out, so that building the CLI needs none of the
+#: importers; tests/cli/test_startup.py holds the two equal
+SpreadChoice = Literal["day", "month"]
 
 _COLUMN = "COLUMN"
 
@@ -128,13 +108,13 @@ def import_revenue_command(
         ),
     ] = False,
     spread: Annotated[
-        Spread,
+        SpreadChoice,
         typer.Option(
             "--spread",
             case_sensitive=False,
             help="Share a service period among months by its days in each (day), or a whole month as one (month).",
         ),
-    ] = Spread.DAY,
+    ] = "day",
     product: Annotated[
         str | None, typer.Option("--product", metavar=_COLUMN, help="The product line (MRR is kept per product).")
     ] = None,
@@ -167,6 +147,9 @@ def import_revenue_command(
 
     All or nothing: missing columns, bad dates or amounts, a service end before its start, mixed currencies, unknown customers and credits larger than their month's invoices are all listed at once and nothing is written. A month with no billing at all inside the file's dates is a warning.
     """
+    from integrations.sources.billing import BillingColumns, Spread, import_revenue
+    from models import DataImportError, utcnow
+
     if (service_start is None) != (service_end is None):
         raise typer.BadParameter(
             "give both --service-start and --service-end, or neither", param_hint="--service-start/--service-end"
@@ -187,7 +170,7 @@ def import_revenue_command(
             engine,
             file,
             columns,
-            spread=spread,
+            spread=Spread(spread),
             service_end_exclusive=service_end_exclusive,
             create_accounts=create_accounts,
             dry_run=dry_run,
@@ -217,24 +200,6 @@ def _month_option(value: str | None) -> date | None:
     return date(int(found[1]), int(found[2]), 1)
 
 
-def _money(cents: int | None) -> str:
-    if cents is None:
-        return "n/a"
-    sign = "-" if cents < 0 else ""
-    return f"{sign}{abs(cents) // 100:,}.{abs(cents) % 100:02d}"
-
-
-def _percent(ratio: float | None) -> str:
-    return "n/a" if ratio is None else f"{ratio:.1%}"
-
-
-def _check_segment(session: Session, segment: str) -> None:
-    known = sorted({s for s in session.exec(select(Account.segment).where(col(Account.segment).is_not(None))) if s})
-    if segment not in known:
-        listed = ", ".join(repr(s) for s in known) if known else "none: no account has a segment"
-        raise NotFoundError(f"no account is in segment {segment!r}; the segments are {listed}")
-
-
 @revenue_app.command("summary")
 def summary(
     ctx: typer.Context,
@@ -261,117 +226,78 @@ def summary(
             "--gross-margin", min=0.1, max=100, metavar="PERCENT", help="Gross margin for lifetime value, in percent."
         ),
     ] = 80.0,
-    fmt: Annotated[
-        Format, typer.Option("--format", help="table for people, json for scripts.", case_sensitive=False)
-    ] = Format.table,
+    fmt: TableOrJson = Format.table,
 ) -> None:
     """The MRR waterfall of the last 12 months, GRR and NRR, logo churn, expansion and lifetime value.
 
     Definitions: docs/metrics.md. Money is in the revenue's currency; ARR is 12 × MRR.
     """
+    from sqlmodel import Session
+
+    from flows.reports.summary import revenue_summary
+    from models import utcnow
+
     last = _month_option(month)
-    engine = state(ctx).engine()
-    with Session(engine) as s:
-        if segment is not None:
-            _check_segment(s, segment)
-        found = currencies(s, segment)
-        # several currencies and none chosen: the one most accounts pay in, said (never converted)
-        chosen = currency.upper() if currency else main_currency(s, segment)
-        products = load_product_mrr(s, segment, currency=chosen) if chosen else {}
-    others = [code for code in found if code != chosen]
-    mrr = total_mrr(products)
-    span = revenue_months(mrr)
-    if span is None:
-        if fmt is Format.json:
-            empty = {"currency": chosen, "currencies": found, "segment": segment, "month": None}
-            typer.echo(json.dumps(empty, indent=2))
-        elif found:
-            _print(f"no revenue in {chosen}; the revenue is in {', '.join(found)} (--currency)")
+    with Session(state(ctx).engine()) as s:
+        result = revenue_summary(
+            s, month=last, today=utcnow().date(), segment=segment, currency=currency, gross_margin=gross_margin / 100
+        )
+    if fmt is Format.json:
+        echo_json(result.to_dict())
+    elif result.month is None:
+        if result.currencies:
+            _print(f"no revenue in {result.currency}; the revenue is in {', '.join(result.currencies)} (--currency)")
         else:
             where = f" in segment {segment!r}" if segment else ""
             _print(f"no revenue{where} yet (`retain revenue import FILE.csv`)")
-        return
-    if last is None:  # the book's latest month (in any currency) that is not after this one
-        this_month = utcnow().date().replace(day=1)
-        with Session(engine) as s:
-            last = last_revenue_month(s, segment, until=this_month) or last_revenue_month(s, segment) or span[1]
-    if last < span[0]:
-        raise NotFoundError(f"no revenue up to {last:%Y-%m}: it starts in {span[0]:%Y-%m}")
-    months = month_range(max(add_months(last, -11), span[0]), last)
-    rows = waterfall(mrr, months)
-    retention = cohort_retention(mrr, add_months(last, -12))
-    logos = logo_metrics(mrr, months)
-    named_products = products if any(product for (_, product, _) in products) else None
-    expansion = expansion_metrics(mrr, months, named_products)
-    ltv = lifetime_value(mrr, months, gross_margin / 100)
+    else:
+        _print_summary(result, asked=currency)
 
-    if fmt is Format.json:
-        document: dict[str, Any] = {
-            "currency": chosen,
-            "currencies": found,
-            "segment": segment,
-            "month": f"{last:%Y-%m}",
-            "waterfall": [{**row.to_dict(), "ending_arr": arr_cents(row.ending)} for row in rows],
-            "retention": retention.to_dict(),
-            "logos": logos.to_dict(),
-            "expansion": expansion.to_dict(),
-            "lifetime_value": ltv.to_dict(),
-        }
-        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
-        return
 
-    of = f", segment {segment}" if segment else ""
-    if others and currency is None:
+def _print_summary(result: RevenueSummary, *, asked: str | None) -> None:
+    from flows.reports.format import money, percent
+
+    assert result.month and result.retention and result.logos and result.expansion and result.lifetime_value
+    others = result.other_currencies
+    if others and asked is None:
         _print(
-            f"the revenue is in {len(found)} currencies ({', '.join(found)}): this summary is in {chosen}, the one "
-            f"most accounts pay in (never converted). For another: --currency {others[0]}",
+            f"the revenue is in {len(result.currencies)} currencies ({', '.join(result.currencies)}): this summary "
+            f"is in {result.currency}, the one most accounts pay in (never converted). For another: --currency "
+            f"{others[0]}",
             style="yellow",
         )
-    table = ReportTable(
-        "waterfall",
-        f"MRR waterfall in {chosen}{of}: {months[0]:%Y-%m} to {months[-1]:%Y-%m}",
-        [
-            Column("month"), Column("starting", "money"), Column("new", "money"), Column("expansion", "money"),
-            Column("contraction", "money", short="contr."), Column("churn", "money"),
-            Column("reactivation", "money", short="react."), Column("ending", "money"), Column("ARR", "money"),
-        ],
-    )  # fmt: skip
-    for row in rows:
-        table.rows.append([
-            f"{row.month:%Y-%m}", row.starting, row.new, row.expansion, -row.contraction, -row.churn,
-            row.reactivation, row.ending, arr_cents(row.ending),
-        ])  # fmt: skip
-    for part in table_renderables(table, console.width):
+    for part in table_renderables(result.waterfall_table(), console.width):
         console.print(part)
 
-    def _cash(cents: int | None) -> str:
-        return f"{_money(cents)} {chosen}" if cents is not None else _money(cents)
+    def cash(cents: int | None) -> str:
+        return money(cents, result.currency)
 
+    retention, logos, expansion, ltv = result.retention, result.logos, result.expansion, result.lifetime_value
     if retention.cohort_accounts:
         _print(
-            f"GRR {_percent(retention.grr)}, NRR {_percent(retention.nrr)}: the {retention.cohort_accounts} "
+            f"GRR {percent(retention.grr)}, NRR {percent(retention.nrr)}: the {retention.cohort_accounts} "
             f"account{'s' * (retention.cohort_accounts != 1)} with MRR in {retention.start_month:%Y-%m}, "
-            f"in {retention.end_month:%Y-%m} (starting MRR {_cash(retention.starting_mrr)}, retained "
-            f"{_cash(retention.retained_mrr)}, ending {_cash(retention.ending_mrr)}); "
-            f"{retention.retained_accounts} still paying ({_percent(retention.logo_retention)})"
+            f"in {retention.end_month:%Y-%m} (starting MRR {cash(retention.starting_mrr)}, retained "
+            f"{cash(retention.retained_mrr)}, ending {cash(retention.ending_mrr)}); "
+            f"{retention.retained_accounts} still paying ({percent(retention.logo_retention)})"
         )
     else:
-        _print(f"GRR, NRR: n/a (no revenue in {retention.start_month:%Y-%m}, 12 months before {last:%Y-%m})")
+        _print(f"GRR, NRR: n/a (no revenue in {retention.start_month:%Y-%m}, 12 months before {result.month:%Y-%m})")
     _print(
-        f"logo churn {_percent(logos.churn_rate)} a month ({logos.churned_accounts} lost over "
+        f"logo churn {percent(logos.churn_rate)} a month ({logos.churned_accounts} lost over "
         f"{logos.account_months} account-months); {logos.new_accounts} new, {logos.reactivated_accounts} won back"
     )
-    line = f"expansion {_percent(expansion.expansion_rate)} of starting MRR a month"
+    line = f"expansion {percent(expansion.expansion_rate)} of starting MRR a month"
     if expansion.upsell is not None:
         line += (
-            f"; upsell {_cash(expansion.upsell)} ({_percent(expansion.upsell_rate)} of accounts a month), "
-            f"cross-sell {_cash(expansion.cross_sell)} ({_percent(expansion.cross_sell_rate)} of accounts a month)"
+            f"; upsell {cash(expansion.upsell)} ({percent(expansion.upsell_rate)} of accounts a month), "
+            f"cross-sell {cash(expansion.cross_sell)} ({percent(expansion.cross_sell_rate)} of accounts a month)"
         )
     _print(line)
     if ltv.value is not None:
         _print(
-            f"lifetime value {_cash(ltv.value)} (ARPA {_cash(ltv.arpa)} × {gross_margin:g}% gross margin ÷ "
-            f"{_percent(ltv.churn_rate)} monthly logo churn)"
+            f"lifetime value {cash(ltv.value)} (ARPA {cash(ltv.arpa)} × {result.gross_margin * 100:g}% gross "
+            f"margin ÷ {percent(ltv.churn_rate)} monthly logo churn)"
         )
     else:
         _print(f"lifetime value: n/a ({ltv.note})")

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy import func, select
-
-from flows.engine.tick import parse_as_of, tick
-from integrations.channels.registry import build_channels
-from models import Enrollment, EnrollmentStatus, Touch
-from models.tables import holdout_bucket  # noqa: F401  (re-exported for scripts)
 
 from ._app import app, console, state
+from ._output import Format, TableOrJson, echo_json
 from .playbooks import find_playbook
-
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
 
 
 @app.command("run")
@@ -40,6 +28,9 @@ def run(
     ] = True,
 ) -> None:
     """Run one tick of a playbook: what the scheduler runs. Running the same tick twice adds nothing."""
+    from flows.engine.tick import parse_as_of, tick
+    from integrations.channels.registry import build_channels
+
     st = state(ctx)
     pb = find_playbook(ctx, playbook)
     engine = st.engine()
@@ -87,6 +78,7 @@ def play(
     hours in the contact's time zone, business days, holidays, caps, survey fatigue) is deferred
     and the outbox sends it later."""
     from flows.engine.play import run_play
+    from integrations.channels.registry import build_channels
 
     st = state(ctx)
     pb = find_playbook(ctx, playbook)
@@ -105,50 +97,27 @@ def play(
 
 
 @app.command("status")
-def status(
-    ctx: typer.Context,
-    fmt: Annotated[Format, typer.Option("--format", help="table for people, json for scripts.")] = Format.table,
-) -> None:
+def status(ctx: typer.Context, fmt: TableOrJson = Format.table) -> None:
     """Per playbook: enrolled, active, holdout, completed by outcome, and touches by channel and state."""
-    engine = state(ctx).engine()
-    e = Enrollment.__table__  # type: ignore[attr-defined]
-    t = Touch.__table__  # type: ignore[attr-defined]
-    data: dict[str, dict[str, object]] = {}
-    with engine.connect() as conn:
-        for pb, status_, holdout, outcome, n in conn.execute(
-            select(e.c.playbook, e.c.status, e.c.holdout, e.c.outcome, func.count()).group_by(
-                e.c.playbook, e.c.status, e.c.holdout, e.c.outcome
-            )
-        ):
-            row = data.setdefault(pb, {"enrolled": 0, "active": 0, "holdout": 0, "ended": {}, "touches": {}})
-            row["enrolled"] += n  # type: ignore[operator]
-            if holdout:
-                row["holdout"] += n  # type: ignore[operator]
-            if status_ == EnrollmentStatus.ACTIVE:
-                row["active"] += n  # type: ignore[operator]
-            else:
-                key = outcome or status_
-                row["ended"][key] = row["ended"].get(key, 0) + n  # type: ignore[index,union-attr,attr-defined]
-        for pb, channel, status_, n in conn.execute(
-            select(t.c.playbook, t.c.channel, t.c.status, func.count()).group_by(t.c.playbook, t.c.channel, t.c.status)
-        ):
-            row = data.setdefault(
-                pb or "(manual)", {"enrolled": 0, "active": 0, "holdout": 0, "ended": {}, "touches": {}}
-            )
-            row["touches"].setdefault(channel, {})[status_] = n  # type: ignore[union-attr,attr-defined]
+    from flows.reports.status import playbook_status
+
+    data = playbook_status(state(ctx).engine())
     if fmt is Format.json:
-        console.print_json(json.dumps({"playbooks": data}))
+        echo_json({"playbooks": {playbook: row.to_dict() for playbook, row in data.items()}})
         return
     table = Table(title="Playbooks")
-    for column in ("playbook", "enrolled", "active", "holdout", "ended (by outcome)", "touches (by channel: state)"):
-        table.add_column(column)
-    for pb, row in sorted(data.items()):
-        ended = ", ".join(f"{k} {v}" for k, v in sorted(row["ended"].items()))  # type: ignore[attr-defined]
-        touches = "; ".join(
-            f"{ch}: " + ", ".join(f"{s} {n}" for s, n in sorted(states.items()))
-            for ch, states in sorted(row["touches"].items())  # type: ignore[attr-defined]
+    table.add_column("playbook", no_wrap=True)
+    for column in ("enrolled", "active", "holdout"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("ended, by outcome")
+    table.add_column("touches, by channel", ratio=1)  # the widest: what room is left is its
+    for playbook, row in sorted(data.items()):
+        ended = ", ".join(f"{k} {v}" for k, v in sorted(row.ended.items()))
+        touches = "\n".join(  # a line per channel
+            f"{channel}: " + ", ".join(f"{s} {n}" for s, n in sorted(states.items()))
+            for channel, states in sorted(row.touches.items())
         )
-        table.add_row(pb, str(row["enrolled"]), str(row["active"]), str(row["holdout"]), ended or "-", touches or "-")
+        table.add_row(playbook, str(row.enrolled), str(row.active), str(row.holdout), ended or "-", touches or "-")
     console.print(table)
     if not data:
         console.print("nothing has run yet: try `retain demo` or `retain run PLAYBOOK`")

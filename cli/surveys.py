@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,11 +10,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from flows.analytics.surveys import KINDS, import_answers, nps_group, record_answer, survey_summary
-from flows.engine.tick import parse_as_of
-from models import DataImportError, session, utcnow
-
 from ._app import app, console, err_console, state
+from ._output import Format, TableOrJson, echo_json
 
 surveys_app = typer.Typer(
     help="Record survey answers (NPS, CSAT, CES), import them from CSV, summarize them.", no_args_is_help=True
@@ -29,11 +25,6 @@ class Kind(StrEnum):
     nps = "nps"
     csat = "csat"
     ces = "ces"
-
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
 
 
 @surveys_app.command("record")
@@ -60,6 +51,9 @@ def record(
     """Record one survey answer, by --account and --kind, or by the --token of the survey link it came through.
 
     The answer goes into the account's timeline and into last_survey("nps") for playbooks."""
+    from flows.analytics.surveys import nps_group, record_answer
+    from models import session, utcnow
+
     engine = state(ctx).engine()
     with session(engine) as s:
         response = record_answer(
@@ -97,6 +91,9 @@ def import_command(
 
     All or nothing: if any row is bad, nothing is written and every bad row is listed as FILE: row N, column 'x': message (the header is row 1). An answer already recorded exactly so is left alone, so the same export can be imported twice.
     """
+    from flows.analytics.surveys import import_answers
+    from models import DataImportError, utcnow
+
     engine = state(ctx).engine()
     try:
         result = import_answers(engine, file, dry_run=dry_run, now=utcnow())
@@ -119,7 +116,7 @@ def import_command(
         soft_wrap=True,
     )
     if result.ignored_columns:
-        console.print(f"ignored columns: {', '.join(map(repr, result.ignored_columns))}", markup=False)
+        console.print(f"ignored columns: {', '.join(map(repr, result.ignored_columns))}", markup=False, soft_wrap=True)
 
 
 def _score(summary: dict[str, Any]) -> str:
@@ -152,9 +149,13 @@ def summary(
         str | None, typer.Option("--until", help="Answers before this date or time (ISO 8601).", metavar="DATE")
     ] = None,
     segment: Annotated[str | None, typer.Option("--segment", help="Only accounts of this segment.")] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="table for people, json for scripts.")] = Format.table,
+    fmt: TableOrJson = Format.table,
 ) -> None:
     """NPS (% promoters - % detractors), CSAT (% satisfied, 4-5) and CES (average, 1-7) of the answers recorded."""
+    from flows.analytics.surveys import KINDS, survey_summary
+    from flows.engine.tick import parse_as_of
+    from models import session
+
     engine = state(ctx).engine()
     start = parse_as_of(since) if since else None
     end = parse_as_of(until) if until else None
@@ -162,7 +163,7 @@ def summary(
     with session(engine) as s:
         summaries = [survey_summary(s, k, start, segment, until=end) for k in kinds]
     if fmt is Format.json:
-        typer.echo(json.dumps(summaries, indent=2))
+        echo_json(summaries)
         return
     title = "Surveys"
     if segment:
@@ -185,4 +186,4 @@ def summary(
     console.print(table)
     if kind:
         spread = "  ".join(f"{score}: {n}" for score, n in summaries[0]["distribution"].items())
-        console.print(f"answers by score: {spread}", markup=False)
+        console.print(f"answers by score: {spread}", markup=False, soft_wrap=True)

@@ -1,0 +1,67 @@
+"""Machine output (JSON, CSV, Markdown, the JSON Schema, Mermaid) is never wrapped: the same bytes
+whatever the terminal's width, and still valid when stdout is a pipe (where Rich would wrap at 80)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.playbook import json_schema
+
+
+def _retain(args: list[str], cwd: Path, columns: int) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", f"import sys, cli; sys.exit(cli.main({args!r}))"],
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": str(columns)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["playbooks", "schema"],
+        ["playbooks", "validate", "--format", "json"],
+        ["playbooks", "show", "renewal", "--graph"],
+    ],
+)
+def test_machine_output_is_the_same_at_any_width(tmp_path: Path, args: list[str]) -> None:
+    narrow, wide = _retain(args, tmp_path, 30), _retain(args, tmp_path, 500)
+    assert narrow == wide
+    assert max(len(line) for line in narrow.splitlines()) > 30  # long lines stayed whole
+
+
+def test_the_schema_printed_to_a_pipe_is_valid_json(tmp_path: Path) -> None:
+    assert json.loads(_retain(["playbooks", "schema"], tmp_path, 60)) == json_schema()
+    piped = subprocess.run(
+        f'{sys.executable} -c \'import sys, cli; sys.exit(cli.main(["playbooks", "schema"]))\' '
+        f"| {sys.executable} -m json.tool",
+        shell=True,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "60"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout) == json_schema()
+
+
+def test_schema_written_to_a_file_is_the_shipped_one(tmp_path: Path) -> None:
+    from importlib import resources
+
+    _retain(["playbooks", "schema", "-o", str(tmp_path / "s.json")], tmp_path, 40)
+    shipped = resources.files("playbooks").joinpath("playbook.schema.json").read_text(encoding="utf-8")
+    assert (tmp_path / "s.json").read_text(encoding="utf-8") == shipped

@@ -1,0 +1,107 @@
+"""Start-up: commands that run no flow never import Prefect, ``--help`` imports none of Retain's
+packages, the choices written out in the CLI equal their sources, and a package of another project
+that shadows one of Retain's five is named instead of failing strangely."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("prefect", "sqlmodel", "alembic", "matplotlib", "models", "playbooks", "integrations", "flows")
+
+
+def _run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``retain ARGS`` in a fresh interpreter; prints the exit code and the loaded top-level modules last."""
+    script = (
+        "import sys, json, cli\n"
+        f"code = cli.main({args!r})\n"
+        "print(json.dumps({'code': code, 'modules': sorted({m.split('.')[0] for m in sys.modules})}))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _outcome(result: subprocess.CompletedProcess[str]) -> tuple[int, set[str]]:
+    assert result.stdout, result.stderr
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    return last["code"], set(last["modules"])
+
+
+def test_help_imports_none_of_retains_packages_nor_prefect(tmp_path: Path) -> None:
+    code, modules = _outcome(_run_cli(["--help"], tmp_path))
+    assert code == 0
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["playbooks", "validate"],
+        ["playbooks", "list"],
+        ["playbooks", "show", "renewal", "--graph"],
+        ["playbooks", "schema"],
+        ["health", "validate"],
+        ["report", "--help"],
+    ],
+)
+def test_commands_that_run_no_flow_never_import_prefect(tmp_path: Path, args: list[str]) -> None:
+    code, modules = _outcome(_run_cli(args, tmp_path))
+    assert code == 0
+    assert "prefect" not in modules
+
+
+def test_database_commands_never_import_prefect(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'retain.db'}"
+    for args in (["init"], ["accounts", "list"], ["status", "--format", "json"], ["revenue", "summary"]):
+        code, modules = _outcome(_run_cli(["--database-url", url, *args], tmp_path))
+        assert code == 0, args
+        assert "prefect" not in modules, args
+
+
+def test_choices_written_out_in_the_cli_equal_their_sources() -> None:
+    from cli.accounts import AccountStatusChoice
+    from cli.report import MIN_GROUP
+    from cli.revenue import SpreadChoice
+    from cli.surveys import Kind
+    from flows.analytics import attribution
+    from flows.analytics.surveys import KINDS
+    from integrations.sources.billing import Spread
+    from models import AccountStatus
+
+    assert set(get_args(AccountStatusChoice)) == {s.value for s in AccountStatus}
+    assert set(get_args(SpreadChoice)) == {s.value for s in Spread}
+    assert MIN_GROUP == attribution.MIN_GROUP
+    assert {k.value for k in Kind} == set(KINDS)
+
+
+def test_this_checkout_is_one_installation() -> None:
+    from cli._installation import installation_problem
+
+    assert installation_problem() is None
+
+
+def test_a_package_that_shadows_retains_is_named(tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere"
+    (other / "flows").mkdir(parents=True)
+    (other / "flows" / "__init__.py").write_text("# another project's flows\n")
+    result = _run_cli(["--help"], tmp_path, env={"PYTHONPATH": str(other)})
+    code, _ = _outcome(result)
+    assert code == 1
+    message = result.stderr  # one line, never wrapped
+    assert f"the package 'flows' found first is {other / 'flows'}, not Retain's own ({ROOT / 'flows'})" in message
+    assert "Install Retain in a virtual environment of its own" in message
+    assert "Traceback" not in result.stderr
