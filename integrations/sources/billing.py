@@ -56,9 +56,11 @@ punctuation (``"Invoice Date"`` is ``invoice_date``), row numbers counted from t
 from __future__ import annotations
 
 import calendar
+import logging
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -89,6 +91,8 @@ __all__ = [
     "parse_money",
     "spread_cents",
 ]
+
+logger = logging.getLogger(__name__)  # what each import did, for the run's log
 
 _ACCOUNT: Table = table_of(Account)
 _REVENUE: Table = table_of(RevenueEntry)
@@ -509,24 +513,27 @@ def _latest_plans(lines: list[_Line]) -> dict[str, str]:
 # the import
 
 
-def import_revenue(
-    engine: Engine,
-    path: str | Path,
-    columns: BillingColumns = BillingColumns(),
-    *,
-    spread: Spread = Spread.DAY,
-    service_end_exclusive: bool = False,
-    create_accounts: bool = False,
-    dry_run: bool = False,
-    now: datetime | None = None,
-) -> RevenueImportResult:
-    """Replace the revenue of the file's accounts over the file's months (see the module's documentation).
+@dataclass
+class _RevenueFile:
+    """A billing file read and checked on its own: its lines, currency and monthly entries."""
 
-    Raises :class:`models.DataImportError` listing every problem at once (nothing written). With
-    ``dry_run`` nothing is written and the counts say what would change. ``now`` (aware) stamps
-    created accounts and timeline events; by default the current time.
-    """
-    now = now or utcnow()
+    csv_file: CsvFile
+    layout: _Layout
+    lines: list[_Line]
+    currency: str
+    entries: dict[_Key, int]  # (customer, product, month) -> cents, zeros left out
+    plans: dict[str, str]  # customer -> the plan of their latest invoice
+    warnings: list[str]
+    months: tuple[date, date] | None  # the first and last month the file covers
+
+    @property
+    def customers(self) -> list[str]:
+        return sorted({line.customer for line in self.lines})
+
+
+def _read_revenue(
+    path: str | Path, columns: BillingColumns, *, spread: Spread, service_end_exclusive: bool
+) -> _RevenueFile:
     csv_file = read_csv(path, "billing", _required_columns(columns))
     layout = _layout(columns, csv_file)
     if layout.fixed_currency is not None:
@@ -546,138 +553,210 @@ def import_revenue(
     _check_credits(csv_file, cents, credit_rows, layout.amount)
     warnings = _gaps(lines)
     plans = _latest_plans(lines) if layout.plan else {}
-
-    customers = sorted({line.customer for line in lines})
     months = {month for (_, _, month) in cents} | {_month(line.day) for line in lines}
-    first_month, last_month = (min(months), max(months)) if months else (None, None)
     entries = {key: value for key, value in cents.items() if value != 0}
-    label = Path(path).name
-    counts: dict[str, int] = defaultdict(int)
+    span = (min(months), max(months)) if months else None
+    return _RevenueFile(csv_file, layout, lines, currency, entries, plans, warnings, span)
 
-    def write(conn: Connection) -> None:
-        known: dict[str, tuple[int, str | None]] = {}
-        for chunk in chunks(customers):
-            query = select(_ACCOUNT.c.external_id, _ACCOUNT.c.id, _ACCOUNT.c.plan).where(
-                _ACCOUNT.c.external_id.in_(chunk)
+
+def _known_accounts(conn: Connection, customers: list[str]) -> dict[str, tuple[int, str | None]]:
+    """The file's customers that are accounts already: external id -> (id, plan)."""
+    known: dict[str, tuple[int, str | None]] = {}
+    for chunk in chunks(customers):
+        query = select(_ACCOUNT.c.external_id, _ACCOUNT.c.id, _ACCOUNT.c.plan).where(_ACCOUNT.c.external_id.in_(chunk))
+        known.update((external_id, (account_id, plan)) for external_id, account_id, plan in conn.execute(query))
+    return known
+
+
+def _refuse_unknown(revenue: _RevenueFile, unknown: list[str]) -> None:
+    """A problem on the first row of each customer that is not an account (with the count of the others)."""
+    csv_file = revenue.csv_file
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    for line in revenue.lines:
+        rows_of[line.customer].append(line.line)
+    for customer in unknown:
+        others = len(rows_of[customer]) - 1
+        also = f" (and on {_rows(others).replace('row', 'more row')})" if others else ""
+        csv_file.problems.append(
+            RowProblem(
+                rows_of[customer][0],
+                f"unknown account {customer!r}{also}: import it first, or let this import create it "
+                "(--create-accounts)",
+                csv_file.header(revenue.layout.customer),
             )
-            known.update((external_id, (account_id, plan)) for external_id, account_id, plan in conn.execute(query))
-        unknown = [c for c in customers if c not in known]
-        if unknown and not create_accounts:
-            rows_of: dict[str, list[int]] = defaultdict(list)
-            for line in lines:
-                rows_of[line.customer].append(line.line)
-            for customer in unknown:
-                others = len(rows_of[customer]) - 1
-                also = f" (and on {_rows(others).replace('row', 'more row')})" if others else ""
-                csv_file.problems.append(
-                    RowProblem(
-                        rows_of[customer][0],
-                        f"unknown account {customer!r}{also}: import it first, or let this import create it "
-                        "(--create-accounts)",
-                        csv_file.header(layout.customer),
-                    )
-                )
-        settle_problems(csv_file, skip_invalid=False)
-        counts["created"] = len(unknown)
+        )
 
-        # what the database holds in the file's months, for the counts
-        existing: dict[tuple[int, str, date], tuple[int, str]] = {}
-        if first_month is not None:
-            for account_ids in chunks(account_id for account_id, _ in known.values()):
-                query = select(
-                    _REVENUE.c.account_id, _REVENUE.c.product, _REVENUE.c.period, _REVENUE.c.mrr_cents,
-                    _REVENUE.c.currency,
-                ).where(
+
+def _existing_revenue(
+    conn: Connection, account_ids: Iterable[int], months: tuple[date, date]
+) -> dict[tuple[int, str, date], tuple[int, str]]:
+    """What the database holds in the file's months for these accounts: (cents, currency)."""
+    existing: dict[tuple[int, str, date], tuple[int, str]] = {}
+    first_month, last_month = months
+    for ids in chunks(account_ids):
+        query = select(
+            _REVENUE.c.account_id, _REVENUE.c.product, _REVENUE.c.period, _REVENUE.c.mrr_cents, _REVENUE.c.currency,
+        ).where(
+            _REVENUE.c.account_id.in_(ids), _REVENUE.c.period >= first_month, _REVENUE.c.period <= last_month,
+        )  # fmt: skip
+        # (SQLAlchemy 2.1's stubs type these rows as Never)
+        for account_id, product, period, mrr, entry_currency in cast(Any, conn.execute(query)):
+            existing[(account_id, product, period)] = (int(mrr), entry_currency)
+    return existing
+
+
+def _count_changes(
+    revenue: _RevenueFile,
+    existing: dict[tuple[int, str, date], tuple[int, str]],
+    id_of: dict[str, int],
+    counts: dict[str, int],
+) -> None:
+    """Added, changed, unchanged and removed entries, compared with what the database held."""
+    seen: set[tuple[int, str, date]] = set()
+    for (customer, product, month), value in revenue.entries.items():
+        if customer not in id_of:
+            counts["added"] += 1
+            continue
+        key = (id_of[customer], product, month)
+        seen.add(key)
+        if key not in existing:
+            counts["added"] += 1
+        elif existing[key] == (value, revenue.currency):
+            counts["unchanged"] += 1
+        else:
+            counts["changed"] += 1
+    counts["removed"] = len(set(existing) - seen)
+
+
+def _create_accounts(
+    conn: Connection, revenue: _RevenueFile, unknown: list[str], now: datetime, id_of: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Insert the unknown customers as accounts (their ids into ``id_of``); their timeline events."""
+    label = Path(revenue.csv_file.name).name
+    blank = Account.model_validate({"external_id": "-", "name": "-"}).model_dump(
+        exclude={"id", "holdout_bucket", "external_id", "name"}
+    )
+    conn.execute(
+        insert(_ACCOUNT),
+        [
+            {
+                **blank, "external_id": customer, "name": customer[:_MAX_NAME], "plan": revenue.plans.get(customer),
+                "currency": revenue.currency, "status": AccountStatus.ACTIVE.value, "created_at": now,
+                "updated_at": now,
+            }
+            for customer in unknown
+        ],
+    )  # fmt: skip
+    events: list[dict[str, Any]] = []
+    for chunk in chunks(unknown):
+        query = select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
+        for external_id, account_id in cast(Any, conn.execute(query)):
+            id_of[external_id] = account_id
+            events.append(import_event(account_id, now, f"created from {label}", {"file": label}))
+    return events
+
+
+def _replace_revenue(conn: Connection, revenue: _RevenueFile, id_of: dict[str, int]) -> None:
+    """The accounts' revenue in the file's months: deleted, then the file's entries inserted."""
+    if revenue.months is not None:
+        first_month, last_month = revenue.months
+        for account_ids in chunks(id_of.values()):
+            conn.execute(
+                delete(_REVENUE).where(
                     _REVENUE.c.account_id.in_(account_ids),
                     _REVENUE.c.period >= first_month,
                     _REVENUE.c.period <= last_month,
-                )  # fmt: skip
-                # (SQLAlchemy 2.1's stubs type these rows as Never)
-                for account_id, product, period, mrr, entry_currency in cast(Any, conn.execute(query)):
-                    existing[(account_id, product, period)] = (int(mrr), entry_currency)
+                )
+            )
+    if revenue.entries:
+        conn.execute(
+            insert(_REVENUE),
+            [
+                {"account_id": id_of[customer], "period": month, "product": product, "mrr_cents": value,
+                 "currency": revenue.currency}
+                for (customer, product, month), value in sorted(revenue.entries.items())
+            ],
+        )  # fmt: skip
+
+
+def _update_plans(
+    conn: Connection,
+    plan_updates: list[tuple[int, dict[str, Any]]],
+    old_plan: dict[int, str | None],
+    now: datetime,
+    label: str,
+) -> list[dict[str, Any]]:
+    """Write the accounts' new plans; their timeline events."""
+    update_in_batches(conn, _ACCOUNT, plan_updates, now)
+    events: list[dict[str, Any]] = []
+    for account_id, values in plan_updates:
+        change = {"plan": (old_plan[account_id], values["plan"])}
+        events.append(
+            import_event(
+                account_id, now, f"updated from {label}: {describe_changes(change)}",
+                {"file": label, "changes": {"plan": list(change["plan"])}},
+            )
+        )  # fmt: skip
+    return events
+
+
+def import_revenue(
+    engine: Engine,
+    path: str | Path,
+    columns: BillingColumns = BillingColumns(),
+    *,
+    spread: Spread = Spread.DAY,
+    service_end_exclusive: bool = False,
+    create_accounts: bool = False,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> RevenueImportResult:
+    """Replace the revenue of the file's accounts over the file's months (see the module's documentation).
+
+    Raises :class:`models.DataImportError` listing every problem at once (nothing written). With
+    ``dry_run`` nothing is written and the counts say what would change. ``now`` (aware) stamps
+    created accounts and timeline events; by default the current time.
+    """
+    moment = now or utcnow()
+    revenue = _read_revenue(path, columns, spread=spread, service_end_exclusive=service_end_exclusive)
+    csv_file, customers = revenue.csv_file, revenue.customers
+    counts: dict[str, int] = defaultdict(int)
+
+    def write(conn: Connection) -> None:
+        known = _known_accounts(conn, customers)
+        unknown = [c for c in customers if c not in known]
+        if unknown and not create_accounts:
+            _refuse_unknown(revenue, unknown)
+        settle_problems(csv_file, skip_invalid=False)
+        counts["created"] = len(unknown)
+        existing = {}
+        if revenue.months is not None:
+            existing = _existing_revenue(conn, (account_id for account_id, _ in known.values()), revenue.months)
         id_of = {customer: account_id for customer, (account_id, _) in known.items()}
-        seen: set[tuple[int, str, date]] = set()
-        for (customer, product, month), value in entries.items():
-            if customer not in id_of:
-                counts["added"] += 1
-                continue
-            key = (id_of[customer], product, month)
-            seen.add(key)
-            if key not in existing:
-                counts["added"] += 1
-            elif existing[key] == (value, currency):
-                counts["unchanged"] += 1
-            else:
-                counts["changed"] += 1
-        counts["removed"] = len(set(existing) - seen)
+        _count_changes(revenue, existing, id_of, counts)
         plan_updates = [
             (known[customer][0], {"plan": plan})
-            for customer, plan in plans.items()
+            for customer, plan in revenue.plans.items()
             if customer in known and known[customer][1] != plan
         ]
         counts["plans"] = len(plan_updates)
         if dry_run:
             return
-
-        events: list[dict[str, Any]] = []
-        if unknown:
-            blank = Account.model_validate({"external_id": "-", "name": "-"}).model_dump(
-                exclude={"id", "holdout_bucket", "external_id", "name"}
-            )
-            conn.execute(
-                insert(_ACCOUNT),
-                [
-                    {
-                        **blank, "external_id": customer, "name": customer[:_MAX_NAME], "plan": plans.get(customer),
-                        "currency": currency, "status": AccountStatus.ACTIVE.value, "created_at": now,
-                        "updated_at": now,
-                    }
-                    for customer in unknown
-                ],
-            )  # fmt: skip
-            for chunk in chunks(unknown):
-                query = select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
-                for external_id, account_id in cast(Any, conn.execute(query)):
-                    id_of[external_id] = account_id
-                    events.append(import_event(account_id, now, f"created from {label}", {"file": label}))
-        if first_month is not None:
-            for account_ids in chunks(id_of.values()):
-                conn.execute(
-                    delete(_REVENUE).where(
-                        _REVENUE.c.account_id.in_(account_ids),
-                        _REVENUE.c.period >= first_month,
-                        _REVENUE.c.period <= last_month,
-                    )
-                )
-        if entries:
-            conn.execute(
-                insert(_REVENUE),
-                [
-                    {"account_id": id_of[customer], "period": month, "product": product, "mrr_cents": value,
-                     "currency": currency}
-                    for (customer, product, month), value in sorted(entries.items())
-                ],
-            )  # fmt: skip
+        events = _create_accounts(conn, revenue, unknown, moment, id_of) if unknown else []
+        _replace_revenue(conn, revenue, id_of)
         if plan_updates:
-            update_in_batches(conn, _ACCOUNT, plan_updates, now)
             old_plan = {account_id: plan for account_id, plan in known.values()}
-            for account_id, values in plan_updates:
-                change = {"plan": (old_plan[account_id], values["plan"])}
-                events.append(
-                    import_event(
-                        account_id, now, f"updated from {label}: {describe_changes(change)}",
-                        {"file": label, "changes": {"plan": list(change["plan"])}},
-                    )
-                )  # fmt: skip
+            events += _update_plans(conn, plan_updates, old_plan, moment, Path(path).name)
         if events:
             conn.execute(insert(_TIMELINE), events)
 
     write_all_or_nothing(engine, csv_file.name, write)
-    return RevenueImportResult(
+    first_month, last_month = revenue.months or (None, None)
+    result = RevenueImportResult(
         file=csv_file.name,
-        currency=currency,
-        rows=len(lines),
-        credit_notes=sum(1 for line in lines if line.cents < 0),
+        currency=revenue.currency,
+        rows=len(revenue.lines),
+        credit_notes=sum(1 for line in revenue.lines if line.cents < 0),
         accounts=len(customers),
         created_accounts=counts["created"],
         first_month=first_month,
@@ -687,7 +766,19 @@ def import_revenue(
         unchanged=counts["unchanged"],
         removed=counts["removed"],
         plans_updated=counts["plans"],
-        warnings=tuple(warnings),
-        notes=tuple(layout.notes),
+        warnings=tuple(revenue.warnings),
+        notes=tuple(revenue.layout.notes),
         dry_run=dry_run,
     )
+    logger.info(
+        "%s: revenue %d rows, %d accounts (%d created), entries %d added, %d changed, %d removed%s",
+        result.file,
+        result.rows,
+        result.accounts,
+        result.created_accounts,
+        result.added,
+        result.changed,
+        result.removed,
+        " (dry run: nothing written)" if dry_run else "",
+    )
+    return result
