@@ -14,14 +14,14 @@ import csv
 import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, and_, func, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -106,22 +106,15 @@ class Column:
     short: str | None = None
 
 
-def money(cents: int | None) -> str:
-    if cents is None:
-        return "n/a"
-    sign = "-" if cents < 0 else ""
-    return f"{sign}{abs(cents) // 100:,}.{abs(cents) % 100:02d}"
-
-
 def _show(value: Any, kind: str) -> str:
     if value is None:
         return "n/a"
     if kind == "money":
         return money(int(value))
     if kind == "percent":
-        return f"{value:.1%}"
+        return percent(value)
     if kind == "points":
-        return f"{value * 100:+.1f}"
+        return points(value)
     if kind == "number":
         return f"{value:g}"
     return str(value)
@@ -601,33 +594,47 @@ def _counts(counter: Counter[str] | dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
 
 
-def weekly_digest(
-    s: Session, as_of: datetime, *, renewal_days: int = 60, quiet_days: int = 30, falling: float = 10.0, limit: int = 10
-) -> WeeklyDigest:
-    """The weekly customer-success digest in Markdown: what changed in the last whole week (new
-    enrollments, touches, outcomes, revenue moves), who is at risk at ``as_of`` (red health, health
-    falling by ``falling`` points or more, detractors of the week, renewals within ``renewal_days``
-    with no touch delivered in ``quiet_days``), and what each playbook did."""
-    week, start, end = digest_week(as_of)
-    conn = s.connection()
-    money_of = account_currencies(s)
-    accounts = {
-        row.id: row
-        for row in conn.execute(
-            select(
-                _ACCOUNT.c.id, _ACCOUNT.c.external_id, _ACCOUNT.c.name, _ACCOUNT.c.csm_email, _ACCOUNT.c.status,
-                _ACCOUNT.c.health, _ACCOUNT.c.health_score, _ACCOUNT.c.health_trend, _ACCOUNT.c.renewal_date,
-            )
-        )
-    }  # fmt: skip
+@dataclass
+class _WeekChanges:
+    """What changed in the digest's week, counted from the tables."""
 
-    def who(account_id: int) -> str:
-        a = accounts.get(account_id)
-        if a is None:
-            return f"account {account_id}"
-        return f"{a.name} ({a.external_id})" + (f", CSM {a.csm_email}" if a.csm_email else "")
+    enrolled: dict[str, Counter[str]]  # playbook -> enrolled / holdout
+    delivered: dict[str, Counter[str]]  # playbook (or "(manual)") -> channel -> touches
+    not_sent: Counter[str]  # touch status -> touches
+    outcomes: Counter[str]  # "kind (source)" -> outcomes
+    moves: dict[tuple[int, str], dict[str, Any]]  # revenue moves by (account, kind)
+    goals: Counter[str]  # playbook -> goals reached
 
-    # what changed
+    @property
+    def net_by_currency(self) -> dict[str, int]:
+        """Money is added up per currency (each account's own; never converted)."""
+        net: dict[str, int] = defaultdict(int)
+        for m in self.moves.values():
+            if m["kind"] in ARR_KINDS:
+                net[m["currency"] or ""] += m["arr"]
+        return net
+
+    def by_channel(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for c in self.delivered.values():
+            total.update(c)
+        return total
+
+    def sorted_moves(self) -> list[dict[str, Any]]:
+        return sorted(self.moves.values(), key=lambda m: -abs(m["arr"]))
+
+
+@dataclass
+class _AtRisk:
+    """Who is at risk at the digest's ``as_of``."""
+
+    red: list[Any]
+    falling: list[Any]
+    detractors: list[Any]
+    renewals: list[Any]
+
+
+def _week_changes(conn: Connection, start: datetime, end: datetime, money_of: dict[int, str]) -> _WeekChanges:
     enrolled: dict[str, Counter[str]] = defaultdict(Counter)
     for playbook, holdout, n in conn.execute(
         select(_ENROLLMENT.c.playbook, _ENROLLMENT.c.holdout, func.count())
@@ -653,9 +660,15 @@ def weekly_digest(
         .group_by(_TOUCH.c.status)
     ):
         not_sent[status] += n
-    outcomes: Counter[str] = Counter()
-    moves: dict[tuple[int, str], dict[str, Any]] = {}
-    goals: Counter[str] = Counter()
+    changes = _WeekChanges(enrolled, delivered, not_sent, Counter(), {}, Counter())
+    _count_outcomes(conn, start, end, money_of, changes)
+    return changes
+
+
+def _count_outcomes(
+    conn: Connection, start: datetime, end: datetime, money_of: dict[int, str], changes: _WeekChanges
+) -> None:
+    """The week's outcomes; revenue outcomes are grouped into moves (one per account and kind)."""
     for account_id, kind, source, playbook, delta, note in conn.execute(
         select(
             _OUTCOME.c.account_id, _OUTCOME.c.kind, _OUTCOME.c.source, _OUTCOME.c.playbook,
@@ -664,7 +677,7 @@ def weekly_digest(
     ):  # fmt: skip
         if source == "revenue":
             key = (account_id, (note or kind).split(" ", 1)[0])
-            move = moves.setdefault(
+            move = changes.moves.setdefault(
                 key,
                 {
                     "account_id": account_id,
@@ -677,26 +690,24 @@ def weekly_digest(
             if playbook:
                 move["playbooks"].append(playbook)
             continue
-        outcomes[f"{kind} ({source})"] += 1
+        changes.outcomes[f"{kind} ({source})"] += 1
         if source == "goal" and playbook:
-            goals[playbook] += 1
-    for move in moves.values():
-        outcomes[f"{move['kind']} (revenue)"] += 1
-    # money is added up per currency (each account's own; never converted)
-    net_by_currency: dict[str, int] = defaultdict(int)
-    for m in moves.values():
-        if m["kind"] in ARR_KINDS:
-            net_by_currency[m["currency"] or ""] += m["arr"]
-    net_arr = sum(net_by_currency.values()) if len(net_by_currency) <= 1 else None
-    net_text = (
-        ", ".join(
-            f"{'+' if cents >= 0 else ''}{money(cents)}{' ' + code if code else ''}"
-            for code, cents in sorted(net_by_currency.items())
-        )
-        or "+0.00"
-    )
+            changes.goals[playbook] += 1
+    for move in changes.moves.values():
+        changes.outcomes[f"{move['kind']} (revenue)"] += 1
 
-    # who is at risk
+
+def _at_risk(
+    conn: Connection,
+    accounts: dict[int, Any],
+    as_of: datetime,
+    week: tuple[datetime, datetime],
+    *,
+    renewal_days: int,
+    quiet_days: int,
+    falling: float,
+) -> _AtRisk:
+    start, end = week
     live = [a for a in accounts.values() if a.status != AccountStatus.CHURNED]
     red = sorted((a for a in live if a.health == "red"), key=lambda a: (a.health_score or 0, a.external_id))
     falling_accounts = sorted(
@@ -733,7 +744,10 @@ def weekly_digest(
         key=lambda a: (a.renewal_date, a.external_id),
     )
 
-    # what each playbook did
+    return _AtRisk(red, falling_accounts, list(detractors), renewals)
+
+def _per_playbook(conn: Connection, start: datetime, end: datetime, changes: _WeekChanges) -> list[dict[str, Any]]:
+    """What each playbook did in the week: enrollments, steps run, touches, goals, endings."""
     steps: Counter[str] = Counter()
     for playbook, n in conn.execute(
         select(_TIMELINE.c.playbook, func.count())
@@ -754,7 +768,8 @@ def weekly_digest(
     ):
         ended[playbook][outcome or status] += n
     playbooks = sorted(set(enrolled) | set(steps) | set(ended) | set(goals) | {p for p in delivered if p != "(manual)"})
-    per_playbook: list[dict[str, Any]] = [
+    enrolled, delivered, goals = changes.enrolled, changes.delivered, changes.goals
+    return [
         {
             "playbook": p,
             "enrolled": enrolled[p]["enrolled"],
@@ -767,37 +782,48 @@ def weekly_digest(
         for p in playbooks
     ]
 
-    total_enrolled = sum(sum(c.values()) for c in enrolled.values())
-    total_holdout = sum(c["holdout"] for c in enrolled.values())
-    by_channel: Counter[str] = Counter()
-    for c in delivered.values():
-        by_channel.update(c)
-    data: dict[str, Any] = {
+
+def _digest_data(
+    changes: _WeekChanges, risk: _AtRisk, per_playbook: list[dict[str, Any]], accounts: dict[int, Any]
+) -> dict[str, Any]:
+    net_by_currency = changes.net_by_currency
+    net_arr = sum(net_by_currency.values()) if len(net_by_currency) <= 1 else None
+    return {
         "changed": {
-            "enrollments": {p: dict(c) for p, c in sorted(enrolled.items())},
-            "touches_delivered": dict(by_channel),
-            "touches_not_sent": dict(not_sent),
-            "outcomes": dict(outcomes),
+            "enrollments": {p: dict(c) for p, c in sorted(changes.enrolled.items())},
+            "touches_delivered": dict(changes.by_channel()),
+            "touches_not_sent": dict(changes.not_sent),
+            "outcomes": dict(changes.outcomes),
             "revenue_moves": [
                 {**m, "account": accounts[m["account_id"]].external_id if m["account_id"] in accounts else None}
-                for m in sorted(moves.values(), key=lambda m: -abs(m["arr"]))
+                for m in changes.sorted_moves()
             ],
             "net_arr_delta_cents": net_arr,  # None when the moves are in several currencies
             "net_arr_delta_cents_by_currency": dict(sorted(net_by_currency.items())),
         },
         "at_risk": {
-            "red_health": [a.external_id for a in red],
-            "falling_health": [a.external_id for a in falling_accounts],
-            "detractors": [{"account_id": d.account_id, "score": d.score} for d in detractors],
-            "renewals_without_touch": [a.external_id for a in renewals],
+            "red_health": [a.external_id for a in risk.red],
+            "falling_health": [a.external_id for a in risk.falling],
+            "detractors": [{"account_id": d.account_id, "score": d.score} for d in risk.detractors],
+            "renewals_without_touch": [a.external_id for a in risk.renewals],
         },
         "playbooks": per_playbook,
     }
 
-    last_day = end - timedelta(days=1)
+
+def _changes_markdown(changes: _WeekChanges, who: Callable[[int], str], limit: int) -> list[str]:
+    enrolled, not_sent, outcomes, moves = changes.enrolled, changes.not_sent, changes.outcomes, changes.moves
+    by_channel = changes.by_channel()
+    total_enrolled = sum(sum(c.values()) for c in enrolled.values())
+    total_holdout = sum(c["holdout"] for c in enrolled.values())
+    net_text = (
+        ", ".join(
+            f"{'+' if cents >= 0 else ''}{money(cents)}{' ' + code if code else ''}"
+            for code, cents in sorted(changes.net_by_currency.items())
+        )
+        or "+0.00"
+    )
     lines = [
-        f"# Customer success weekly: {week}",
-        f"{start:%a %d %b} to {last_day:%a %d %b %Y} (UTC). At-risk lists as of {as_of:%Y-%m-%d %H:%M} UTC.",
         "## What changed this week",
         "\n".join(
             [
@@ -816,51 +842,96 @@ def weekly_digest(
             f"| {who(m['account_id'])} | {m['kind']} | {'+' if m['arr'] >= 0 else ''}{money(m['arr'])}"
             f"{' ' + m['currency'] if m['currency'] else ''} | "
             f"{', '.join(sorted(set(m['playbooks']))) or '-'} |"
-            for m in sorted(moves.values(), key=lambda m: -abs(m["arr"]))[:limit]
+            for m in changes.sorted_moves()[:limit]
         )
         extra = f"\n\n… and {len(moves) - limit} more" if len(moves) > limit else ""
         lines.append(
             f"### Revenue moves\n\n| account | outcome | ARR change | playbooks |\n|---|---|---:|---|\n{rows}{extra}"
         )
-    lines.append("## Who is at risk")
-    lines.append(
+    return lines
+
+
+def _risk_markdown(
+    risk: _AtRisk, who: Callable[[int], str], limit: int, *, renewal_days: int, quiet_days: int, falling: float
+) -> list[str]:
+    red, falling_accounts, detractors, renewals = risk.red, risk.falling, risk.detractors, risk.renewals
+    return [
+        "## Who is at risk",
         f"### Red health ({len(red)})\n\n"
         + _listed(
             [f"{who(a.id)}: score {a.health_score:.0f}" if a.health_score is not None else who(a.id) for a in red],
             limit,
-        )
-    )
-    lines.append(
+        ),
         f"### Health falling {falling:g}+ points in 30 days ({len(falling_accounts)})\n\n"
         + _listed(
             [f"{who(a.id)}: {a.health_trend:+.0f} to {a.health_score or 0:.0f} ({a.health})" for a in falling_accounts],
             limit,
-        )
-    )
-    lines.append(
+        ),
         f"### Detractors this week ({len(detractors)})\n\n"
         + _listed(
             [f"{who(d.account_id)}: NPS {d.score}" + (f' ("{d.comment}")' if d.comment else "") for d in detractors],
             limit,
-        )
-    )
-    lines.append(
+        ),
         f"### Renewals in the next {renewal_days} days with no touch in {quiet_days} days ({len(renewals)})\n\n"
-        + _listed([f"{who(a.id)}: renews {a.renewal_date:%Y-%m-%d}" for a in renewals], limit)
+        + _listed([f"{who(a.id)}: renews {a.renewal_date:%Y-%m-%d}" for a in renewals], limit),
+    ]
+
+
+def _playbooks_markdown(per_playbook: list[dict[str, Any]]) -> list[str]:
+    if not per_playbook:
+        return ["## What each playbook did", "No playbook ran this week."]
+    rows = "\n".join(
+        f"| {p['playbook']} | {p['enrolled']} | {p['holdout']} | {p['steps_run']} | {p['touches_delivered']} | "
+        f"{p['goals']} | {_counts(p['ended']) if p['ended'] else '-'} |"
+        for p in per_playbook
     )
-    lines.append("## What each playbook did")
-    if per_playbook:
-        rows = "\n".join(
-            f"| {p['playbook']} | {p['enrolled']} | {p['holdout']} | {p['steps_run']} | {p['touches_delivered']} | "
-            f"{p['goals']} | {_counts(p['ended']) if p['ended'] else '-'} |"
-            for p in per_playbook
+    return [
+        "## What each playbook did",
+        "| playbook | enrolled | holdout | steps run | touches delivered | goals reached | ended |\n"
+        "|---|---:|---:|---:|---:|---:|---|\n" + rows,
+    ]
+
+
+def weekly_digest(
+    s: Session, as_of: datetime, *, renewal_days: int = 60, quiet_days: int = 30, falling: float = 10.0, limit: int = 10
+) -> WeeklyDigest:
+    """The weekly customer-success digest in Markdown: what changed in the last whole week (new
+    enrollments, touches, outcomes, revenue moves), who is at risk at ``as_of`` (red health, health
+    falling by ``falling`` points or more, detractors of the week, renewals within ``renewal_days``
+    with no touch delivered in ``quiet_days``), and what each playbook did."""
+    week, start, end = digest_week(as_of)
+    conn = s.connection()
+    accounts = {
+        row.id: row
+        for row in conn.execute(
+            select(
+                _ACCOUNT.c.id, _ACCOUNT.c.external_id, _ACCOUNT.c.name, _ACCOUNT.c.csm_email, _ACCOUNT.c.status,
+                _ACCOUNT.c.health, _ACCOUNT.c.health_score, _ACCOUNT.c.health_trend, _ACCOUNT.c.renewal_date,
+            )
         )
-        lines.append(
-            "| playbook | enrolled | holdout | steps run | touches delivered | goals reached | ended |\n"
-            "|---|---:|---:|---:|---:|---:|---|\n" + rows
-        )
-    else:
-        lines.append("No playbook ran this week.")
+    }  # fmt: skip
+
+    def who(account_id: int) -> str:
+        a = accounts.get(account_id)
+        if a is None:
+            return f"account {account_id}"
+        return f"{a.name} ({a.external_id})" + (f", CSM {a.csm_email}" if a.csm_email else "")
+
+    changes = _week_changes(conn, start, end, account_currencies(s))
+    risk = _at_risk(
+        conn, accounts, as_of, (start, end), renewal_days=renewal_days, quiet_days=quiet_days, falling=falling
+    )
+    per_playbook = _per_playbook(conn, start, end, changes)
+    data = _digest_data(changes, risk, per_playbook, accounts)
+
+    last_day = end - timedelta(days=1)
+    lines = [
+        f"# Customer success weekly: {week}",
+        f"{start:%a %d %b} to {last_day:%a %d %b %Y} (UTC). At-risk lists as of {as_of:%Y-%m-%d %H:%M} UTC.",
+        *_changes_markdown(changes, who, limit),
+        *_risk_markdown(risk, who, limit, renewal_days=renewal_days, quiet_days=quiet_days, falling=falling),
+        *_playbooks_markdown(per_playbook),
+    ]
     return WeeklyDigest(week, start, end, as_of, data, "\n\n".join(lines) + "\n")
 
 
