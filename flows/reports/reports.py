@@ -41,6 +41,7 @@ from flows.analytics.metrics import (
     waterfall,
 )
 from flows.engine.render import markdown_to_html
+from flows.reports.format import money, percent, points
 from integrations.channels import Channel, Delivery
 from models import (
     Account,
@@ -743,8 +744,8 @@ def _at_risk(
         ),
         key=lambda a: (a.renewal_date, a.external_id),
     )
-
     return _AtRisk(red, falling_accounts, list(detractors), renewals)
+
 
 def _per_playbook(conn: Connection, start: datetime, end: datetime, changes: _WeekChanges) -> list[dict[str, Any]]:
     """What each playbook did in the week: enrollments, steps run, touches, goals, endings."""
@@ -767,8 +768,8 @@ def _per_playbook(conn: Connection, start: datetime, end: datetime, changes: _We
         .group_by(_ENROLLMENT.c.playbook, _ENROLLMENT.c.status, _ENROLLMENT.c.outcome)
     ):
         ended[playbook][outcome or status] += n
-    playbooks = sorted(set(enrolled) | set(steps) | set(ended) | set(goals) | {p for p in delivered if p != "(manual)"})
     enrolled, delivered, goals = changes.enrolled, changes.delivered, changes.goals
+    playbooks = sorted(set(enrolled) | set(steps) | set(ended) | set(goals) | {p for p in delivered if p != "(manual)"})
     return [
         {
             "playbook": p,
