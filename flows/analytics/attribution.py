@@ -39,6 +39,7 @@ from flows.analytics.metrics import (
     split_by_segment,
     waterfall,
 )
+from flows.reports.format import money
 from integrations.sources import chunks
 from models import Account, Enrollment, Outcome, PlaybookRevision, RetainError, TimelineEvent, table_of
 
@@ -87,11 +88,6 @@ _REVISION: Table = table_of(PlaybookRevision)
 _CHUNK = 500
 
 
-def _money(cents: int) -> str:
-    sign = "-" if cents < 0 else ""
-    return f"{sign}{abs(cents) // 100:,}.{abs(cents) % 100:02d}"
-
-
 def _start_of(month: date) -> datetime:
     return datetime.combine(month, time(0), tzinfo=UTC)
 
@@ -132,14 +128,14 @@ class RevenueEvent:
 
     def describe(self) -> str:
         code = f" {self.currency}" if self.currency else ""
-        arr = f"ARR {'+' if self.arr_delta_cents >= 0 else ''}{_money(self.arr_delta_cents)}{code}"
+        arr = f"ARR {'+' if self.arr_delta_cents >= 0 else ''}{money(self.arr_delta_cents)}{code}"
         if self.kind == "renewed":
             return (
-                f"renewed on {self.occurred_at:%Y-%m-%d} at MRR {_money(self.after_cents)}{code} "
-                f"(was {_money(self.before_cents)}; {arr})"
+                f"renewed on {self.occurred_at:%Y-%m-%d} at MRR {money(self.after_cents)}{code} "
+                f"(was {money(self.before_cents)}; {arr})"
             )
         return (
-            f"{self.kind} in {self.month:%Y-%m}: MRR {_money(self.before_cents)} -> {_money(self.after_cents)}{code} "
+            f"{self.kind} in {self.month:%Y-%m}: MRR {money(self.before_cents)} -> {money(self.after_cents)}{code} "
             f"({arr})"
         )
 
@@ -677,13 +673,13 @@ def arr_effect(
         verdict = f"too few enrolled to tell (n={len(enrolled)}; {min_group} needed)"
     elif interval[0] <= 0 <= interval[1]:
         verdict = (
-            f"no detectable effect on ARR ({confidence:.0%} CI {_money(interval[0])} to {_money(interval[1])}{code})"
+            f"no detectable effect on ARR ({confidence:.0%} CI {money(interval[0])} to {money(interval[1])}{code})"
         )
     else:
         verb = "adds" if diff > 0 else "loses"
         verdict = (
-            f"{verb} {_money(abs(round(diff)))}{code} ARR per enrolled account ({confidence:.0%} CI "
-            f"{_money(interval[0])} to {_money(interval[1])})"
+            f"{verb} {money(abs(round(diff)))}{code} ARR per enrolled account ({confidence:.0%} CI "
+            f"{money(interval[0])} to {money(interval[1])})"
         )
     return ArrEffect(mean1, mean2, round(diff), interval, verdict, **sizes)  # type: ignore[arg-type]
 
