@@ -10,7 +10,8 @@ from datetime import date, datetime
 import pendulum
 from sqlmodel import Session
 
-from models import PlaybookRevision, RetainError
+from flows.engine._sql import insert_ignore
+from models import PlaybookRevision, RetainError, table_of, utcnow
 from models.tables import HOLDOUT_BUCKETS
 from playbooks import CompiledPlaybook, compile_source
 
@@ -29,20 +30,19 @@ def holdout_salt(playbook: str) -> int:
 
 
 def sync_revision(s: Session, pb: CompiledPlaybook) -> None:
-    """Store this revision's source and templates once; enrollments started on it will use them."""
+    """Store this revision's source and templates once; enrollments started on it will use them.
+
+    Insert-or-ignore: several workers' first ticks of a new revision each try, one row is kept."""
     if s.get(PlaybookRevision, (pb.id, pb.revision)) is None:
-        s.add(
-            PlaybookRevision.model_validate(
-                {
-                    "playbook": pb.id,
-                    "revision": pb.revision,
-                    "source": pb.source,
-                    "templates": pb.templates,
-                    "path": pb.file,
-                }
-            )
-        )
-        s.flush()
+        row = {
+            "playbook": pb.id,
+            "revision": pb.revision,
+            "source": pb.source,
+            "templates": pb.templates,
+            "path": pb.file,
+            "created_at": utcnow(),
+        }
+        s.exec(insert_ignore(s, table_of(PlaybookRevision)).values(**row))  # type: ignore[call-overload]
 
 
 @dataclass

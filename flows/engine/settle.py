@@ -74,13 +74,15 @@ def _end(
     if not ids:
         return 0
     enr = table_of(Enrollment)
-    rows = s.exec(select(enr.c.id, enr.c.account_id, enr.c.playbook).where(enr.c.id.in_(ids))).all()  # type: ignore[call-overload]
-    s.exec(
+    # only the rows this run ended get an outcome and a timeline line: a parallel tick that
+    # selected the same ids finds them no longer active and ends nothing
+    rows = s.exec(  # type: ignore[call-overload]
         update(enr)
         .where(enr.c.id.in_(ids), enr.c.status == EnrollmentStatus.ACTIVE)
         .values(status=status, outcome=outcome, ended_at=as_of, next_due_at=None, step_id=None)
-    )
-    if goal and outcome:
+        .returning(enr.c.id, enr.c.account_id, enr.c.playbook)
+    ).all()
+    if goal and outcome and rows:
         s.connection().execute(
             insert(table_of(Outcome)),
             [

@@ -6,10 +6,12 @@ handler shares (the enrollment's state, the timeline, touches written to the out
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert
+from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session
 
 from flows.engine._sql import insert_ignore
@@ -127,7 +129,11 @@ class Wake:
         )
 
     def save(self) -> None:
-        self.enrollment.state = self.state
+        """Write the state explicitly. The row gets a copy: were it given ``self.state`` itself, a
+        flush (any query that reads data autoflushes) would make the session's "unchanged" value
+        that very dict, later changes to it would compare equal, and they would never be written."""
+        self.enrollment.state = copy.deepcopy(self.state)
+        flag_modified(self.enrollment, "state")
         self.s.add(self.enrollment)
 
     def goto(self, step_id: str | None) -> None:
