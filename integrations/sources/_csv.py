@@ -124,19 +124,9 @@ def _delimiter(header_line: str) -> str:
     return best if counts[best] > counts[","] else ","
 
 
-def read_csv(path: str | Path, kind: str, required: Sequence[str]) -> CsvFile:
-    name = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the {kind} file {name}: {exc.strerror or exc}") from exc
-    text = _decode(data, name)
-    if not text.strip():
-        raise DataImportError(name, [RowProblem(1, f"the file is empty; the header must name {', '.join(required)}")])
-
-    delimiter = _delimiter(next(line for line in text.splitlines() if line.strip()))
+def _physical_rows(text: str, delimiter: str, problems: list[RowProblem]) -> list[tuple[int, list[str]]]:
+    """The rows that are not blank, each with the line it starts on; unpaired quotes are problems."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    problems: list[RowProblem] = []
     rows: list[tuple[int, list[str]]] = []
     while True:
         start = reader.line_num + 1
@@ -151,52 +141,64 @@ def read_csv(path: str | Path, kind: str, required: Sequence[str]) -> CsvFile:
             continue
         if any(cell.strip() for cell in cells):
             rows.append((start, cells))
-    if not rows:
-        raise DataImportError(
-            name, [*problems, RowProblem(1, f"the file has no header; it must name {', '.join(required)}")]
-        )
+    return rows
 
-    header_line, header = rows[0]
-    headers: dict[str, str] = {}
-    positions: dict[str, int] = {}
-    unnamed: list[int] = []
-    header_problems: list[RowProblem] = []
-    for position, written in enumerate(header):
-        key = column_key(written)
+
+@dataclass
+class _Header:
+    line: int
+    written: list[str]  # the cells as written
+    headers: dict[str, str] = field(default_factory=dict)  # column key -> the header as written
+    positions: dict[str, int] = field(default_factory=dict)  # column key -> its position
+    unnamed: list[int] = field(default_factory=list)  # positions without a name
+    problems: list[RowProblem] = field(default_factory=list)
+
+
+def _header(line: int, written: list[str], required: Sequence[str]) -> _Header:
+    """The header's columns by key; two cells with one key, or a required column missing, are problems."""
+    header = _Header(line, written)
+    headers, positions = header.headers, header.positions
+    for position, cell in enumerate(written):
+        key = column_key(cell)
         if not key:
-            unnamed.append(position)
+            header.unnamed.append(position)
         elif key in positions:
-            header_problems.append(
+            header.problems.append(
                 RowProblem(
-                    header_line,
-                    f"columns {positions[key] + 1} ({headers[key]!r}) and {position + 1} ({written.strip()!r}) "
+                    line,
+                    f"columns {positions[key] + 1} ({headers[key]!r}) and {position + 1} ({cell.strip()!r}) "
                     f"are the same column {key!r}",
                 )
             )
         else:
-            headers[key], positions[key] = written.strip(), position
+            headers[key], positions[key] = cell.strip(), position
     missing = [column for column in required if column not in headers]
     if missing:
         found = ", ".join(repr(h) for h in headers.values()) or "none"
-        header_problems.append(
+        header.problems.append(
             RowProblem(
-                header_line,
+                line,
                 f"missing required column{'s' if len(missing) > 1 else ''} "
                 f"{', '.join(repr(m) for m in missing)}; the header has {found}",
             )
         )
-    if header_problems:
-        raise DataImportError(name, [*problems, *header_problems])
+    return header
 
+
+def _records(
+    header: _Header, rows: list[tuple[int, list[str]]], delimiter: str, problems: list[RowProblem]
+) -> list[CsvRecord]:
+    """The data rows as records (stripped, non-blank cells by column key); bad rows are problems."""
     records: list[CsvRecord] = []
     unnamed_used: set[int] = set()
-    for line, cells in rows[1:]:
-        extra = [cell for cell in cells[len(header) :] if cell.strip()]
+    width = len(header.written)
+    for line, cells in rows:
+        extra = [cell for cell in cells[width:] if cell.strip()]
         if extra:
             problems.append(
                 RowProblem(
                     line,
-                    f"the row has {len(cells)} values but the header has {len(header)} columns "
+                    f"the row has {len(cells)} values but the header has {width} columns "
                     f"(a value with a {delimiter!r} in it needs double quotes)",
                 )
             )
@@ -204,15 +206,44 @@ def read_csv(path: str | Path, kind: str, required: Sequence[str]) -> CsvFile:
         if any("\x00" in cell for cell in cells):
             problems.append(RowProblem(line, "the row holds a NUL character; is this really a text file?"))
             continue
-        unnamed_used.update(p for p in unnamed if p < len(cells) and cells[p].strip())
-        values = {key: cells[p].strip() for key, p in positions.items() if p < len(cells) and cells[p].strip()}
+        unnamed_used.update(p for p in header.unnamed if p < len(cells) and cells[p].strip())
+        values = {key: cells[p].strip() for key, p in header.positions.items() if p < len(cells) and cells[p].strip()}
         records.append(CsvRecord(line, values))
     problems.extend(
-        RowProblem(header_line, f"column {p + 1} has values but no name in the header; name it or delete it")
+        RowProblem(header.line, f"column {p + 1} has values but no name in the header; name it or delete it")
         for p in sorted(unnamed_used)
     )
-    logger.info("%s: %d rows read, %d columns (delimiter %r)", name, len(records), len(headers), delimiter)
-    return CsvFile(name, headers, records, problems)
+    return records
+
+
+def read_csv(path: str | Path, kind: str, required: Sequence[str]) -> CsvFile:
+    """Read a CSV file by the rules above. The ``required`` columns must be in the header.
+
+    A file that cannot be read is a :class:`models.ConfigError`; one that is not text, empty, or
+    whose header is unusable is a :class:`models.DataImportError`. Bad rows are not raised: they
+    are the returned file's ``problems`` (see :func:`settle_problems`)."""
+    name = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {kind} file {name}: {exc.strerror or exc}") from exc
+    text = _decode(data, name)
+    if not text.strip():
+        raise DataImportError(name, [RowProblem(1, f"the file is empty; the header must name {', '.join(required)}")])
+
+    delimiter = _delimiter(next(line for line in text.splitlines() if line.strip()))
+    problems: list[RowProblem] = []
+    rows = _physical_rows(text, delimiter, problems)
+    if not rows:
+        raise DataImportError(
+            name, [*problems, RowProblem(1, f"the file has no header; it must name {', '.join(required)}")]
+        )
+    header = _header(*rows[0], required)
+    if header.problems:
+        raise DataImportError(name, [*problems, *header.problems])
+    records = _records(header, rows[1:], delimiter, problems)
+    logger.info("%s: %d rows read, %d columns (delimiter %r)", name, len(records), len(header.headers), delimiter)
+    return CsvFile(name, header.headers, records, problems)
 
 
 # --------------------------------------------------------------------------------------------

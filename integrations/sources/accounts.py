@@ -56,7 +56,7 @@ import difflib
 import logging
 import re
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -448,6 +448,70 @@ def import_accounts(
 # contacts
 
 
+def _account_ids(conn: Connection, external_ids: set[str]) -> dict[str, int]:
+    """The ids of the accounts the file names, by external id (the unknown ones left out)."""
+    found: dict[str, int] = {}
+    for chunk in chunks(external_ids, CHUNK):
+        query = select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
+        found.update((external_id, account_id) for external_id, account_id in conn.execute(query))
+    return found
+
+
+@dataclass
+class _ContactChanges:
+    """What a contacts file asks for: rows to insert and update, and their timeline events."""
+
+    label: str  # the file's name, for the timeline
+    now: datetime
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: int = 0
+    kept_unsubscribed: int = 0
+
+    def add(self, account_id: int, row: _ContactRow, old: dict[str, Any] | None) -> None:
+        """One valid row, against the contact the database holds (``old``), if any."""
+        now, label = self.now, self.label
+        values = row.model_dump(include=row.model_fields_set - {"account_external_id"})
+        if old is None:
+            unsubscribed = bool(values.get("unsubscribed", False))
+            self.inserts.append(
+                {
+                    "name": None, "role": None, "title": None, "timezone": None, "is_primary": False,
+                    "unsubscribed_channels": [], "preferences": {}, "slack_user_id": None, **values,
+                    "account_id": account_id, "unsubscribed": unsubscribed,
+                    "unsubscribed_at": now if unsubscribed else None, "created_at": now,
+                }
+            )  # fmt: skip
+            self.events.append(
+                import_event(
+                    account_id,
+                    now,
+                    f"contact {row.email} added from {label}",
+                    {"file": label, "contact": row.email},
+                )
+            )
+            return
+        values.pop("email")
+        if old.get("unsubscribed") and values.get("unsubscribed") is False:
+            self.kept_unsubscribed += 1  # re-subscribing is the contact's act, not an import's
+            del values["unsubscribed"]
+        changes = {c: (old[c], v) for c, v in values.items() if old[c] != v}
+        if not changes:
+            self.unchanged += 1
+            return
+        new_values = {c: new for c, (_, new) in changes.items()}
+        if new_values.get("unsubscribed"):
+            new_values["unsubscribed_at"] = now
+        self.updates.append((old["id"], new_values))
+        self.events.append(
+            import_event(
+                account_id, now, f"contact {row.email} updated from {label}: {describe_changes(changes)}",
+                {"file": label, "contact": row.email, "changes": {c: [o, n] for c, (o, n) in changes.items()}},
+            )
+        )  # fmt: skip
+
+
 def import_contacts(
     engine: Engine,
     path: str | Path,
@@ -477,20 +541,12 @@ def import_contacts(
         c for c in csv_file.headers if c in _ContactRow.model_fields and c not in ("account_external_id", "email")
     )
     read_columns = [_CONTACT.c.id, _CONTACT.c.account_id, _CONTACT.c.email, *(_CONTACT.c[c] for c in file_columns)]
-    label = Path(path).name
-    inserts: list[dict[str, Any]] = []
-    updates: list[tuple[int, dict[str, Any]]] = []
-    events: list[dict[str, Any]] = []
-    unchanged = 0
-    kept_unsubscribed = 0
+    changes = _ContactChanges(Path(path).name, now)
     problems: tuple[RowProblem, ...] = ()
 
     def plan(conn: Connection) -> None:
-        nonlocal unchanged, kept_unsubscribed, problems, rows
-        account_ids: dict[str, int] = {}
-        for chunk in chunks({row.account_external_id for _, row in rows}, CHUNK):
-            query = select(_ACCOUNT.c.external_id, _ACCOUNT.c.id).where(_ACCOUNT.c.external_id.in_(chunk))
-            account_ids.update((external_id, account_id) for external_id, account_id in conn.execute(query))
+        nonlocal problems, rows
+        account_ids = _account_ids(conn, {row.account_external_id for _, row in rows})
         for record, row in rows:
             if row.account_external_id not in account_ids:
                 message = f"unknown account {row.account_external_id!r}"
@@ -503,76 +559,37 @@ def import_contacts(
         for ids in chunks({account_ids[row.account_external_id] for _, row in rows}, CHUNK):
             for found in conn.execute(select(*read_columns).where(_CONTACT.c.account_id.in_(ids))).mappings():
                 existing[(found["account_id"], found["email"].lower())] = dict(found)
-
         for _, row in rows:
             account_id = account_ids[row.account_external_id]
-            values = row.model_dump(include=row.model_fields_set - {"account_external_id"})
-            old = existing.get((account_id, row.email))
-            if old is None:
-                unsubscribed = bool(values.get("unsubscribed", False))
-                inserts.append(
-                    {
-                        "name": None, "role": None, "title": None, "timezone": None, "is_primary": False,
-                        "unsubscribed_channels": [], "preferences": {}, "slack_user_id": None, **values,
-                        "account_id": account_id, "unsubscribed": unsubscribed,
-                        "unsubscribed_at": now if unsubscribed else None, "created_at": now,
-                    }
-                )  # fmt: skip
-                events.append(
-                    import_event(
-                        account_id,
-                        now,
-                        f"contact {row.email} added from {label}",
-                        {"file": label, "contact": row.email},
-                    )
-                )
-                continue
-            values.pop("email")
-            if old.get("unsubscribed") and values.get("unsubscribed") is False:
-                kept_unsubscribed += 1  # re-subscribing is the contact's act, not an import's
-                del values["unsubscribed"]
-            changes = {c: (old[c], v) for c, v in values.items() if old[c] != v}
-            if not changes:
-                unchanged += 1
-                continue
-            new_values = {c: new for c, (_, new) in changes.items()}
-            if new_values.get("unsubscribed"):
-                new_values["unsubscribed_at"] = now
-            updates.append((old["id"], new_values))
-            events.append(
-                import_event(
-                    account_id, now, f"contact {row.email} updated from {label}: {describe_changes(changes)}",
-                    {"file": label, "contact": row.email, "changes": {c: [o, n] for c, (o, n) in changes.items()}},
-                )
-            )  # fmt: skip
+            changes.add(account_id, row, existing.get((account_id, row.email)))
 
     def write(conn: Connection) -> None:
         plan(conn)
         if dry_run:
             return
-        if inserts:
-            conn.execute(insert(_CONTACT), inserts)
-        if updates:
-            update_in_batches(conn, _CONTACT, updates, None)
-        if events:
-            conn.execute(insert(_TIMELINE), events)
-        if inserts:  # an address on the suppression list is unsubscribed the moment it arrives
-            apply_suppressions(conn, now, {row["email"].lower() for row in inserts})
+        if changes.inserts:
+            conn.execute(insert(_CONTACT), changes.inserts)
+        if changes.updates:
+            update_in_batches(conn, _CONTACT, changes.updates, None)
+        if changes.events:
+            conn.execute(insert(_TIMELINE), changes.events)
+        if changes.inserts:  # an address on the suppression list is unsubscribed the moment it arrives
+            apply_suppressions(conn, now, {row["email"].lower() for row in changes.inserts})
 
     write_all_or_nothing(engine, csv_file.name, write)
     notes: tuple[str, ...] = ()
-    if kept_unsubscribed:
+    if kept := changes.kept_unsubscribed:
         notes = (
-            f"{kept_unsubscribed} contact{' stays' if kept_unsubscribed == 1 else 's stay'} unsubscribed although the "
+            f"{kept} contact{' stays' if kept == 1 else 's stay'} unsubscribed although the "
             "file says otherwise: an import never re-subscribes anyone",
         )
     return _logged(
         ImportResult(
             file=csv_file.name,
             kind="contacts",
-            inserted=len(inserts),
-            updated=len(updates),
-            unchanged=unchanged,
+            inserted=len(changes.inserts),
+            updated=len(changes.updates),
+            unchanged=changes.unchanged,
             problems=problems,
             ignored_columns=ignored,
             notes=notes,

@@ -60,14 +60,14 @@ import logging
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.engine import Connection, Engine
@@ -324,78 +324,93 @@ def _required_columns(columns: BillingColumns) -> list[str]:
     return list(dict.fromkeys(column_key(c) for c in named))
 
 
-def _parse_row(csv_file: CsvFile, record: CsvRecord, layout: _Layout, end_exclusive: bool) -> _Line | None:
-    """One row, parsed; None with a problem for each bad cell (several when it has several)."""
-    problems_before = len(csv_file.problems)
+_T = TypeVar("_T")
 
-    def problem(column: str | None, message: str) -> None:
-        csv_file.problems.append(RowProblem(record.line, message, csv_file.header(column)))
 
-    def text(column: str | None, limit: int, required: bool) -> str | None:
-        if column is None or (value := record.cells.get(column)) is None:
+@dataclass
+class _RowReader:
+    """Reads the cells of one row, noting a problem for each bad one."""
+
+    csv_file: CsvFile
+    record: CsvRecord
+
+    def problem(self, column: str | None, message: str) -> None:
+        self.csv_file.problems.append(RowProblem(self.record.line, message, self.csv_file.header(column)))
+
+    def cell(self, column: str | None, *, required: bool) -> str | None:
+        if column is None or (value := self.record.cells.get(column)) is None:
             if required:
-                problem(column, "a value is required")
-            return None
-        if len(value) > limit:
-            problem(column, f"is {len(value)} characters long; at most {limit} fit")
+                self.problem(column, "a value is required")
             return None
         return value
 
-    def day(column: str | None, required: bool) -> date | None:
-        if column is None or (value := record.cells.get(column)) is None:
-            if required:
-                problem(column, "a value is required")
+    def text(self, column: str | None, limit: int, *, required: bool) -> str | None:
+        value = self.cell(column, required=required)
+        if value is not None and len(value) > limit:
+            self.problem(column, f"is {len(value)} characters long; at most {limit} fit")
+            return None
+        return value
+
+    def day(self, column: str | None, *, required: bool) -> date | None:
+        value = self.cell(column, required=required)
+        if value is None:
             return None
         try:
             return parse_date(value)
         except ValueError as exc:
-            problem(column, str(exc))
+            self.problem(column, str(exc))
             return None
 
-    customer = text(layout.customer, _MAX_CUSTOMER, required=True)
-    invoice_day = day(layout.date, required=True)
-    cents: int | None = None
-    named_currency: str | None = None
-    amount = record.cells.get(layout.amount)
-    if amount is None:
-        problem(layout.amount, "a value is required")
-    else:
+    def parsed(self, column: str | None, parse: Callable[[str], _T]) -> _T | None:
+        value = self.cell(column, required=True)
+        if value is None:
+            return None
         try:
-            cents, named_currency = parse_money(amount)
+            return parse(value)
         except ValueError as exc:
-            problem(layout.amount, str(exc))
-    start = day(layout.service_start, required=False)
-    end = day(layout.service_end, required=False)
-    start_given = layout.service_start is not None and layout.service_start in record.cells
-    end_given = layout.service_end is not None and layout.service_end in record.cells
-    if start_given and not end_given:
-        problem(layout.service_end, "a service end is needed: the row has a service start")
-    elif end_given and not start_given:
-        problem(layout.service_start, "a service start is needed: the row has a service end")
-    elif start is not None and end is not None:
-        if end_exclusive:
-            if end <= start:
-                problem(
-                    layout.service_end,
-                    f"service end {end} is not after service start {start} (the end is the day after the period)",
-                )
-            end -= timedelta(days=1)
-        elif end < start:
-            problem(layout.service_end, f"service end {end} is before service start {start}")
-    product = text(layout.product, _MAX_PRODUCT, required=False) or ""
-    plan = text(layout.plan, _MAX_PLAN, required=False)
+            self.problem(column, str(exc))
+            return None
+
+    def service_period(self, layout: _Layout, *, end_exclusive: bool) -> tuple[date | None, date | None]:
+        """The service period, both days included (an exclusive end is moved back a day)."""
+        start = self.day(layout.service_start, required=False)
+        end = self.day(layout.service_end, required=False)
+        start_given = layout.service_start is not None and layout.service_start in self.record.cells
+        end_given = layout.service_end is not None and layout.service_end in self.record.cells
+        if start_given and not end_given:
+            self.problem(layout.service_end, "a service end is needed: the row has a service start")
+        elif end_given and not start_given:
+            self.problem(layout.service_start, "a service start is needed: the row has a service end")
+        elif start is not None and end is not None:
+            if end_exclusive:
+                if end <= start:
+                    self.problem(
+                        layout.service_end,
+                        f"service end {end} is not after service start {start} (the end is the day after the period)",
+                    )
+                end -= timedelta(days=1)
+            elif end < start:
+                self.problem(layout.service_end, f"service end {end} is before service start {start}")
+        return start, end
+
+
+def _parse_row(csv_file: CsvFile, record: CsvRecord, layout: _Layout, end_exclusive: bool) -> _Line | None:
+    """One row, parsed; None with a problem for each bad cell (several when it has several)."""
+    problems_before = len(csv_file.problems)
+    row = _RowReader(csv_file, record)
+    customer = row.text(layout.customer, _MAX_CUSTOMER, required=True)
+    invoice_day = row.day(layout.date, required=True)
+    money = row.parsed(layout.amount, parse_money)
+    cents, named_currency = money if money is not None else (None, None)
+    start, end = row.service_period(layout, end_exclusive=end_exclusive)
+    product = row.text(layout.product, _MAX_PRODUCT, required=False) or ""
+    plan = row.text(layout.plan, _MAX_PLAN, required=False)
     currency = layout.fixed_currency
     if layout.currency_column is not None:
-        currency = None
-        if (written := record.cells.get(layout.currency_column)) is None:
-            problem(layout.currency_column, "a value is required")
-        else:
-            try:
-                currency = _currency_code(written)
-            except ValueError as exc:
-                problem(layout.currency_column, str(exc))
+        currency = row.parsed(layout.currency_column, _currency_code)
     if named_currency and currency and named_currency != currency:
-        problem(
+        amount = record.cells.get(layout.amount)
+        row.problem(
             layout.amount, f"{quote_cell(amount or '')} is in {named_currency}, but the row's currency is {currency}"
         )
 
