@@ -14,6 +14,7 @@ from playbooks._compiler import (
     CompiledPlaybook,
     compile_file,
     compile_source,
+    load_playbook,
     load_playbooks,
     playbook_files,
     validate_paths,
@@ -36,7 +37,7 @@ from playbooks._expr import (
 )
 from playbooks._health import HEALTH_FILE, health_file, health_problems, load_health
 from playbooks._policy import POLICY_FILE, load_policy, policy_problems
-from playbooks._templates import TEMPLATE_VARIABLES, render
+from playbooks._templates import TEMPLATE_VARIABLES, RenderLimits, render
 
 __all__ = [
     "AUDIENCE",
@@ -48,6 +49,7 @@ __all__ = [
     "CompiledPlaybook",
     "Env",
     "Expr",
+    "RenderLimits",
     "Scope",
     "check",
     "compile_expression",
@@ -59,6 +61,7 @@ __all__ = [
     "health_file",
     "health_problems",
     "load_health",
+    "load_playbook",
     "load_playbooks",
     "load_policy",
     "mermaid",

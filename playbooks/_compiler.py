@@ -9,6 +9,7 @@ wait). The revision is a hash of the playbook's source and of the templates it u
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,15 +17,30 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
-from models import ExpressionError, PlaybookError, Problem
+from models import ExpressionError, NotFoundError, PlaybookError, Problem
 from models.playbook import ExprField, PlaybookSpec, TemplateField, step_problems
 from playbooks._expr import AUDIENCE, CONTACTS, ENROLLMENT, Expr, compile_expression
 from playbooks._loader import STEP_MODELS, model_at, step_label, validate_document, value_at
-from playbooks._templates import check_template, variables_for
+from playbooks._templates import MAX_TEMPLATE_CHARS, check_template, variables_for
 from playbooks._yaml import Document, Position, load_document
 from playbooks._yaml import Path as DataPath
 
-__all__ = ["CompiledPlaybook", "compile_file", "compile_source", "load_playbooks", "playbook_files", "validate_paths"]
+__all__ = [
+    "MAX_PLAYBOOK_CHARS",
+    "MAX_STEPS",
+    "CompiledPlaybook",
+    "compile_file",
+    "compile_source",
+    "load_playbook",
+    "load_playbooks",
+    "playbook_files",
+    "validate_paths",
+]
+
+#: a playbook file's size: the biggest shipped playbook is about 6,000 characters
+MAX_PLAYBOOK_CHARS = 500_000
+#: steps in one playbook
+MAX_STEPS = 200
 
 _SCOPES = {"audience": AUDIENCE, "contacts": CONTACTS, "enrollment": ENROLLMENT}
 TEMPLATES_FOLDER = "templates"
@@ -70,9 +86,17 @@ def compile_source(
 ) -> CompiledPlaybook:
     """Compile one playbook's YAML text. Template files come from ``templates`` (as stored with a
     revision) or are read from ``templates_dir``. Raises :class:`PlaybookError` with every problem."""
+    if len(source) > MAX_PLAYBOOK_CHARS:
+        raise PlaybookError([_too_long(file, len(source))])
     doc, problems = load_document(source, file)
     if doc is None:
         raise PlaybookError(problems)
+    steps = doc.data.get("steps") if isinstance(doc.data, dict) else None
+    if isinstance(steps, list) and len(steps) > MAX_STEPS:
+        # checked first: every later check costs time per step
+        raise PlaybookError(
+            [doc.problem(("steps",), f"steps: {len(steps):,} steps (the limit is {MAX_STEPS}): split the playbook")]
+        )
     spec, problems = validate_document(doc)
     expressions: dict[DataPath, Expr] = {}
     used: dict[str, str] = {}
@@ -90,10 +114,26 @@ def compile_source(
 def compile_file(path: Path) -> CompiledPlaybook:
     """Compile a playbook file; its templates are read from ``templates/`` beside it."""
     try:
-        source = path.read_text(encoding="utf-8")
+        source = _read_bounded(path, MAX_PLAYBOOK_CHARS)
     except (OSError, UnicodeDecodeError) as exc:
         raise PlaybookError([Problem(f"cannot read the playbook: {exc}", str(path))]) from exc
+    if len(source) > MAX_PLAYBOOK_CHARS:
+        raise PlaybookError([_too_long(str(path), None)])
     return compile_source(source, str(path), templates_dir=path.parent / TEMPLATES_FOLDER)
+
+
+def _read_bounded(path: Path, limit: int) -> str:
+    """At most ``limit + 1`` characters: enough to know a file is too long without holding it."""
+    with path.open(encoding="utf-8") as f:
+        return f.read(limit + 1)
+
+
+def _too_long(file: str, size: int | None) -> Problem:
+    if size is None:  # read only up to the limit
+        return Problem(f"the playbook file is longer than {MAX_PLAYBOOK_CHARS:,} characters (the limit)", file, 1, 1)
+    return Problem(
+        f"the playbook file is {size:,} characters (the limit is {MAX_PLAYBOOK_CHARS:,} characters)", file, 1, 1
+    )
 
 
 def playbook_files(folder: Path) -> list[Path]:
@@ -127,6 +167,46 @@ def load_playbooks(folder: Path) -> dict[str, CompiledPlaybook]:
     if problems:
         raise PlaybookError(problems)
     return {pb.id: pb for pb in compiled}
+
+
+def load_playbook(folder: Path, name: str) -> CompiledPlaybook:
+    """Playbook ``name`` (its id or file name) of ``folder``, compiling only the files that may
+    hold it: the others are only searched for their ``playbook:`` line, so a broken (or hostile)
+    sibling can neither stop nor slow this one. Raises :class:`PlaybookError` with the located
+    problems of its own file, :class:`NotFoundError` when no file holds it."""
+    declared = {path: _declared_id(path) for path in playbook_files(folder)}
+    candidates = [path for path, pid in declared.items() if path.stem == name or pid == name]
+    compiled: list[CompiledPlaybook] = []
+    problems: list[Problem] = []
+    for path in candidates:
+        try:
+            compiled.append(compile_file(path))
+        except PlaybookError as exc:
+            problems += exc.problems
+    by_id = [pb for pb in compiled if pb.id == name]
+    if len(by_id) > 1:
+        raise PlaybookError(
+            [Problem(f"playbook id {name!r} is also used by {by_id[0].file}", pb.file, 1, 1) for pb in by_id[1:]]
+        )
+    found = by_id or [pb for pb in compiled if Path(pb.file).stem == name]
+    if found:
+        return found[0]
+    if problems:
+        raise PlaybookError(problems)
+    known = ", ".join(sorted({pid for pid in declared.values() if pid})) or "none"
+    raise NotFoundError(f"no playbook {name!r} in {folder} (playbooks: {known})")
+
+
+_DECLARED_ID = re.compile(r"""^playbook:[ \t]*(["']?)([^"'\s#]+)\1[ \t]*(?:#.*)?$""", re.MULTILINE)
+
+
+def _declared_id(path: Path) -> str | None:
+    """The id a file declares on its top-level ``playbook:`` line, read as text (not parsed)."""
+    try:
+        found = _DECLARED_ID.search(_read_bounded(path, MAX_PLAYBOOK_CHARS))
+    except (OSError, UnicodeDecodeError):
+        return None
+    return found.group(2) if found else None
 
 
 def _expand(paths: Iterable[Path]) -> Iterator[Path]:
@@ -261,7 +341,8 @@ def _read_template(name: str, templates_dir: Path | None, stored: dict[str, str]
     if templates_dir is None or ".." in Path(name).parts or Path(name).is_absolute():
         return None
     try:
-        return (templates_dir / name).read_text(encoding="utf-8")
+        # one character past the limit is enough for check_template to refuse it, by name
+        return _read_bounded(templates_dir / name, MAX_TEMPLATE_CHARS)
     except (OSError, UnicodeDecodeError):
         return None
 

@@ -81,13 +81,21 @@ TEMPLATE_VARIABLES = frozenset(TEMPLATE_FIELDS) | {"unsubscribe_url", "survey_ur
 _PER_CONTACT = frozenset({"contact", "unsubscribe_url", "survey_url"})
 
 
+#: steps whose output goes to a system, not to a person nor a stored record: only they see secrets
+SECRET_KINDS = frozenset({"webhook", "slack"})
+
+
 def variables_for(kind: str | None) -> frozenset[str]:
-    """The template variables a step of this kind can use."""
+    """The template variables a step of this kind can use. ``secrets`` only in webhook and Slack
+    steps: a secret must never reach a customer (email, survey) nor be stored for people to read
+    (tasks, outcomes)."""
     if kind == "survey":
-        return TEMPLATE_VARIABLES
-    if kind == "email":
-        return TEMPLATE_VARIABLES - {"survey_url"}
-    return TEMPLATE_VARIABLES - _PER_CONTACT
+        allowed = TEMPLATE_VARIABLES
+    elif kind == "email":
+        allowed = TEMPLATE_VARIABLES - {"survey_url"}
+    else:
+        allowed = TEMPLATE_VARIABLES - _PER_CONTACT
+    return allowed if kind is None or kind in SECRET_KINDS else allowed - {"secrets"}
 
 
 def _money(value: Any, currency: str | None = None) -> str:
@@ -476,7 +484,8 @@ def _checked_method_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
             _check_size(args[0], name)
         elif name == "expandtabs":
             tab = args[0] if args and _is_int(args[0]) else int(kwargs.get("tabsize", 8))
-            _check_size(len(owner) + owner.count("\t" if isinstance(owner, str) else b"\t") * tab, name)
+            tabs = owner.count("\t") if isinstance(owner, str) else owner.count(b"\t")
+            _check_size(len(owner) + tabs * tab, name)
         elif name == "replace" and len(args) >= 2 and _sized(args[0]) and _sized(args[1]):
             found = owner.count(args[0]) if args[0] else len(owner) + 1
             _check_size(len(owner) + found * max(0, len(args[1]) - len(args[0])), name)
@@ -545,7 +554,15 @@ def check_template(source: str, *, allowed: frozenset[str] = TEMPLATE_VARIABLES)
         return [(1, "template: nested too deeply")]
     problems = _constant_limits(ast)
     for name in sorted(meta.find_undeclared_variables(ast)):
-        if name not in allowed:
+        if name == "secrets" and name not in allowed:
+            lineno = next((n.lineno for n in ast.find_all(nodes.Name) if n.name == name), 1)
+            problems.append(
+                (
+                    lineno,
+                    "secrets are only for webhook and slack steps: a secret must never reach a customer or a stored record",
+                )
+            )
+        elif name not in allowed:
             lineno = next((n.lineno for n in ast.find_all(nodes.Name) if n.name == name), 1)
             hint = _did_you_mean(name, allowed)
             problems.append(

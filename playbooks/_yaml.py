@@ -15,7 +15,13 @@ import yaml
 
 from models import Problem
 
-__all__ = ["Document", "Position", "load_document"]
+__all__ = ["MAX_YAML_DEPTH", "MAX_YAML_VALUES", "Document", "Position", "load_document"]
+
+#: values (keys, scalars, lists, mappings) one file may hold once aliases are expanded: a YAML
+#: "billion laughs" of nested aliases is refused, not expanded
+MAX_YAML_VALUES = 100_000
+#: how deeply lists and mappings may nest
+MAX_YAML_DEPTH = 50
 
 Path = tuple[str | int, ...]
 
@@ -112,6 +118,12 @@ def load_document(source: str, file: str) -> tuple[Document | None, list[Problem
         nodes = list(yaml.compose_all(source, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         return None, [_syntax_problem(doc, exc)]
+    except yaml.YAMLError as exc:  # e.g. a character YAML does not accept, found by the reader
+        return None, [doc.problem_at(1, 1, f"YAML: {exc}")]
+    except RecursionError:
+        return None, [
+            doc.problem_at(1, 1, f"YAML: lists or mappings nested too deeply (the limit is {MAX_YAML_DEPTH})")
+        ]
     nodes = [n for n in nodes if n is not None]
     if not nodes:
         return None, [
@@ -133,8 +145,18 @@ def load_document(source: str, file: str) -> tuple[Document | None, list[Problem
     loader = _Loader("")
     problems: list[Problem] = []
     doc.values[()] = _pos(root)
-    doc.data = _build(root, (), doc, loader, problems)
+    try:
+        doc.data = _build(root, (), doc, loader, problems, _Count())
+    except _Fatal as exc:
+        return None, [doc.problem_at(exc.line, exc.col, exc.message)]
     return (None if problems else doc), problems
+
+
+class _Count:
+    """Values built so far: aliases are expanded as they are met, so this bounds the expansion."""
+
+    def __init__(self) -> None:
+        self.values = 0
 
 
 def _kind(node: yaml.Node) -> str:
@@ -145,7 +167,16 @@ def _kind(node: yaml.Node) -> str:
     return "a mapping"
 
 
-def _build(node: yaml.Node, path: Path, doc: Document, loader: _Loader, problems: list[Problem]) -> Any:
+def _build(node: yaml.Node, path: Path, doc: Document, loader: _Loader, problems: list[Problem], count: _Count) -> Any:
+    count.values += 1
+    if count.values > MAX_YAML_VALUES or len(path) > MAX_YAML_DEPTH:
+        p = _pos(node)
+        what = (
+            f"more than {MAX_YAML_VALUES:,} values (YAML aliases expand where they are used)"
+            if count.values > MAX_YAML_VALUES
+            else f"lists or mappings nested more than {MAX_YAML_DEPTH} deep"
+        )
+        raise _Fatal(p.line, p.col, f"the file holds {what}")
     doc.values[path] = _pos(node)
     if isinstance(node, yaml.MappingNode):
         if node.flow_style and node.value and isinstance(node.value[0][0], yaml.MappingNode):
@@ -173,10 +204,10 @@ def _build(node: yaml.Node, path: Path, doc: Document, loader: _Loader, problems
                 problems.append(doc.problem_at(kp.line, kp.col, f"duplicate key {key!r} (first at line {first.line})"))
                 continue
             doc.keys[(*path, key)] = kp
-            result[key] = _build(value_node, (*path, key), doc, loader, problems)
+            result[key] = _build(value_node, (*path, key), doc, loader, problems, count)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), doc, loader, problems) for i, item in enumerate(node.value)]
+        return [_build(item, (*path, i), doc, loader, problems, count) for i, item in enumerate(node.value)]
     if node.tag not in _SCALAR_TAGS:
         p = _pos(node)
         problems.append(

@@ -34,7 +34,7 @@ from sqlmodel import col
 from flows.engine.claims import claimer, default_lease, is_gone
 from flows.engine.policy import ContactPolicy, decide, unsubscribe_reason
 from integrations.channels.base import Channel, Delivery
-from integrations.channels.secrets import resolve_secrets
+from integrations.channels.secrets import redact, resolve_secrets
 from models import (
     Account,
     ConfigError,
@@ -444,6 +444,8 @@ def _finish(
 ) -> None:
     t = Touch.__table__  # type: ignore[attr-defined]
     values: dict[str, Any] = {"lease_until": None, "claimed_by": None}
+    if status != TouchStatus.DELIVERED and detail is not None:
+        detail = redact(detail)  # the one redaction step for what is stored about a failure
     if status == TouchStatus.DELIVERED:
         values.update(status=TouchStatus.DELIVERED, delivered_at=as_of, provider_id=detail, reason=None)
     elif status == "retry" and row["attempts"] < policy.max_attempts:

@@ -8,8 +8,8 @@ from typing import Any
 from markdown_it import MarkdownIt
 from sqlmodel import SQLModel
 
-from integrations.channels.secrets import SecretMarkers
-from models import Account, Contact, Enrollment
+from integrations.channels.secrets import SecretMarkers, seal
+from models import Account, Contact, Enrollment, TemplateError
 from playbooks import CompiledPlaybook, render
 
 __all__ = ["markdown_to_html", "render_value", "template_variables"]
@@ -68,9 +68,13 @@ def template_variables(
 
 
 def render_value(value: Any, variables: dict[str, Any]) -> Any:
-    """Render a template string, or every string inside a mapping or list."""
+    """Render a template string, or every string inside a mapping or list. Output that refers to
+    a secret becomes sealed text (see ``integrations.channels.secrets``): only the author's
+    ``{{ secrets.<name> }}`` can make one, never the customer data printed beside it."""
     if isinstance(value, str):
-        return render(value, variables)
+        text = render(value, variables)
+        markers = variables.get("secrets")
+        return seal(text, markers) if isinstance(markers, SecretMarkers) else text
     if isinstance(value, dict):
         return {k: render_value(v, variables) for k, v in value.items()}
     if isinstance(value, list):
@@ -79,4 +83,6 @@ def render_value(value: Any, variables: dict[str, Any]) -> Any:
 
 
 def markdown_to_html(text: str) -> str:
+    if not isinstance(text, str):  # sealed text: validation keeps secrets out of messages to people
+        raise TemplateError("a message to a person cannot hold a secret")
     return _markdown.render(text)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from integrations.channels.secrets import MAX_STORED_BODY, redact
 from models import IntegrationError, MaybeDeliveredError, RetryableError
 
 __all__ = [
@@ -73,7 +74,8 @@ def raise_for_answer(response: httpx.Response, what: str) -> None:
     """Map an HTTP answer: 2xx passes; 429 and 5xx are retryable; other 4xx are permanent."""
     if response.is_success:
         return
-    body = response.text[:500]
+    # redacted before it is cut (a cut never leaves half a secret), and from a bounded window
+    body = redact(response.text[: 40 * MAX_STORED_BODY], limit=MAX_STORED_BODY)
     message = f"{what}: HTTP {response.status_code} {response.reason_phrase}: {body}".rstrip(": ")
     if response.status_code == 429 or response.status_code >= 500:
         raise RetryableError(
@@ -94,5 +96,5 @@ def may_have_arrived(exc: httpx.HTTPError) -> bool:
 def translate_transport_error(exc: httpx.HTTPError, what: str) -> RetryableError:
     """Failing to connect is worth another attempt; losing the answer after the request left means
     it may have been delivered (the outbox then re-sends only to receivers that drop repeats)."""
-    message = f"{what}: {type(exc).__name__}: {exc}"
+    message = redact(f"{what}: {type(exc).__name__}: {exc}")  # an exception's text may quote the URL
     return MaybeDeliveredError(message) if may_have_arrived(exc) else RetryableError(message)

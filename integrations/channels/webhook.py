@@ -53,7 +53,9 @@ class WebhookChannel:
         payload = delivery.payload
         url = payload.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise IntegrationError(f"webhook: not an http(s) URL: {url!r}")
+            # never echo the URL: it is often a secret (or holds one in its path or query)
+            shown = "is empty" if not url else f"is not an http(s) URL ({len(str(url))} characters, not shown)"
+            raise IntegrationError(f"webhook: the step's url {shown}")
         body = json.dumps(payload.get("json") or {}, separators=(",", ":"), ensure_ascii=False, default=str).encode()
         timestamp = str(int(time.time()))
         headers = {"Content-Type": "application/json", "Idempotency-Key": delivery.key, TIMESTAMP_HEADER: timestamp}

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from models.errors import ExpressionError
 
 __all__ = [
+    "MAX_EXPRESSION_CHARS",
+    "MAX_EXPRESSION_DEPTH",
     "Arith",
     "BoolOp",
     "Call",
@@ -127,10 +129,19 @@ def parse(text: str) -> Expr:
     """Parse an expression (not yet type-checked: see ``check``). Raises :class:`ExpressionError`."""
     if not text.strip():
         raise ExpressionError("empty expression", 0)
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError(
+            f"expression is {len(text):,} characters long (the limit is {MAX_EXPRESSION_CHARS:,})", MAX_EXPRESSION_CHARS
+        )
     return _Parser(text).parse()
 
 
-_MAX_DEPTH = 100  # keeps every later (recursive) stage far from Python's recursion limit
+#: an expression's length; an audience is typically one to five lines
+MAX_EXPRESSION_CHARS = 10_000
+#: operators and parentheses nested in one another; keeps every later (recursive) stage far from
+#: Python's recursion limit
+MAX_EXPRESSION_DEPTH = 100
+_MAX_DEPTH = MAX_EXPRESSION_DEPTH
 _ARITH = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _COMPARE = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 _LITERAL_NAMES: dict[str, Value] = {"true": True, "false": False, "none": None}
@@ -210,6 +221,8 @@ class _Parser:
             raise ExpressionError(f"expression syntax: {exc.msg}", offset) from None
         except ValueError as exc:  # null bytes
             raise ExpressionError(f"expression syntax: {exc}", 0) from None
+        except (RecursionError, MemoryError):  # Python's own parser gives up on 3,000 nested 'not's
+            raise ExpressionError(self._too_deep(), self._deepest_offset()) from None
         body = tree.body
         if isinstance(body, ast.Tuple) and not body.elts:  # only a comment
             raise ExpressionError("empty expression", 0)
@@ -254,11 +267,25 @@ class _Parser:
             offset, name = min(found)
             raise ExpressionError(f"disallowed name '{name}'", offset)
 
+    def _too_deep(self) -> str:
+        return (
+            f"expression is nested too deeply (the limit is {MAX_EXPRESSION_DEPTH} levels of operators and parentheses)"
+        )
+
+    def _deepest_offset(self) -> int:
+        """Where the nesting passes the limit: the operator or parenthesis that makes it too deep,
+        roughly (Python's parser says nothing about where it gave up)."""
+        tokens = re.finditer(r"\bnot\b|[-+*/(]", self.text)
+        for count, found in enumerate(tokens, 1):
+            if count > MAX_EXPRESSION_DEPTH:
+                return found.start()
+        return 0
+
     def convert(self, node: ast.expr) -> Expr:
         self.depth += 1
         try:
             if self.depth > _MAX_DEPTH:
-                raise self.fail("expression is nested too deeply", node)
+                raise self.fail(self._too_deep(), node)
             return self._convert(node)
         finally:
             self.depth -= 1
@@ -333,12 +360,26 @@ class _Parser:
         return ListLiteral(start, self.text[start:end], items)
 
     def _constant(self, value: object, node: ast.expr) -> Value:
-        if value is None or isinstance(value, bool | str):
+        if isinstance(value, str):
+            return self._text(value, node)
+        if value is None or isinstance(value, bool):
             return value
         if _is_number(value):
             return self._number(value, node)  # type: ignore[arg-type]
         kind = {bytes: "bytes", complex: "imaginary number"}.get(type(value), type(value).__name__)
         raise self.fail(f"not allowed in an expression: {kind} literal", node)
+
+    def _text(self, value: str, node: ast.expr) -> str:
+        """Text both databases can hold: PostgreSQL refuses NUL in text, and an unpaired surrogate
+        is not UTF-8 at all; found here, not in every tick that would run the expression."""
+        for index, ch in enumerate(value):
+            if ch == "\0" or "\ud800" <= ch <= "\udfff":
+                what = "a NUL character (\\0)" if ch == "\0" else f"an unpaired surrogate (\\u{ord(ch):04x})"
+                raise ExpressionError(
+                    f"text holds {what} at character {index + 1}, which the databases cannot store",
+                    self.span(node)[0],
+                )
+        return value
 
     def _number(self, value: int | float, node: ast.expr) -> int | float:
         # both databases must hold it: 64-bit integers, finite floats
