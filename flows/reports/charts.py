@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,11 +120,23 @@ def _retention(report: Report) -> Figure:
         raise NothingToChart("nothing to chart: there is no revenue in this period")
     currency = report.data.get("currency") or ""
     labels = [m["month"] for m in months]
-    x = list(range(len(labels)))
     fig = _figure(11, 8.5)
     top, bottom = fig.subplots(2, 1)
+    _waterfall_panel(top, months, labels, currency)
+    _grr_nrr_panel(bottom, months, labels, xlim=top.get_xlim())
+    _legend(bottom)
+    others = [c for c in report.data.get("currencies") or [] if c != currency]
+    title = report.title
+    if others:
+        title += f" (not converted; the revenue in {', '.join(others)} is left out: --currency for it)"
+    fig.suptitle(title, fontsize=14)
+    return fig
 
-    # MRR movements: gains stacked above zero, losses below, net as a line
+
+def _waterfall_panel(top: Axes, months: list[dict[str, Any]], labels: list[str], currency: str) -> None:
+    """MRR movements: gains stacked above zero, losses below, net as a line."""
+    x = list(range(len(labels)))
+
     def units(key: str, sign: int = 1) -> list[float]:
         return [sign * m[key] / 100 for m in months]
 
@@ -151,7 +164,10 @@ def _retention(report: Report) -> Figure:
     _month_ticks(top, labels)
     _legend(top)
 
-    # GRR and NRR of the 12-month cohorts
+
+def _grr_nrr_panel(bottom: Axes, months: list[dict[str, Any]], labels: list[str], *, xlim: tuple[float, float]) -> None:
+    """GRR and NRR of the 12-month cohorts."""
+    x = list(range(len(labels)))
     grr = [m["grr"] * 100 if m["grr"] is not None else float("nan") for m in months]
     nrr = [m["nrr"] * 100 if m["nrr"] is not None else float("nan") for m in months]
     bottom.plot(x, nrr, color=COLOURS["nrr"], marker="o", linewidth=2, label="NRR (net revenue retention)")
@@ -162,34 +178,27 @@ def _retention(report: Report) -> Figure:
     bottom.set_xlabel("Month")
     _percent_axis(bottom)
     _month_ticks(bottom, labels)
-    bottom.set_xlim(top.get_xlim())  # the same months under each other
-    known = [v for v in grr + nrr if v == v]
+    bottom.set_xlim(xlim)  # the same months as the waterfall, under each other
+    known = [v for v in grr + nrr if not math.isnan(v)]
     if not known:  # the history is shorter than 13 months
         _empty(bottom, "needs 13 months of revenue history")
         bottom.set_ylim(0, 150)
     else:
         # at least 80% to 110%, so that a fraction of a point does not look like a cliff
         bottom.set_ylim(min(80.0, min(known) - 2), max(110.0, max(known) + 4))
-        first = next(i for i, (g, n) in enumerate(zip(grr, nrr, strict=True)) if g == g or n == n)
+        first = next(i for i, (g, n) in enumerate(zip(grr, nrr, strict=True)) if not (math.isnan(g) and math.isnan(n)))
         if first > 0:
             bottom.text(
                 (first - 1) / 2, 95, f"n/a before {labels[first]}:\nno revenue 12 months before",
                 ha="center", va="center", color="#6C757D", fontsize=9,
             )  # fmt: skip
         for series, offset in ((nrr, 8), (grr, -14)):
-            last = max((i for i, v in enumerate(series) if v == v), default=None)
+            last = max((i for i, v in enumerate(series) if not math.isnan(v)), default=None)
             if last is not None:
                 bottom.annotate(
                     f"{series[last]:.1f}%", (x[last], series[last]), textcoords="offset points",
                     xytext=(0, offset), ha="center", fontsize=9,
                 )  # fmt: skip
-    _legend(bottom)
-    others = [c for c in report.data.get("currencies") or [] if c != currency]
-    title = report.title
-    if others:
-        title += f" (not converted; the revenue in {', '.join(others)} is left out: --currency for it)"
-    fig.suptitle(title, fontsize=14)
-    return fig
 
 
 def _playbooks(report: Report) -> Figure:
@@ -206,10 +215,17 @@ def _playbooks(report: Report) -> Figure:
     lift_height = max(len(rows), 2) * 0.45 + 1.8 + (0.3 if uncompared else 0)
     fig = _figure(12, lift_height + sum(funnel_heights) + 0.6)
     grid = fig.add_gridspec(1 + len(pairs), 2, height_ratios=[lift_height, *funnel_heights])
-    lift_ax = fig.add_subplot(grid[0, :])
-    window = report.data.get("window_days")
+    _lift_panel(fig.add_subplot(grid[0, :]), rows, uncompared, report.data.get("window_days"))
+    for i, p in enumerate(funnels):
+        _funnel_panel(fig.add_subplot(grid[1 + i // 2, i % 2]), p)
+    fig.suptitle(report.title, fontsize=14)
+    return fig
 
-    # lift with its 95% interval, one line per playbook and outcome, the numbers written by each
+
+def _lift_panel(
+    lift_ax: Axes, rows: list[tuple[str, dict[str, Any]]], uncompared: list[dict[str, Any]], window: Any
+) -> None:
+    """Lift with its 95% interval, one line per playbook and outcome, the numbers written by each."""
     seen: set[str] = set()
     for y, (_, o) in enumerate(reversed(rows)):
         low, high = o["interval"]
@@ -258,27 +274,23 @@ def _playbooks(report: Report) -> Figure:
         _empty(lift_ax, "no outcome to compare yet")
         lift_ax.set_xlim(-10, 10)
 
-    # funnels: share of the enrolled reaching each stage
-    for i, p in enumerate(funnels):
-        ax = fig.add_subplot(grid[1 + i // 2, i % 2])
-        stages = list(reversed(p["funnel"]))
-        shares = [(s["share"] or 0) * 100 for s in stages]
-        bars = ax.barh(range(len(stages)), shares, color=COLOURS["funnel"], label="share of enrolled", height=0.7)
-        for bar, stage in zip(bars, stages, strict=True):
-            ax.text(
-                bar.get_width() + 1, bar.get_y() + bar.get_height() / 2, f"{stage['reached']}", va="center", fontsize=8
-            )
-        ax.set_yticks(range(len(stages)), [s["stage"] for s in stages], fontsize=8)
-        ax.set_ylim(-0.6, len(stages) - 0.4)
-        ax.set_xlim(0, 118)  # room on the right for the counts
-        ax.set_xticks([0, 50, 100])
-        _percent_axis(ax, "x")
-        ax.set_title(f"Funnel: {p['playbook']} ({p['enrolled']} enrolled)")
-        ax.set_xlabel("Share of enrolled (%); bar labels: enrollments")
-        ax.set_ylabel("Stage")
-        _legend(ax)
-    fig.suptitle(report.title, fontsize=14)
-    return fig
+
+def _funnel_panel(ax: Axes, p: dict[str, Any]) -> None:
+    """A playbook's funnel: the share of the enrolled reaching each stage."""
+    stages = list(reversed(p["funnel"]))
+    shares = [(s["share"] or 0) * 100 for s in stages]
+    bars = ax.barh(range(len(stages)), shares, color=COLOURS["funnel"], label="share of enrolled", height=0.7)
+    for bar, stage in zip(bars, stages, strict=True):
+        ax.text(bar.get_width() + 1, bar.get_y() + bar.get_height() / 2, f"{stage['reached']}", va="center", fontsize=8)
+    ax.set_yticks(range(len(stages)), [s["stage"] for s in stages], fontsize=8)
+    ax.set_ylim(-0.6, len(stages) - 0.4)
+    ax.set_xlim(0, 118)  # room on the right for the counts
+    ax.set_xticks([0, 50, 100])
+    _percent_axis(ax, "x")
+    ax.set_title(f"Funnel: {p['playbook']} ({p['enrolled']} enrolled)")
+    ax.set_xlabel("Share of enrolled (%); bar labels: enrollments")
+    ax.set_ylabel("Stage")
+    _legend(ax)
 
 
 def _surveys(report: Report) -> Figure:
