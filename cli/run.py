@@ -41,6 +41,9 @@ def run(
         report = run_flow_in_process(st.settings, pb.id, moment.isoformat(), dry_run)
         line = report["line"]
     else:
+        from integrations.channels.secrets import PREFECT_BLOCKS
+
+        PREFECT_BLOCKS.set(False)  # nothing in this run touches Prefect, not even a secret lookup
         result = tick(engine, pb, moment, dry_run=dry_run, channels=None if dry_run else build_channels(st.settings))
         report, line = result.to_dict(), result.line()
     console.print(line, markup=False)

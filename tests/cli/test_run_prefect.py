@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert, select
 
-from models import BUNDLED_PLAYBOOKS_DIR, make_engine, upgrade
+from models import BUNDLED_PLAYBOOKS_DIR, Account, Touch, make_engine, table_of, upgrade
 
 RETAIN = str(Path(sys.executable).parent / "retain")
 HERMETIC = {
@@ -106,3 +107,41 @@ def test_unsupported_database_urls_name_what_is_supported(env: dict[str, str], u
         assert named in done.stderr and "use SQLite (sqlite:///" in done.stderr and "PostgreSQL" in done.stderr
         assert "Traceback" not in done.stdout + done.stderr
         assert "secret" not in done.stderr  # the password is never shown
+
+
+HOOK = """\
+playbook: hook
+name: Hook
+lifecycle: custom
+audience: account.status == "active"
+steps:
+  - id: notify
+    kind: webhook
+    url: "http://127.0.0.1:9/hook"
+    headers:
+      Authorization: "Bearer {{ secrets.crm_token }}"
+"""
+
+
+def test_a_run_without_prefect_never_touches_prefect(env: dict[str, str], tmp_path: Path) -> None:
+    """Not even a secret lookup: a Prefect Secret block would start Prefect's temporary server."""
+    folder = tmp_path / "hooks"
+    folder.mkdir()
+    (folder / "hook.yaml").write_text(HOOK, encoding="utf-8")
+    engine = make_engine(env["RETAIN_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(insert(table_of(Account)), {"external_id": "acme", "name": "Acme", "custom": {}})
+    engine.dispose()
+    script = (
+        "import sys\n"
+        "from cli import main\n"
+        f"code = main(['--playbooks-dir', {str(folder)!r}, 'run', 'hook', '--no-prefect'])\n"
+        "print('exit', code, 'prefect imported:', 'prefect' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert "exit 0 prefect imported: False" in output, output
+    assert "temporary server" not in output and "Traceback" not in output
+    with engine.connect() as conn:
+        (status, reason) = conn.execute(select(table_of(Touch).c.status, table_of(Touch).c.reason)).one()
+    assert status == "failed" and "secret 'crm_token' is not set: set RETAIN_SECRET_CRM_TOKEN" in reason
