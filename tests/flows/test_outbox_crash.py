@@ -24,8 +24,9 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -74,12 +75,15 @@ class Seen:
     key: str | None
     body: dict[str, Any]
     signed: bool
+    status: int = 200  # what the receiver answered
+    at: float = 0.0  # time.monotonic() when it came
 
 
 class Receiver(ThreadingHTTPServer):
     """Records every request. ``block_from``: from the n-th request on, hold the answer until
     released (the sender is killed meanwhile). ``script``: path -> statuses answered in turn to
-    each repeat of one key (then 200)."""
+    each repeat of one key (then 200). ``pause``: path -> seconds to wait before reading a request (a
+    slow vendor); ``retry_after``: the Retry-After of a 429. (Also the receiver of bench/reliability.py.)"""
 
     daemon_threads = True
     request_queue_size = 64  # the default 5 drops connections when 8 arrive at once (a 1 s SYN retry)
@@ -92,6 +96,8 @@ class Receiver(ThreadingHTTPServer):
         self.reached = threading.Event()
         self.release = threading.Event()
         self.script: dict[str, list[int]] = {}
+        self.pause: Callable[[str], float] | None = None
+        self.retry_after = "0"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         return None  # a sender killed mid-request resets its connection: expected here
@@ -115,6 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def do_POST(self) -> None:
+        if self.server.pause is not None:
+            time.sleep(self.server.pause(self.path))
         length = int(self.headers.get("Content-Length", 0))
         body = self.rfile.read(length)
         if len(body) < length:
@@ -124,10 +132,10 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         with srv.lock:
             repeat = sum(1 for r in srv.requests if r.key == key and r.path == self.path)
-            srv.requests.append(Seen(self.path, key, json.loads(body or b"{}"), signed))
-            block = srv.block_from is not None and len(srv.requests) >= srv.block_from
             answers = srv.script.get(self.path, [])
             status = answers[repeat] if repeat < len(answers) else 200
+            srv.requests.append(Seen(self.path, key, json.loads(body or b"{}"), signed, status, time.monotonic()))
+            block = srv.block_from is not None and len(srv.requests) >= srv.block_from
         if block:
             srv.reached.set()
             srv.release.wait(60)  # the sender is dead by then; answering may fail
@@ -135,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = b"missing field: customer_id" if status == 400 else b"{}"
             self.send_response(status)
             if status == 429:
-                self.send_header("Retry-After", "0")
+                self.send_header("Retry-After", srv.retry_after)
             self.send_header("X-Request-Id", f"req-{key}")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -207,8 +215,9 @@ def webhook(*, dedupes: bool = True) -> dict[str, Any]:
 # --- the children -------------------------------------------------------------------------------
 
 # One child process imports Retain (and Prefect, through flows.engine.tick: ~3 s) once, then forks one
-# process per crash; each runs a tick and dies where its job says. It reports each pid, then each
-# exit code, as JSON lines.
+# process per crash; each runs a tick (or, with "mode": "outbox", an outbox run alone) and dies where
+# its job says. It reports each pid, then each exit code, as JSON lines. With "smtp", emails go to
+# that SMTP server; with "wait", jobs run one at a time as they are read (bench/reliability.py).
 CHILD = """
 import json, os, signal, sys, traceback
 from datetime import datetime
@@ -216,7 +225,8 @@ from pathlib import Path
 
 import flows.engine.outbox
 import flows.engine.tick
-from playbooks import compile_source
+from playbooks import compile_source, load_policy
+from integrations.channels.email import SmtpEmailChannel
 from integrations.channels.webhook import WebhookChannel
 from models import make_engine
 
@@ -235,13 +245,20 @@ def run(job):
         flows.engine.outbox._finish = die_now
     pb = compile_source(Path(job["playbook"]).read_text(), job["playbook"])
     channels = {"webhook": WebhookChannel(signing_secret=job["secret"])}
-    report = flows.engine.tick.tick(make_engine(job["db"]), pb, datetime.fromisoformat(job["as_of"]), channels=channels)
+    if job.get("smtp"):
+        channels["email"] = SmtpEmailChannel(job["smtp"], sender="Retain <cs@retain.test>")
+    engine, as_of = make_engine(job["db"]), datetime.fromisoformat(job["as_of"])
+    if job.get("mode") == "outbox":
+        policy = flows.engine.tick.delivery_policy([pb], load_policy(Path(job["playbook"]).parent))
+        print(dict(flows.engine.outbox.deliver(engine, channels, as_of=as_of, policy=policy)), flush=True)
+        return
+    report = flows.engine.tick.tick(engine, pb, as_of, channels=channels)
     print(report.line(), flush=True)
 
 
-jobs = [json.loads(line) for line in sys.stdin]
 pids = {}
-for job in jobs:
+for line in iter(sys.stdin.readline, ""):
+    job = json.loads(line)
     pid = os.fork()
     if pid == 0:
         code = 0
@@ -254,8 +271,11 @@ for job in jobs:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    pids[pid] = job["name"]
     print(json.dumps({"name": job["name"], "pid": pid}), flush=True)
+    if job.get("wait"):  # one at a time: this job's exit is reported before the next job is read
+        print(json.dumps({"name": job["name"], "exit": os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}), flush=True)
+    else:
+        pids[pid] = job["name"]
 while pids:
     pid, status = os.wait()
     print(json.dumps({"name": pids.pop(pid), "exit": os.waitstatus_to_exitcode(status)}), flush=True)
