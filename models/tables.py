@@ -57,6 +57,8 @@ __all__ = [
     "HealthScore",
     "Outcome",
     "PlaybookRevision",
+    "ProductEvent",
+    "ProductUser",
     "RevenueEntry",
     "SupportTicket",
     "Suppression",
@@ -110,6 +112,7 @@ class AccountBase(SQLModel):
     cancelled_at: datetime | None = _ts()  # notice of cancellation given
     churned_at: datetime | None = _ts()
     reactivated_at: datetime | None = _ts()
+    last_seen_at: datetime | None = _ts()  # the latest product event of any of its users
     health: str | None = Field(default=None, max_length=10)  # green | yellow | red
     health_score: float | None = None  # 0..100
     health_trend: float | None = None  # change of health_score over the last 30 days, in points
@@ -168,6 +171,36 @@ class SupportTicket(SQLModel, table=True):
     priority: str = Field(default="normal", max_length=20)
     opened_at: datetime = _ts(nullable=False, default=utcnow)
     closed_at: datetime | None = _ts()
+    satisfaction: int | None = None  # the requester's rating once solved (CSAT 1-5)
+
+
+class ProductEvent(SQLModel, table=True):
+    """One product event in the Segment spec (``track``, ``identify``, ``group``), kept once by its
+    ``message_id``; ``account_id`` is the account its user belongs to (from ``group``), if known."""
+
+    __tablename__ = "product_event"
+    __table_args__ = (Index("ix_product_event_account_name_at", "account_id", "name", "occurred_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=200, unique=True)
+    type: str = Field(max_length=10)  # track | identify | group
+    name: str | None = Field(default=None, max_length=200)  # track's event name
+    user_id: str | None = Field(default=None, max_length=200)
+    account_id: int | None = Field(default=None, foreign_key="account.id")
+    occurred_at: datetime = _ts(nullable=False)
+    properties: dict[str, Any] = _json(dict)  # track's properties, identify's or group's traits
+
+
+class ProductUser(SQLModel, table=True):
+    """A user of the product as the events name it: ``group`` ties it to an account, ``identify``
+    gives its traits (email, name)."""
+
+    __tablename__ = "product_user"
+    user_id: str = Field(primary_key=True, max_length=200)
+    account_id: int | None = Field(default=None, foreign_key="account.id", index=True)
+    email: str | None = Field(default=None, max_length=320)
+    traits: dict[str, Any] = _json(dict)
+    first_seen_at: datetime | None = _ts()
+    last_seen_at: datetime | None = _ts()
 
 
 class SurveyResponse(SQLModel, table=True):
@@ -246,7 +279,9 @@ class Enrollment(SQLModel, table=True):
     started_at: datetime = _ts(nullable=False, default=utcnow)
     ended_at: datetime | None = _ts()
     outcome: str | None = Field(default=None, max_length=40)
-    source: str = Field(default="schedule", max_length=20)  # schedule | play (a CSM's ad-hoc run)
+    source: str = Field(default="schedule", max_length=20)  # schedule | play | event
+    #: the product event that started it (``entry.on_event``): each event enrolls at most once
+    trigger_event_id: int | None = Field(default=None, foreign_key="product_event.id", index=True)
     state: dict[str, Any] = _json(dict)  # step bookkeeping (wait_for start times, visits)
     claimed_by: str | None = Field(default=None, max_length=100)
     claimed_until: datetime | None = _ts()

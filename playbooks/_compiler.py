@@ -137,8 +137,8 @@ def _too_long(file: str, size: int | None) -> Problem:
 
 
 def playbook_files(folder: Path) -> list[Path]:
-    """The playbook files of a folder (``*.yaml``/``*.yml``; policy.yaml and health.yaml are not playbooks)."""
-    skip = {"policy.yaml", "policy.yml", "health.yaml", "health.yml"}
+    """The playbook files of a folder (``*.yaml``/``*.yml``; policy, health and sources.yaml are not playbooks)."""
+    skip = {"policy.yaml", "policy.yml", "health.yaml", "health.yml", "sources.yaml", "sources.yml"}
     return sorted(p for p in [*folder.glob("*.yaml"), *folder.glob("*.yml")] if p.name not in skip)
 
 

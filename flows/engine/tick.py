@@ -24,9 +24,9 @@ from flows.engine.policy import ContactPolicy, effective_policy
 from flows.engine.revisions import RevisionCache, sync_revision
 from flows.engine.settle import settle
 from integrations.channels.base import Channel
-from models import NotFoundError, PlaybookError, Problem, session, utcnow
+from models import Problem, session, utcnow
 from models.playbook import PolicySpec
-from playbooks import CompiledPlaybook, load_policy, validate_paths
+from playbooks import CompiledPlaybook, load_playbook, load_policy, validate_paths
 
 __all__ = ["TickReport", "delivery_policy", "find_playbook_in", "parse_as_of", "tick", "valid_playbooks"]
 
@@ -163,15 +163,6 @@ def valid_playbooks(folder: Path) -> tuple[dict[str, CompiledPlaybook], list[Pro
 
 def find_playbook_in(folder: Path, name: str) -> CompiledPlaybook:
     """Playbook ``name`` (its id or file name) of ``folder``: a :class:`PlaybookError` with the
-    located problems of its own file when it does not compile, whatever the other files hold."""
-    playbooks, problems = valid_playbooks(folder)
-    for pb in playbooks.values():
-        if pb.id == name or Path(pb.file).stem == name:
-            return pb
-    own = [p for p in problems if Path(p.file).stem == name]
-    if own:
-        raise PlaybookError(own)
-    known = ", ".join(sorted(playbooks)) or "none"
-    broken = sorted({Path(p.file).name for p in problems})
-    also = f"; these files do not compile: {', '.join(broken)}" if broken else ""
-    raise NotFoundError(f"no playbook {name!r} in {folder} (playbooks: {known}{also})")
+    located problems of its own file when it does not compile, whatever the other files hold: only
+    the file that declares it is compiled, so a broken or hostile sibling costs nothing."""
+    return load_playbook(folder, name)

@@ -1,5 +1,7 @@
-"""Sources in: CSV imports of accounts and contacts, billing exports (revenue) and suppression
-lists, all read by one CSV reader (:func:`read_csv`), all or nothing, with row-numbered errors.
+"""Sources in: CSV imports of accounts and contacts, billing exports (revenue), suppression lists,
+usage, support tickets and product events (CSV or JSON Lines), and replies logged by hand, all
+read by one reader (:func:`read_csv`, or JSON Lines through it), all or nothing, with row-numbered
+errors.
 
 Code outside this package imports from here, never from the modules inside it.
 """
@@ -20,6 +22,7 @@ from integrations.sources._csv import (
     flag_duplicates,
     parse_date,
     parse_email,
+    parse_timestamp,
     quote_cell,
     read_csv,
     settle_problems,
@@ -32,6 +35,15 @@ from integrations.sources.accounts import (
     import_accounts,
     import_contacts,
 )
+from integrations.sources.activity import (
+    LandResult,
+    TicketRecord,
+    UsageDay,
+    import_tickets,
+    import_usage,
+    land_tickets,
+    land_usage,
+)
 from integrations.sources.billing import (
     BillingColumns,
     RevenueImportResult,
@@ -40,6 +52,8 @@ from integrations.sources.billing import (
     parse_money,
     spread_cents,
 )
+from integrations.sources.events import EventRecord, EventsResult, activation_event, import_events, land_events
+from integrations.sources.replies import ReplyResult, mark_replied
 from integrations.sources.suppression import (
     SuppressionResult,
     apply_suppressions,
@@ -54,10 +68,17 @@ __all__ = [
     "BillingColumns",
     "CsvFile",
     "CsvRecord",
+    "EventRecord",
+    "EventsResult",
     "ImportResult",
+    "LandResult",
+    "ReplyResult",
     "RevenueImportResult",
     "Spread",
     "SuppressionResult",
+    "TicketRecord",
+    "UsageDay",
+    "activation_event",
     "apply_suppressions",
     "chunks",
     "column_key",
@@ -66,12 +87,20 @@ __all__ = [
     "import_accounts",
     "import_contacts",
     "import_event",
+    "import_events",
     "import_revenue",
     "import_suppression_list",
+    "import_tickets",
+    "import_usage",
     "json_safe",
+    "land_events",
+    "land_tickets",
+    "land_usage",
+    "mark_replied",
     "parse_date",
     "parse_email",
     "parse_money",
+    "parse_timestamp",
     "quote_cell",
     "read_csv",
     "settle_problems",

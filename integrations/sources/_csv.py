@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ __all__ = [
     "flag_duplicates",
     "parse_date",
     "parse_email",
+    "parse_timestamp",
     "quote_cell",
     "read_csv",
     "settle_problems",
@@ -62,6 +63,18 @@ def parse_date(value: str) -> date:
         return datetime.fromisoformat(value).date()  # the date as written, whatever the offset
     except ValueError:
         raise ValueError(f"{quote_cell(value)} is not a date: write YYYY-MM-DD, e.g. 2027-01-31") from None
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An ISO 8601 moment, as aware UTC: ``2027-01-31T09:30:00Z``, ``2027-01-31 09:30+01:00``; a
+    moment without an offset, or a bare date (its midnight), is read as UTC."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{quote_cell(value)} is not a date or time: write ISO 8601, e.g. 2027-01-31 or 2027-01-31T09:30:00Z"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 _EMAIL_ADDRESS = re.compile(

@@ -5,7 +5,8 @@ Two kinds of file, each upserted by its natural key:
 * **accounts** (key ``external_id``, the CRM's or billing system's id, compared exactly, case
   included): required columns ``external_id, name``; optional ``plan, arr, currency, status,
   renewal_date, csm_email, csm_name, timezone, country, segment, industry, lifecycle_stage,
-  signup_date, seats, health, health_score``. Every other column is a *custom field*: its values
+  signup_date, onboarded_at, renewed_at, cancelled_at, churned_at, reactivated_at, seats, health,
+  health_score``. Every other column is a *custom field*: its values
   are kept as text in ``Account.custom`` under the column's normalised name (``Owner Region`` ->
   ``owner_region``), merged key by key with what the account already has.
 * **contacts** (key: the account and the email, the email compared in lower case): required
@@ -31,6 +32,9 @@ What a value means:
   ``12 000 €``. ``12,50`` (a decimal comma) is refused rather than guessed. Never negative.
 * dates (``renewal_date``, ``signup_date``): ``YYYY-MM-DD``; an ISO date-time such as
   ``2027-01-31T00:00:00Z`` gives its date as written. ``01/31/2027`` is refused: it is ambiguous.
+* moments (``onboarded_at``, ``renewed_at``, ``cancelled_at``, ``churned_at``, ``reactivated_at``):
+  ISO 8601, stored as UTC; ``2027-01-31T09:30:00+01:00``, or a bare date (its midnight UTC); no
+  offset means UTC.
 * ``status``: one of :class:`models.AccountStatus`; ``health``: green, yellow or red;
   ``health_score``: 0 to 100; ``seats``: a whole number; ``currency``: a three-letter code.
 * ``timezone``: an IANA zone (``Europe/Berlin``), any case; ``country``: ISO 3166 alpha-2 (``DE``).
@@ -81,6 +85,7 @@ from integrations.sources._csv import (
     flag_duplicates,
     parse_date,
     parse_email,
+    parse_timestamp,
     quote_cell,
     read_csv,
     settle_problems,
@@ -295,6 +300,12 @@ class _AccountRow(BaseModel):
     industry: Annotated[str | None, _text(_ACCOUNT, "industry")] = None
     lifecycle_stage: Annotated[str | None, _text(_ACCOUNT, "lifecycle_stage")] = None
     signup_date: Annotated[date | None, BeforeValidator(parse_date)] = None
+    # the lifecycle moments the audiences read: real columns, never custom fields
+    onboarded_at: Annotated[datetime | None, BeforeValidator(parse_timestamp)] = None
+    renewed_at: Annotated[datetime | None, BeforeValidator(parse_timestamp)] = None
+    cancelled_at: Annotated[datetime | None, BeforeValidator(parse_timestamp)] = None
+    churned_at: Annotated[datetime | None, BeforeValidator(parse_timestamp)] = None
+    reactivated_at: Annotated[datetime | None, BeforeValidator(parse_timestamp)] = None
     seats: Annotated[int | None, BeforeValidator(_whole_number)] = None
     health: Annotated[str | None, BeforeValidator(_health)] = None
     health_score: Annotated[float | None, BeforeValidator(_health_score)] = None

@@ -1,0 +1,324 @@
+"""Product events in, in the Segment spec: ``identify``, ``group`` and ``track`` calls, from JSON
+Lines (Segment's own export shape) or CSV, and the one landing function every source calls.
+
+A record: ``type`` (track, identify or group), ``userId``, ``timestamp`` (ISO 8601), and
+``messageId`` (when missing, one is derived from the record's content, so a re-import still
+finds it); ``track`` has ``event`` and ``properties``; ``identify`` has ``traits`` (``email``
+ties the user to a contact's address); ``group`` has ``groupId`` (the account's
+``external_id``) and ``traits``. A ``track`` may name its account itself with ``groupId`` or
+``context.groupId``; otherwise it belongs to the account its user was grouped with (in this
+file or before; events that arrived before their user's ``group`` call are attached when it
+comes). Other Segment keys (``anonymousId``, ``sentAt``, ``context``…) are read and ignored.
+
+Each event is stored once, by its message id: importing a file again writes nothing new.
+What the events say about accounts is kept current as they land:
+
+* ``account.last_seen_at``: the latest event of any of its users;
+* ``account.onboarded_at``: the first ``track`` of the *activation event*, if the account has no
+  ``onboarded_at`` yet. The activation event is declared in ``sources.yaml`` in the playbooks
+  folder (``activation_event: Onboarding Completed``); without it, no event onboards anyone.
+
+All or nothing: every record is checked first (shape, cells, unknown accounts) and one bad
+record means nothing is written; the error lists every one by its line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from integrations.sources._batches import CHUNK, chunks, import_event, write_all_or_nothing
+from integrations.sources._csv import parse_timestamp, quote_cell, settle_problems, validate_rows
+from integrations.sources._records import read_records
+from integrations.sources.activity import account_ids
+from models import Account, ConfigError, ProductEvent, ProductUser, TimelineEvent, table_of
+
+__all__ = [
+    "SOURCES_FILE",
+    "EventRecord",
+    "EventsResult",
+    "activation_event",
+    "import_events",
+    "land_events",
+]
+
+logger = logging.getLogger(__name__)
+
+#: the data sources' settings in the playbooks folder (beside policy.yaml and health.yaml)
+SOURCES_FILE = "sources.yaml"
+_SOURCES_KEYS = ("activation_event",)
+
+_ACCOUNT: Table = table_of(Account)
+_EVENT: Table = table_of(ProductEvent)
+_USER: Table = table_of(ProductUser)
+_TIMELINE: Table = table_of(TimelineEvent)
+
+
+def activation_event(playbooks_dir: Path) -> str | None:
+    """The declared activation event of a playbooks folder (``sources.yaml``), or None."""
+    path = playbooks_dir / SOURCES_FILE
+    if not path.exists():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys ({', '.join(_SOURCES_KEYS)})")
+    unknown = sorted(set(map(str, data)) - set(_SOURCES_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(_SOURCES_KEYS)})")
+    value = data.get("activation_event")
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"{path}: activation_event must be an event name, e.g. 'Onboarding Completed'")
+    return value.strip() if isinstance(value, str) else None
+
+
+# --------------------------------------------------------------------------------------------
+# records
+
+
+def _json_object(value: str) -> dict[str, Any]:
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError:
+        raise ValueError(f"{quote_cell(value)} is not a JSON object") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{quote_cell(value)} is not a JSON object")
+    return data
+
+
+def _text(limit: int) -> Any:
+    def parse(value: str) -> str:
+        if len(value) > limit:
+            raise ValueError(f"is {len(value)} characters long; at most {limit} fit")
+        return value
+
+    return BeforeValidator(parse)
+
+
+def _kind(value: str) -> str:
+    if value.lower() not in ("track", "identify", "group"):
+        raise ValueError(f"{quote_cell(value)} is not a call Retain reads: use track, identify or group")
+    return value.lower()
+
+
+class _EventRow(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: Annotated[Literal["track", "identify", "group"], BeforeValidator(_kind)]
+    user_id: Annotated[str, _text(200)]
+    timestamp: Annotated[datetime, BeforeValidator(parse_timestamp)]
+    message_id: Annotated[str | None, _text(200)] = None
+    event: Annotated[str | None, _text(200)] = None
+    group_id: Annotated[str | None, _text(200)] = None
+    properties: Annotated[dict[str, Any] | None, BeforeValidator(_json_object)] = None
+    traits: Annotated[dict[str, Any] | None, BeforeValidator(_json_object)] = None
+    context: Annotated[dict[str, Any] | None, BeforeValidator(_json_object)] = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> _EventRow:
+        if self.type == "track" and not self.event:
+            raise ValueError("a track call needs 'event' (the event's name)")
+        if self.type == "group" and not self.group_id:
+            raise ValueError("a group call needs 'groupId' (the account's external_id)")
+        return self
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One Segment call as a source gives it (``line``: where, for errors)."""
+
+    line: int
+    message_id: str
+    type: str
+    user_id: str
+    occurred_at: datetime
+    name: str | None = None
+    group_id: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+def _message_id(row: _EventRow) -> str:
+    if row.message_id:
+        return row.message_id
+    body = json.dumps(
+        [row.type, row.user_id, row.timestamp.isoformat(), row.event, row.group_id, row.properties, row.traits],
+        sort_keys=True,
+        default=str,
+    )
+    return "derived-" + hashlib.sha256(body.encode()).hexdigest()[:40]
+
+
+def _record(line: int, row: _EventRow) -> EventRecord:
+    group = row.group_id or (row.context or {}).get("groupId")
+    payload = row.properties if row.type == "track" else row.traits
+    return EventRecord(
+        line=line,
+        message_id=_message_id(row),
+        type=row.type,
+        user_id=row.user_id,
+        occurred_at=row.timestamp,
+        name=row.event if row.type == "track" else None,
+        group_id=str(group) if group else None,
+        properties=dict(payload or {}),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# landing
+
+
+@dataclass(frozen=True)
+class EventsResult:
+    file: str
+    inserted: int = 0  # events new to the database
+    unchanged: int = 0  # events already stored (same message id)
+    users: int = 0  # users added or changed
+    onboarded: int = 0  # accounts whose onboarded_at the activation event set
+    dry_run: bool = False
+
+    def line(self) -> str:
+        text = (
+            f"{self.file}: events: {self.inserted} new, {self.unchanged} already stored; "
+            f"{self.users} users added or changed; {self.onboarded} accounts onboarded by the activation event"
+        )
+        return text + (" (dry run: nothing written)" if self.dry_run else "")
+
+
+def land_events(
+    conn: Connection,
+    source: str,
+    events: Sequence[EventRecord],
+    *,
+    now: datetime,
+    activation: str | None,
+    write: bool = True,
+) -> EventsResult:
+    """Store the events not stored yet, tie users to accounts, and keep the accounts' last-seen
+    and onboarded moments current. Unknown accounts raise :class:`DataImportError` (nothing written)."""
+    ids = account_ids(conn, source, [(e.line, e.group_id) for e in events if e.group_id], "groupId")
+    stored: dict[str, int | None] = {}  # message id -> account id, of the events already stored
+    for chunk in chunks(sorted({e.message_id for e in events}), CHUNK):
+        query = select(_EVENT.c.message_id, _EVENT.c.account_id).where(_EVENT.c.message_id.in_(chunk))
+        stored.update((message_id, account_id) for message_id, account_id in conn.execute(query))
+    new: dict[str, EventRecord] = {}
+    for event in events:
+        if event.message_id not in stored:
+            new.setdefault(event.message_id, event)
+    users: dict[str, dict[str, Any]] = {}
+    for chunk in chunks(sorted({e.user_id for e in new.values()}), CHUNK):
+        for found in conn.execute(select(_USER).where(_USER.c.user_id.in_(chunk))).mappings():
+            users[found["user_id"]] = dict(found)
+    changed_users: dict[str, dict[str, Any]] = {}
+    for event in sorted(new.values(), key=lambda e: e.occurred_at):
+        old = changed_users.get(event.user_id) or users.get(event.user_id)
+        user = dict(old) if old else {"user_id": event.user_id, "account_id": None, "email": None, "traits": {}}
+        if event.type == "group" and event.group_id:
+            user["account_id"] = ids[event.group_id]
+        if event.type == "identify":
+            user["traits"] = {**(user.get("traits") or {}), **event.properties}
+            email = event.properties.get("email")
+            if isinstance(email, str) and email.strip():
+                user["email"] = email.strip().lower()[:320]
+        first, last = user.get("first_seen_at"), user.get("last_seen_at")
+        user["first_seen_at"] = min(first, event.occurred_at) if first else event.occurred_at
+        user["last_seen_at"] = max(last, event.occurred_at) if last else event.occurred_at
+        if user != old:
+            changed_users[event.user_id] = user
+    rows = [
+        {
+            "message_id": e.message_id,
+            "type": e.type,
+            "name": e.name,
+            "user_id": e.user_id,
+            "account_id": ids[e.group_id]
+            if e.group_id
+            else (changed_users.get(e.user_id) or users.get(e.user_id) or {}).get("account_id"),
+            "occurred_at": e.occurred_at,
+            "properties": e.properties,
+        }
+        for e in new.values()
+    ]
+    result = EventsResult(source, len(rows), len(events) - len(rows), len(changed_users), 0, dry_run=not write)
+    if not write:
+        return result
+    for user_id, user in changed_users.items():
+        if user_id in users:
+            conn.execute(update(_USER).where(_USER.c.user_id == user_id).values(**user))
+        else:
+            conn.execute(insert(_USER).values(**user))
+    if rows:
+        conn.execute(insert(_EVENT), rows)
+    # events that came before their user's group call belong to the account it names
+    grouped = {u: v["account_id"] for u, v in changed_users.items() if v.get("account_id")}
+    for user_id, account_id in grouped.items():
+        conn.execute(
+            update(_EVENT)
+            .where(_EVENT.c.user_id == user_id, _EVENT.c.account_id.is_(None))
+            .values(account_id=account_id)
+        )
+    # the accounts the file speaks of, also through events stored before (a re-run with an
+    # activation event declared since derives what it now can)
+    touched: set[int] = {r["account_id"] for r in rows if isinstance(r["account_id"], int)}
+    touched |= {a for a in [*grouped.values(), *stored.values()] if isinstance(a, int)}
+    onboarded = _derive(conn, sorted(touched), now=now, activation=activation, source=source)
+    return EventsResult(source, len(rows), len(events) - len(rows), len(changed_users), onboarded)
+
+
+def _derive(conn: Connection, accounts: list[int], *, now: datetime, activation: str | None, source: str) -> int:
+    """last_seen_at and onboarded_at of ``accounts``, from their stored events (set-based)."""
+    onboarded = 0
+    for chunk in chunks(accounts, CHUNK):
+        latest = select(func.max(_EVENT.c.occurred_at)).where(_EVENT.c.account_id == _ACCOUNT.c.id).scalar_subquery()
+        conn.execute(update(_ACCOUNT).where(_ACCOUNT.c.id.in_(chunk)).values(last_seen_at=latest))
+        if activation is None:
+            continue
+        first = (
+            select(_EVENT.c.account_id, func.min(_EVENT.c.occurred_at))
+            .where(_EVENT.c.account_id.in_(chunk), _EVENT.c.type == "track", _EVENT.c.name == activation)
+            .group_by(_EVENT.c.account_id)
+        )
+        firsts = dict(conn.execute(first).all())
+        waiting = conn.execute(
+            select(_ACCOUNT.c.id).where(_ACCOUNT.c.id.in_(list(firsts)), _ACCOUNT.c.onboarded_at.is_(None))
+        ).scalars()
+        for account_id in waiting:
+            at = firsts[account_id]
+            conn.execute(update(_ACCOUNT).where(_ACCOUNT.c.id == account_id).values(onboarded_at=at, updated_at=now))
+            summary = f"onboarded: first {activation!r} event at {at:%Y-%m-%d %H:%M} UTC (from {Path(source).name})"
+            conn.execute(
+                insert(_TIMELINE), import_event(account_id, now, summary, {"event": activation, "at": at.isoformat()})
+            )
+            onboarded += 1
+    return onboarded
+
+
+def import_events(
+    engine: Engine, path: str | Path, *, now: datetime, activation: str | None = None, dry_run: bool = False
+) -> EventsResult:
+    """Import a file of Segment calls (JSON Lines or CSV; see the module's documentation), all or nothing."""
+    records = read_records(path, "events", ["type", "user_id", "timestamp"])
+    rows = validate_rows(records, _EventRow)
+    settle_problems(records, skip_invalid=False)
+    events = [_record(record.line, row) for record, row in rows]
+    result = EventsResult(records.name)
+
+    def work(conn: Connection) -> None:
+        nonlocal result
+        result = land_events(conn, records.name, events, now=now, activation=activation, write=not dry_run)
+
+    write_all_or_nothing(engine, records.name, work)
+    logger.info("%s", result.line())
+    return result
