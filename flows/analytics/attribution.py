@@ -656,13 +656,12 @@ def arr_effect(
     """Compare the ARR change per enrollment (cents, all in ``currency``) of the two groups."""
     mean1 = round(fmean(enrolled)) if enrolled else None
     mean2 = round(fmean(holdout)) if holdout else None
-    sizes = {"currency": currency, "enrolled": len(enrolled), "holdout": len(holdout)}
     code = f" {currency}" if currency else ""
     if mean1 is None or mean2 is None or len(enrolled) < 2 or len(holdout) < 2:
         difference = None if mean1 is None or mean2 is None else mean1 - mean2
         small, n = ("holdout enrollments", len(holdout)) if len(holdout) < 2 else ("enrolled", len(enrolled))
         verdict = f"too few {small} to tell (n={n}; {min_group} needed)"
-        return ArrEffect(mean1, mean2, difference, None, verdict, **sizes)  # type: ignore[arg-type]
+        return ArrEffect(mean1, mean2, difference, None, verdict, currency, len(enrolled), len(holdout))
     diff = fmean(enrolled) - fmean(holdout)
     se = math.sqrt(variance(enrolled) / len(enrolled) + variance(holdout) / len(holdout))
     half = _z(confidence) * se
@@ -681,7 +680,7 @@ def arr_effect(
             f"{verb} {money(abs(round(diff)))}{code} ARR per enrolled account ({confidence:.0%} CI "
             f"{money(interval[0])} to {money(interval[1])})"
         )
-    return ArrEffect(mean1, mean2, round(diff), interval, verdict, **sizes)  # type: ignore[arg-type]
+    return ArrEffect(mean1, mean2, round(diff), interval, verdict, currency, len(enrolled), len(holdout))
 
 
 # --------------------------------------------------------------------------------------------
@@ -857,12 +856,12 @@ def playbook_impact(
                 playbook,
                 units[playbook],
                 facts,
-                as_of,
-                window,
-                min_group,
-                playbook in watched_seen,
-                money_of,
-                wanted_currency,
+                as_of=as_of,
+                window=window,
+                min_group=min_group,
+                watched_seen=playbook in watched_seen,
+                money_of=money_of,
+                currency=wanted_currency,
             )
         )
     return impacts
@@ -872,7 +871,8 @@ def _impact(
     s: Session,
     playbook: str,
     units: list[tuple[int, int, bool, datetime]],
-    facts: Mapping[int, list[tuple[datetime, str, str, str | None, int]]],
+    facts: Mapping[int, list[_Fact]],
+    *,
     as_of: datetime,
     window: timedelta,
     min_group: int,
@@ -904,19 +904,7 @@ def _impact(
             end = bisect.bisect_left(
                 history, min(started + window, as_of + timedelta(microseconds=1)), key=lambda f: f[0]
             )
-            had: set[tuple[str, str]] = set()
-            delta = 0
-            reached_unwatched = False
-            for _, kind, source, owner, cents in history[start:end]:
-                if source == "revenue":
-                    had.add((kind, "revenue"))
-                    if kind in ARR_KINDS:
-                        delta += cents
-                elif owner == playbook:  # the playbook's own goal
-                    if watched:
-                        had.add((kind, "goal"))
-                    else:
-                        reached_unwatched = True
+            had, delta, reached_unwatched = _in_window(history[start:end], playbook, watched=watched)
             unwatched += reached_unwatched and not holdout
             for key in had:
                 counts[key][holdout] += 1
@@ -937,6 +925,35 @@ def _impact(
     ]
     if len(impact.arr_by_currency) == 1:
         impact.arr = impact.arr_by_currency[0]
+    _note_limits(impact, unwatched, window, as_of)
+    impact.funnel = _funnel(s, playbook, shape, [u for u in units if not u[2]])
+    return impact
+
+
+#: an account's outcome: when, kind, source, the playbook whose goal it is, ARR change in cents
+_Fact = tuple[datetime, str, str, str | None, int]
+
+
+def _in_window(facts: Sequence[_Fact], playbook: str, *, watched: bool) -> tuple[set[tuple[str, str]], int, bool]:
+    """What one enrollment had in its window: the (kind, source) outcomes, the ARR change, and
+    whether it reached a goal that holdouts are not watched for."""
+    had: set[tuple[str, str]] = set()
+    delta = 0
+    reached_unwatched = False
+    for _, kind, source, owner, cents in facts:
+        if source == "revenue":
+            had.add((kind, "revenue"))
+            if kind in ARR_KINDS:
+                delta += cents
+        elif owner == playbook:  # the playbook's own goal
+            if watched:
+                had.add((kind, "goal"))
+            else:
+                reached_unwatched = True
+    return had, delta, reached_unwatched
+
+
+def _note_limits(impact: PlaybookImpact, unwatched: int, window: timedelta, as_of: datetime) -> None:
     if unwatched:
         impact.notes.append(
             "the goal is not compared: holdout enrollments end at once when the goal has no 'within', so they "
@@ -947,8 +964,6 @@ def _impact(
             f"{impact.open_windows} enrollments started less than {window.days} days before {as_of:%Y-%m-%d}: "
             "counted with the outcomes seen so far"
         )
-    impact.funnel = _funnel(s, playbook, shape, [u for u in units if not u[2]])
-    return impact
 
 
 def _funnel(

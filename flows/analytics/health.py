@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -223,7 +223,7 @@ def read_accounts(conn: Connection, spec: HealthSpec, as_of: datetime) -> list[A
             case "open_tickets":
                 found[name] = _open_tickets(conn, as_of)
             case "nps":
-                found[name] = _nps(conn, measure, as_of)  # type: ignore[arg-type]
+                found[name] = _nps(conn, cast(Nps, measure), as_of)  # the "nps" measure is an Nps
             case "days_since_last_touch":
                 found[name] = _days_since_last_touch(conn, as_of)
 

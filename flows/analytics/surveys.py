@@ -504,8 +504,8 @@ def record_answer(
     query = select(SurveyResponse).where(_RESPONSE.c.account_id == account_id, _RESPONSE.c.kind == kind)
     if touch is not None:
         query = query.where(_RESPONSE.c.touch_id == touch.id)
-    response = s.execute(query.order_by(_RESPONSE.c.id.desc()).limit(1)).scalar_one()
-    return response  # type: ignore[no-any-return]
+    response: SurveyResponse = s.execute(query.order_by(_RESPONSE.c.id.desc()).limit(1)).scalar_one()
+    return response
 
 
 # --- import ---------------------------------------------------------------------------------------

@@ -21,11 +21,12 @@ from models import RetainError
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
 
 __all__ = ["NothingToChart", "chart", "readability_problems", "render_png", "save"]
 
 #: readable on a laptop screen and in a slide
-STYLE: dict[str, Any] = {
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 11,
     "axes.titlesize": 13,
     "axes.titleweight": "bold",
@@ -70,7 +71,7 @@ def _figure(width: float, height: float) -> Figure:
 def _style() -> Any:
     import matplotlib
 
-    return matplotlib.rc_context(STYLE)  # type: ignore[arg-type]  # (its keys are a Literal union)
+    return matplotlib.rc_context(STYLE)
 
 
 def _money_axis(ax: Axes) -> None:
