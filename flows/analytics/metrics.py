@@ -15,7 +15,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from fractions import Fraction
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -489,7 +489,8 @@ def main_currency(session: Session, segment: str | None = None) -> str | None:
 def account_currencies(session: Session) -> dict[int, str]:
     """Each account's currency, by account id: the currency of its latest revenue entry, else the
     account's own ``currency`` field (an account without revenue)."""
-    found: dict[int, str] = dict(session.exec(select(Account.id, Account.currency)).all())  # type: ignore[arg-type]
+    # a stored account always has an id: SQLModel types it ``int | None`` for rows not yet inserted
+    found = cast(dict[int, str], dict(session.exec(select(Account.id, Account.currency)).all()))
     latest = (
         select(col(RevenueEntry.account_id), func.max(col(RevenueEntry.period)).label("period"))
         .group_by(col(RevenueEntry.account_id))
