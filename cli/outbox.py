@@ -189,7 +189,8 @@ def resolve(
     channel cannot drop a repeat. The account's timeline records who decided what."""
     from flows.engine.outbox_review import Decision, resolve_touch
 
-    chosen: list[Decision] = [d for d, flag in (("delivered", delivered), ("resend", resend), ("drop", drop)) if flag]
+    flags: list[tuple[Decision, bool]] = [("delivered", delivered), ("resend", resend), ("drop", drop)]
+    chosen = [decision for decision, given in flags if given]
     if len(chosen) != 1:
         raise typer.BadParameter("give exactly one of --delivered, --resend, --drop", param_hint="KEY")
     who = _who(by)

@@ -105,7 +105,19 @@ def _columns() -> list[Any]:
 
 
 def _line(row: Row[Any]) -> TouchLine:
-    return TouchLine(*row[:11])
+    return TouchLine(
+        id=row.id,
+        key=row.key,
+        state=row.status,
+        channel=row.channel,
+        playbook=row.playbook,
+        step_id=row.step_id,
+        account=row.external_id,
+        attempts=row.attempts,
+        created_at=row.created_at,
+        not_before=row.not_before,
+        reason=row.reason,
+    )
 
 
 def list_touches(engine: Engine, where: TouchFilter, *, now: datetime) -> tuple[list[TouchLine], int]:
