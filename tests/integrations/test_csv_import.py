@@ -121,6 +121,7 @@ def test_accounts_file_is_imported_with_every_value_parsed(db):
         "cancelled_at": None,
         "churned_at": None,
         "reactivated_at": None,
+        "last_seen_at": None,
         "custom": {"owner_region": "EMEA"},
         "holdout_bucket": holdout_bucket("acme"),
     }
