@@ -17,9 +17,9 @@ from models import Problem
 
 __all__ = ["MAX_YAML_DEPTH", "MAX_YAML_VALUES", "Document", "Position", "load_document"]
 
-#: values (keys, scalars, lists, mappings) one file may hold once aliases are expanded: a YAML
-#: "billion laughs" of nested aliases is refused, not expanded
-MAX_YAML_VALUES = 100_000
+#: values (keys, scalars, lists, mappings) one file may hold, also once aliases are expanded (a
+#: YAML "billion laughs" is refused, not expanded); a playbook of 200 steps holds about 2,000
+MAX_YAML_VALUES = 20_000
 #: how deeply lists and mappings may nest
 MAX_YAML_DEPTH = 50
 
@@ -68,8 +68,38 @@ class Document:
         return Problem(message, self.file, line, col, step_id=step_id, snippet=self.line_text(line))
 
 
+class _TooBig(yaml.YAMLError):
+    def __init__(self, mark: yaml.Mark | None, message: str) -> None:
+        self.line, self.col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        self.message = message
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2-like scalars (see the module docstring)."""
+    """SafeLoader with YAML 1.2-like scalars (see the module docstring), that stops composing as
+    soon as a file holds too many values or nests too deeply (PyYAML would build them all first)."""
+
+    _nodes = 0
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._nodes += 1
+        self._depth += 1
+        try:
+            if self._nodes > MAX_YAML_VALUES or self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _TooBig(mark, _too_big(self._nodes > MAX_YAML_VALUES))
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call, no-any-return]
+        finally:
+            self._depth -= 1
+
+
+def _too_big(values: bool) -> str:
+    what = (
+        f"more than {MAX_YAML_VALUES:,} values (YAML aliases expand where they are used)"
+        if values
+        else f"lists or mappings nested more than {MAX_YAML_DEPTH} deep"
+    )
+    return f"the file holds {what}"
 
 
 _Loader.yaml_implicit_resolvers = {}
@@ -116,6 +146,8 @@ def load_document(source: str, file: str) -> tuple[Document | None, list[Problem
             return None, tabs
     try:
         nodes = list(yaml.compose_all(source, Loader=_Loader))
+    except _TooBig as exc:
+        return None, [doc.problem_at(exc.line, exc.col, exc.message)]
     except yaml.MarkedYAMLError as exc:
         return None, [_syntax_problem(doc, exc)]
     except yaml.YAMLError as exc:  # e.g. a character YAML does not accept, found by the reader
@@ -171,12 +203,7 @@ def _build(node: yaml.Node, path: Path, doc: Document, loader: _Loader, problems
     count.values += 1
     if count.values > MAX_YAML_VALUES or len(path) > MAX_YAML_DEPTH:
         p = _pos(node)
-        what = (
-            f"more than {MAX_YAML_VALUES:,} values (YAML aliases expand where they are used)"
-            if count.values > MAX_YAML_VALUES
-            else f"lists or mappings nested more than {MAX_YAML_DEPTH} deep"
-        )
-        raise _Fatal(p.line, p.col, f"the file holds {what}")
+        raise _Fatal(p.line, p.col, _too_big(count.values > MAX_YAML_VALUES))
     doc.values[path] = _pos(node)
     if isinstance(node, yaml.MappingNode):
         if node.flow_style and node.value and isinstance(node.value[0][0], yaml.MappingNode):

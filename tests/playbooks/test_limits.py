@@ -283,7 +283,18 @@ def test_yaml_alias_expansion_is_bounded() -> None:
     found: list[str] = []
     peak = peak_mb(lambda: found.extend(problems_of(source)))
     assert len(found) == 1
-    assert "the file holds more than 100,000 values (YAML aliases expand where they are used)" in found[0]
+    assert "the file holds more than 20,000 values (YAML aliases expand where they are used)" in found[0]
+    assert peak < 100
+
+
+def test_yaml_size_is_bounded_while_parsing() -> None:
+    """PyYAML builds every node before anyone can count them: the count stops it as it goes."""
+    flat = playbook() + "x: [" + "1," * 200_000 + "1]\n"
+    found: list[str] = []
+    peak = peak_mb(lambda: found.extend(problems_of(flat)))
+    assert found == [
+        "case.yaml:9:39965: the file holds more than 20,000 values (YAML aliases expand where they are used)"
+    ]
     assert peak < 100
 
 
@@ -291,7 +302,9 @@ def test_yaml_nesting_is_bounded() -> None:
     assert problems_of(playbook() + "deep: " + "[" * 60 + "]" * 60 + "\n")[0].endswith(
         "the file holds lists or mappings nested more than 50 deep"
     )
-    assert problems_of(playbook() + "deep: " + "[" * 5000 + "]" * 5000 + "\n")[0].startswith("case.yaml:1:1: YAML: ")
+    assert problems_of(playbook() + "deep: " + "[" * 5000 + "]" * 5000 + "\n") == [
+        "case.yaml:9:56: the file holds lists or mappings nested more than 50 deep"
+    ]
     recursive = problems_of(playbook() + "loop: &loop [*loop]\n")
     assert recursive[0].endswith("the file holds lists or mappings nested more than 50 deep")
 
