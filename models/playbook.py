@@ -40,6 +40,7 @@ __all__ = [
     "BranchStep",
     "EmailStep",
     "Entry",
+    "EventTrigger",
     "ExitStep",
     "ExprField",
     "Goal",
@@ -49,6 +50,7 @@ __all__ = [
     "Schedule",
     "SlackStep",
     "Step",
+    "StepBase",
     "SurveyStep",
     "TaskStep",
     "TemplateField",
@@ -84,6 +86,9 @@ AudienceExpr = Annotated[str, ExprField("audience")]
 ContactsExpr = Annotated[str, ExprField("contacts")]
 Condition = Annotated[str, ExprField("enrollment")]
 DateExpr = Annotated[str, ExprField("enrollment", expect="date")]
+EventExpr = Annotated[str, ExprField("event")]
+#: what a custom field or an event property is declared as
+DeclaredType = Literal["text", "number", "bool"]
 Template = Annotated[str, TemplateField()]
 TemplateJson = Annotated[dict[str, Any], TemplateField()]
 
@@ -265,12 +270,25 @@ class Schedule(_Strict):
     timezone: TimeZone = "UTC"
 
 
+class EventTrigger(_Strict):
+    """A product event (a Segment ``track`` call of this name) for which ``when`` holds."""
+
+    track: str = Field(min_length=1, max_length=200)
+    when: EventExpr | None = None  # over event.name, event.occurred_at, event.properties.<declared>, account
+    properties: dict[Identifier, DeclaredType] = {}  # the event's properties ``when`` reads, and their types
+    #: events older than this are not read (a late import never enrolls anyone for last year's events)
+    within: Duration = timedelta(days=7)
+
+
 class Entry(_Strict):
     """Who enters and how often."""
 
     reentry: Reentry = "never"
     holdout: Percentage = 0.0
     contacts: ContactsExpr | None = None  # default: the account's primary contact
+    #: enter on an event: each event enrolls at most once, at the next tick, if the account is
+    #: also in the audience and the re-entry rule lets it in
+    on_event: EventTrigger | None = None
 
 
 class Goal(_Strict):
@@ -291,7 +309,7 @@ class PolicySpec(_Strict):
     survey_fatigue: Duration | None = None
 
 
-class _StepBase(_Strict):
+class StepBase(_Strict):
     """What every step has. A step kind is its model here (a member of :data:`Step`) plus its
     handler in ``flows.engine.steps``; the lists of kinds are derived from the union."""
 
@@ -306,7 +324,7 @@ class _StepBase(_Strict):
         raise NotImplementedError(f"{type(self).__name__} does not say what it does")
 
 
-class EmailStep(_StepBase):
+class EmailStep(StepBase):
     """Sends an email to each selected contact (or the CSM)."""
 
     kind: Literal["email"]
@@ -327,7 +345,7 @@ class EmailStep(_StepBase):
         return self
 
 
-class SlackStep(_StepBase):
+class SlackStep(StepBase):
     """Posts to a Slack channel, or to the account's CSM when no channel is given."""
 
     kind: Literal["slack"]
@@ -338,7 +356,7 @@ class SlackStep(_StepBase):
         return f"slack {self.channel or 'to the CSM'}: {self.text!r}"
 
 
-class WebhookStep(_StepBase):
+class WebhookStep(StepBase):
     """Calls any HTTP endpoint with a signed JSON body."""
 
     kind: Literal["webhook"]
@@ -351,7 +369,7 @@ class WebhookStep(_StepBase):
         return f"webhook {self.method} {self.url}"
 
 
-class TaskStep(_StepBase):
+class TaskStep(StepBase):
     """Creates a task (a "CTA") for the account's CSM, optionally in the CRM too."""
 
     kind: Literal["task"]
@@ -366,7 +384,7 @@ class TaskStep(_StepBase):
         return f"task for the CSM ({self.priority}, due in {format_duration(self.due_in)}): {self.title!r}"
 
 
-class SurveyStep(_StepBase):
+class SurveyStep(StepBase):
     """Sends an NPS, CSAT or CES survey to each selected contact."""
 
     kind: Literal["survey"]
@@ -379,7 +397,7 @@ class SurveyStep(_StepBase):
         return f"{self.survey.upper()} survey"
 
 
-class WaitStep(_StepBase):
+class WaitStep(StepBase):
     """Waits for a duration or until a date; durable (a due time on the enrollment)."""
 
     kind: Literal["wait"]
@@ -399,22 +417,30 @@ class WaitStep(_StepBase):
         return self
 
 
-class WaitForStep(_StepBase):
-    """Waits until a condition holds, at most ``timeout``; then goes on (or to ``on_timeout``)."""
+class WaitForStep(StepBase):
+    """Waits until a condition holds, or an event arrives, at most ``timeout``; then goes on (or to ``on_timeout``)."""
 
     kind: Literal["wait_for"]
     waits: ClassVar[bool] = True
-    condition: Condition
+    condition: Condition | None = None
+    event: EventTrigger | None = None  # an event of the account after the wait began
     timeout: Duration
     on_timeout: Identifier | None = None
     check_every: Duration = timedelta(hours=1)
 
     def summary(self) -> str:
         then = f", then {self.on_timeout}" if self.on_timeout else ""
-        return f"wait for {self.condition} (at most {format_duration(self.timeout)}{then})"
+        what = self.condition if self.condition is not None else f"event {self.event.track!r}" if self.event else ""
+        return f"wait for {what} (at most {format_duration(self.timeout)}{then})"
+
+    @model_validator(mode="after")
+    def _one_of(self) -> WaitForStep:
+        if (self.condition is None) == (self.event is None):
+            raise ValueError("a wait_for needs exactly one of 'condition' (an expression) or 'event' (a track event)")
+        return self
 
 
-class BranchStep(_StepBase):
+class BranchStep(StepBase):
     """Goes to ``then`` or ``else`` (step ids; omitted: the next step)."""
 
     kind: Literal["branch"]
@@ -432,7 +458,7 @@ class BranchStep(_StepBase):
         return self
 
 
-class UpdateStep(_StepBase):
+class UpdateStep(StepBase):
     """Sets account fields (``lifecycle_stage``, ``health``, ``custom.<name>``, …); recorded in the timeline."""
 
     kind: Literal["update"]
@@ -455,7 +481,7 @@ class UpdateStep(_StepBase):
         return self
 
 
-class OutcomeStep(_StepBase):
+class OutcomeStep(StepBase):
     """Records an outcome (onboarded, renewed, expanded, won_back, …) for the reports."""
 
     kind: Literal["outcome"]
@@ -466,7 +492,7 @@ class OutcomeStep(_StepBase):
         return f"record outcome {self.outcome}"
 
 
-class ExitStep(_StepBase):
+class ExitStep(StepBase):
     """Ends the enrollment (completed), optionally recording an outcome."""
 
     kind: Literal["exit"]
@@ -492,14 +518,14 @@ Step = Annotated[
 ]
 
 
-def _by_kind() -> dict[str, type[_StepBase]]:
+def _by_kind() -> dict[str, type[StepBase]]:
     """The union's members by their ``kind`` tag, in the union's order: the one list of step kinds."""
     union = get_args(Step)[0]
     return {get_args(model.model_fields["kind"].annotation)[0]: model for model in get_args(union)}
 
 
 #: kind -> model, derived from :data:`Step` (add a kind there, nowhere else in this package)
-STEP_MODELS: dict[str, type[_StepBase]] = _by_kind()
+STEP_MODELS: dict[str, type[StepBase]] = _by_kind()
 STEP_KINDS = tuple(STEP_MODELS)
 WAITING_KINDS = tuple(kind for kind, model in STEP_MODELS.items() if model.waits)
 
@@ -513,6 +539,8 @@ class PlaybookSpec(_Strict):
     description: str = ""
     priority: int | None = Field(default=None, ge=0, le=100)
     schedule: Schedule | None = None
+    #: the account's custom fields the expressions read (account.custom.<name>), and their types
+    custom_fields: dict[Identifier, DeclaredType] = {}
     audience: AudienceExpr
     entry: Entry = Entry()
     goal: Goal | None = None

@@ -208,7 +208,7 @@ class Wake:
         }
         self.s.connection().execute(self.writes.touch, values)
         self.result.touches[f"{channel}:{values['status']}"] += 1
-        who = contact.email if contact else payload.get("channel") or (payload.get("url") and "webhook") or channel
+        who = contact.email if contact else payload.get("channel") or channel  # a Slack post names its channel
         if suppressed:
             self.record("suppressed", f"{step_id}: {channel} to {who} suppressed: {suppressed}", step_id, key=key)
         else:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from models.playbook import StepBase
 
 if TYPE_CHECKING:
     from flows.engine.wake import Wake
 
 __all__ = ["Handler", "then_next"]
 
-S = TypeVar("S", bound=Any)
+S = TypeVar("S", bound=StepBase)
 
 
 @dataclass(frozen=True)
