@@ -18,6 +18,7 @@ simulated run behaves as a real one; leases follow the wall clock.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -51,6 +52,8 @@ from models import (
 )
 
 __all__ = ["CUSTOMER_CHANNELS", "DeliveryPolicy", "deliver", "recover_interrupted"]
+
+_log = logging.getLogger(__name__)  # retries, back-offs and give-ups, so they show in the run's log
 
 #: channels that reach customers: the contact policy applies to them (not to CSM tasks, team Slack)
 CUSTOMER_CHANNELS = frozenset({"email"})
@@ -409,23 +412,39 @@ async def _send_one(
             return TouchStatus.DELIVERED, receipt.provider_id, None
         except MaybeDeliveredError as exc:
             if not channel.dedupes_by_key:
+                _say(logging.WARNING, row, "may have been delivered, so marked unknown: %s", exc)
                 return (
                     TouchStatus.UNKNOWN,
                     f"may have been delivered ({exc}); not sent again because the {row['channel']} channel cannot drop a repeat",
                     None,
                 )
             if attempt == policy.attempts_now:
+                _say(logging.WARNING, row, "try %d failed, retrying in a later run: %s", attempt, exc)
                 return "retry", str(exc), None
-            await asyncio.sleep(_backoff(policy, attempt))
+            wait = _backoff(policy, attempt)
+            _say(logging.INFO, row, "may have been delivered; resending in %.1f s (repeats are dropped): %s", wait, exc)
+            await asyncio.sleep(wait)
         except RetryableError as exc:
             if exc.retry_after is not None and exc.retry_after > policy.backoff_cap:
+                _say(logging.WARNING, row, "Retry-After %.0f s, retrying in a later run: %s", exc.retry_after, exc)
                 return "retry", str(exc), exc.retry_after  # the receiver asked for a long pause: come back then
             if attempt == policy.attempts_now:
+                _say(logging.WARNING, row, "try %d failed, retrying in a later run: %s", attempt, exc)
                 return "retry", str(exc), None
-            await asyncio.sleep(exc.retry_after if exc.retry_after is not None else _backoff(policy, attempt))
+            wait = exc.retry_after if exc.retry_after is not None else _backoff(policy, attempt)
+            why = "back-off" if exc.retry_after is None else "Retry-After"
+            _say(logging.WARNING, row, "try %d failed, retrying in %.1f s (%s): %s", attempt, wait, why, exc)
+            await asyncio.sleep(wait)
         except IntegrationError as exc:
+            _say(logging.ERROR, row, "failed for good: %s", exc)
             return TouchStatus.FAILED, str(exc), None
     return "retry", "no attempt made", None
+
+
+def _say(level: int, row: dict[str, Any], what: str, *args: object) -> None:
+    """One log line about a touch, by key and channel (never its payload: it may hold secrets)."""
+    shown = [redact(str(arg)) if isinstance(arg, BaseException) else arg for arg in args]
+    _log.log(level, "touch %s (%s): " + what, row["key"], row["channel"], *shown)
 
 
 def _backoff(policy: DeliveryPolicy, attempt: int) -> float:

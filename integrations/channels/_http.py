@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import logging
 from datetime import UTC, datetime
 
 import httpx
@@ -12,12 +13,15 @@ from models import IntegrationError, MaybeDeliveredError, RetryableError
 
 __all__ = [
     "ChannelClient",
+    "log_transport_error",
     "make_client",
     "may_have_arrived",
     "raise_for_answer",
     "retry_after_seconds",
     "translate_transport_error",
 ]
+
+_log = logging.getLogger(__name__)  # answers worth another attempt, and requests that lost theirs
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
@@ -78,12 +82,9 @@ def raise_for_answer(response: httpx.Response, what: str) -> None:
     body = redact(response.text[: 40 * MAX_STORED_BODY], limit=MAX_STORED_BODY)
     message = f"{what}: HTTP {response.status_code} {response.reason_phrase}: {body}".rstrip(": ")
     if response.status_code == 429 or response.status_code >= 500:
-        raise RetryableError(
-            message,
-            status_code=response.status_code,
-            response=body,
-            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
-        )
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        _log.info("%s: HTTP %d, worth another attempt%s", what, response.status_code, _after(retry_after))
+        raise RetryableError(message, status_code=response.status_code, response=body, retry_after=retry_after)
     raise IntegrationError(message, status_code=response.status_code, response=body)
 
 
@@ -97,4 +98,18 @@ def translate_transport_error(exc: httpx.HTTPError, what: str) -> RetryableError
     """Failing to connect is worth another attempt; losing the answer after the request left means
     it may have been delivered (the outbox then re-sends only to receivers that drop repeats)."""
     message = redact(f"{what}: {type(exc).__name__}: {exc}")  # an exception's text may quote the URL
-    return MaybeDeliveredError(message) if may_have_arrived(exc) else RetryableError(message)
+    error = MaybeDeliveredError(message) if may_have_arrived(exc) else RetryableError(message)
+    log_transport_error(error)
+    return error
+
+
+def log_transport_error(error: RetryableError) -> None:
+    """Say in the log whether a request that got no answer may have arrived."""
+    if isinstance(error, MaybeDeliveredError):
+        _log.warning("%s (no answer: it may have been delivered)", error)
+    else:
+        _log.info("%s (not sent: worth another attempt)", error)
+
+
+def _after(retry_after: float | None) -> str:
+    return "" if retry_after is None else f" (Retry-After {retry_after:g} s)"

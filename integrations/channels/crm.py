@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from integrations.channels._http import ChannelClient, may_have_arrived, raise_for_answer
+from integrations.channels._http import ChannelClient, log_transport_error, may_have_arrived, raise_for_answer
 from integrations.channels.base import Delivery, Receipt
 from models import ConfigError, IntegrationError, MaybeDeliveredError, RetryableError
 
@@ -207,10 +207,10 @@ class CrmTaskChannel:
             )
         except httpx.HTTPError as exc:
             message = f"{what}: {type(exc).__name__}: {str(exc).replace(self._token, '***')}"
-            if creates and may_have_arrived(exc):
-                # the CRM makes a second task for a repeat: the outbox marks it unknown, never retries
-                raise MaybeDeliveredError(message) from exc
-            raise RetryableError(message) from exc
+            # the CRM makes a second task for a repeat: the outbox marks a maybe-delivered one unknown
+            error = MaybeDeliveredError(message) if creates and may_have_arrived(exc) else RetryableError(message)
+            log_transport_error(error)
+            raise error from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()

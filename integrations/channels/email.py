@@ -14,6 +14,7 @@ import email.policy
 import email.utils
 import hashlib
 import hmac
+import logging
 import ssl
 import time
 from collections.abc import Iterable
@@ -36,6 +37,16 @@ __all__ = [
     "unsubscribe_token",
     "verify_unsubscribe_token",
 ]
+
+_log = logging.getLogger(__name__)  # SMTP answers worth another attempt, and sends that lost their answer
+
+
+def _log_failure(error: IntegrationError) -> None:
+    if isinstance(error, MaybeDeliveredError):
+        _log.warning("%s (no answer: it may have been delivered)", error)
+    elif isinstance(error, RetryableError):
+        _log.info("%s (worth another attempt)", error)
+
 
 #: how messages are composed: CRLF line ends, bodies quoted-printable at 76 columns
 _COMPOSE = email.policy.SMTP
@@ -253,7 +264,9 @@ class SmtpEmailChannel:
                 if client is not None:
                     _abort(client)  # the session's state is unknown: never reuse it
                 if isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError | ValueError):
-                    raise self._translate(exc, where, sending=client is not None and connected) from exc
+                    error = self._translate(exc, where, sending=client is not None and connected)
+                    _log_failure(error)
+                    raise error from exc
                 raise
             pool.idle.append((client, time.monotonic()))
         detail = reply

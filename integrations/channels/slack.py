@@ -9,15 +9,24 @@ outbox marks the touch ``unknown``, as it does a send interrupted by a crash.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import httpx
 
-from integrations.channels._http import ChannelClient, may_have_arrived, raise_for_answer, retry_after_seconds
+from integrations.channels._http import (
+    ChannelClient,
+    log_transport_error,
+    may_have_arrived,
+    raise_for_answer,
+    retry_after_seconds,
+)
 from integrations.channels.base import Delivery, Receipt
 from models import ConfigError, IntegrationError, MaybeDeliveredError, RetryableError
 
 __all__ = ["DEFAULT_API_URL", "SlackChannel"]
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://slack.com/api/"
 
@@ -127,6 +136,11 @@ class SlackChannel:
             message += f" (needs the {answer['needed']} scope)"
         if error in _TRANSIENT_ERRORS:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            _log.info(
+                "%s, worth another attempt%s",
+                message,
+                "" if retry_after is None else f" (Retry-After {retry_after:g} s)",
+            )
             raise RetryableError(message, status_code=response.status_code, response=error, retry_after=retry_after)
         raise IntegrationError(message, status_code=response.status_code, response=error)
 
@@ -150,9 +164,9 @@ class SlackChannel:
         except httpx.HTTPError as exc:
             # not translate_transport_error: an exception's text may quote the webhook URL (a secret)
             message = f"{what}: {type(exc).__name__}: {self._redact(str(exc))}"
-            if posts and may_have_arrived(exc):
-                raise MaybeDeliveredError(message) from exc
-            raise RetryableError(message) from exc
+            error = MaybeDeliveredError(message) if posts and may_have_arrived(exc) else RetryableError(message)
+            log_transport_error(error)
+            raise error from exc
 
     def _redact(self, text: str) -> str:
         for secret in (self._webhook_url, self._token):
