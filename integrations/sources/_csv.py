@@ -8,6 +8,9 @@
   several lines belongs to the row it starts on).
 * Problems are collected, never raised one at a time: :func:`settle_problems` raises
   :class:`models.DataImportError` with every bad row at once (or returns them to be skipped).
+* Limits (also of JSON Lines files): a file of more than :data:`MAX_IMPORT_BYTES` is refused before
+  it is read, one of more than :data:`MAX_IMPORT_ROWS` rows as soon as the row past the limit is
+  met, and a row longer than :data:`MAX_ROW_CHARS` is a problem of that row (its text is dropped).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import re
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,6 +31,9 @@ from pydantic import BaseModel, ValidationError
 from models import ConfigError, DataImportError, RowProblem
 
 __all__ = [
+    "MAX_IMPORT_BYTES",
+    "MAX_IMPORT_ROWS",
+    "MAX_ROW_CHARS",
     "CsvFile",
     "CsvRecord",
     "column_key",
@@ -35,12 +42,52 @@ __all__ = [
     "parse_email",
     "parse_timestamp",
     "quote_cell",
+    "read_bounded",
     "read_csv",
     "settle_problems",
     "validate_rows",
 ]
 
 logger = logging.getLogger(__name__)  # rows read and refused, for the run's log
+
+#: an imported file's size: bigger files are refused before they are read (split them)
+MAX_IMPORT_BYTES = 50 * 1024 * 1024
+#: rows (or JSON lines) of one file
+MAX_IMPORT_ROWS = 500_000
+#: characters of one row (all its cells) or JSON line
+MAX_ROW_CHARS = 100_000
+
+
+class _TooManyRows(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+def too_many_rows(name: str, line: int) -> DataImportError:
+    """The error of a file with more than :data:`MAX_IMPORT_ROWS` rows, at the first row past it."""
+    message = f"the file has more than {MAX_IMPORT_ROWS:,} rows (the limit); split it"
+    return DataImportError(name, [RowProblem(line, message)])
+
+
+def long_row(length: int) -> str:
+    return f"the row is {length:,} characters long (the limit is {MAX_ROW_CHARS:,})"
+
+
+def read_bounded(path: str | Path, kind: str) -> bytes:
+    """A file's bytes, refused (without reading it) when it is larger than :data:`MAX_IMPORT_BYTES`.
+    A file that cannot be read is a :class:`models.ConfigError`."""
+    name = str(path)
+    try:
+        with Path(path).open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = b"" if size > MAX_IMPORT_BYTES else f.read(MAX_IMPORT_BYTES + 1)  # +1: a file that grew
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {kind} file {name}: {exc.strerror or exc}") from exc
+    if size > MAX_IMPORT_BYTES or len(data) > MAX_IMPORT_BYTES:
+        shown = f"{size / 2**20:,.1f} MB" if size > MAX_IMPORT_BYTES else "larger than that"
+        message = f"the file is {shown}; the limit is {MAX_IMPORT_BYTES // 2**20} MB: split it into smaller files"
+        raise DataImportError(name, [RowProblem(1, message)])
+    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,24 +184,36 @@ def _delimiter(header_line: str) -> str:
     return best if counts[best] > counts[","] else ","
 
 
-def _physical_rows(text: str, delimiter: str, problems: list[RowProblem]) -> list[tuple[int, list[str]]]:
-    """The rows that are not blank, each with the line it starts on; unpaired quotes are problems."""
+def _physical_rows(text: str, delimiter: str, problems: list[RowProblem]) -> Iterator[tuple[int, list[str]]]:
+    """The rows that are not blank, each with the line it starts on; unpaired quotes are problems.
+    One at a time: the rows of a big file are never all held at once besides their records."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    rows: list[tuple[int, list[str]]] = []
+    read = 0  # good, bad and blank rows alike: each costs memory or time
     while True:
         start = reader.line_num + 1
+        read += 1
+        if read > MAX_IMPORT_ROWS + 1:  # the header is one of them
+            raise _TooManyRows(start)
         try:
             cells = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            problems.append(RowProblem(start, f"the quotes on this row do not pair up ({exc})"))
+            if "field larger than field limit" in str(exc):
+                limit = csv.field_size_limit()
+                message = f"a value on this row is longer than {limit:,} characters (a row may have {MAX_ROW_CHARS:,})"
+                problems.append(RowProblem(start, message))
+            else:
+                problems.append(RowProblem(start, f"the quotes on this row do not pair up ({exc})"))
             if reader.line_num < start:  # the reader did not move on: nothing more can be read
                 break
             continue
+        length = sum(map(len, cells))
+        if length > MAX_ROW_CHARS:
+            problems.append(RowProblem(start, long_row(length)))
+            continue
         if any(cell.strip() for cell in cells):
-            rows.append((start, cells))
-    return rows
+            yield start, cells
 
 
 @dataclass
@@ -199,7 +258,7 @@ def _header(line: int, written: list[str], required: Sequence[str]) -> _Header:
 
 
 def _records(
-    header: _Header, rows: list[tuple[int, list[str]]], delimiter: str, problems: list[RowProblem]
+    header: _Header, rows: Iterable[tuple[int, list[str]]], delimiter: str, problems: list[RowProblem]
 ) -> list[CsvRecord]:
     """The data rows as records (stripped, non-blank cells by column key); bad rows are problems."""
     records: list[CsvRecord] = []
@@ -236,25 +295,29 @@ def read_csv(path: str | Path, kind: str, required: Sequence[str]) -> CsvFile:
     whose header is unusable is a :class:`models.DataImportError`. Bad rows are not raised: they
     are the returned file's ``problems`` (see :func:`settle_problems`)."""
     name = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the {kind} file {name}: {exc.strerror or exc}") from exc
+    data = read_bounded(path, kind)
     text = _decode(data, name)
+    del data  # memory: the text is all that is needed from here
     if not text.strip():
         raise DataImportError(name, [RowProblem(1, f"the file is empty; the header must name {', '.join(required)}")])
 
-    delimiter = _delimiter(next(line for line in text.splitlines() if line.strip()))
+    delimiter = _delimiter(next(line for line in io.StringIO(text) if line.strip()))
     problems: list[RowProblem] = []
     rows = _physical_rows(text, delimiter, problems)
-    if not rows:
-        raise DataImportError(
-            name, [*problems, RowProblem(1, f"the file has no header; it must name {', '.join(required)}")]
-        )
-    header = _header(*rows[0], required)
-    if header.problems:
-        raise DataImportError(name, [*problems, *header.problems])
-    records = _records(header, rows[1:], delimiter, problems)
+    try:
+        first = next(rows, None)
+        if first is None:
+            raise DataImportError(
+                name, [*problems, RowProblem(1, f"the file has no header; it must name {', '.join(required)}")]
+            )
+        header = _header(*first, required)
+        if header.problems:
+            for _ in rows:  # the other rows' problems are reported with the header's, as they always were
+                pass
+            raise DataImportError(name, [*problems, *header.problems])
+        records = _records(header, rows, delimiter, problems)
+    except _TooManyRows as exc:
+        raise too_many_rows(name, exc.line) from None
     logger.info("%s: %d rows read, %d columns (delimiter %r)", name, len(records), len(header.headers), delimiter)
     return CsvFile(name, header.headers, records, problems)
 

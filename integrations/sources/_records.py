@@ -15,8 +15,18 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from integrations.sources._csv import CsvFile, CsvRecord, column_key, read_csv
-from models import ConfigError, DataImportError, RowProblem
+from integrations.sources._csv import (
+    MAX_IMPORT_ROWS,
+    MAX_ROW_CHARS,
+    CsvFile,
+    CsvRecord,
+    column_key,
+    long_row,
+    read_bounded,
+    read_csv,
+    too_many_rows,
+)
+from models import DataImportError, RowProblem
 
 __all__ = ["JSONL_SUFFIXES", "read_records"]
 
@@ -48,9 +58,7 @@ def read_records(path: str | Path, kind: str, required: Sequence[str]) -> CsvFil
         return read_csv(path, kind, required)
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the {kind} file {name}: {exc.strerror or exc}") from exc
+        text = read_bounded(path, kind).decode("utf-8-sig")  # the size limit first: docs/security.md
     except UnicodeDecodeError as exc:
         raise DataImportError(name, [RowProblem(1, "the file is not UTF-8 text; save it as UTF-8")]) from exc
     records: list[CsvRecord] = []
@@ -59,10 +67,18 @@ def read_records(path: str | Path, kind: str, required: Sequence[str]) -> CsvFil
     for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
+        if len(records) + len(problems) >= MAX_IMPORT_ROWS:
+            raise too_many_rows(name, line)
+        if len(raw) > MAX_ROW_CHARS:
+            problems.append(RowProblem(line, long_row(len(raw))))
+            continue
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
             problems.append(RowProblem(line, f"not a JSON object: {exc.msg} at character {exc.colno}"))
+            continue
+        except RecursionError:
+            problems.append(RowProblem(line, "not a JSON object: nested too deeply"))
             continue
         if not isinstance(data, dict):
             problems.append(RowProblem(line, f"not a JSON object but a {type(data).__name__}"))
