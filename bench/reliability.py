@@ -293,8 +293,12 @@ class Figures:
             v = self.vendor
             out.append(
                 f"  vendor: {v['requests']} requests, 429 {v['429']}, 5xx {v['5xx']}, slow {v['slow']}; "
-                f"Retry-After honoured {v['retry_after_honoured']}/{v['retry_after_followed']}; "
-                f"most attempts for one touch {v['max_attempts']} (cap {v['cap']})"
+                f"Retry-After honoured {v['retry_after_honoured']}/{v['retry_after_followed']}"
+            )
+            out.append(
+                f"  failed after the retry cap ({v['cap']} attempts): {v['capped']}; most attempts for one touch "
+                f"{v['max_attempts']} (a send cut short by a kill counts as one), most faults it rode out "
+                f"{v['max_faults']}"
             )
             out.append(
                 f"  permanent 4xx: {v['bad_touches']} touches failed with the answer recorded; asked again after "
@@ -367,6 +371,8 @@ def figures(
             "retry_after_followed": followed,
             "retry_after_honoured": honoured,
             "max_attempts": max((r.attempts for r in rows if r.channel == "webhook"), default=0),
+            "max_faults": max(Counter(s.key for s in seen if s.status == 429 or s.status >= 500).values(), default=0),
+            "capped": sum(1 for r in rows if r.status == "failed" and r.key not in bad_keys),
             "cap": DeliveryPolicy().max_attempts,
             "bad_touches": sum(1 for k in bad_keys if by_key[k].status == "failed"),
             "asked_again_4xx": asked_again,

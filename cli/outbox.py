@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._app import app, console, state
+from ._app import app, console, err_console, state
 
 if TYPE_CHECKING:
     from flows.engine.outbox_review import TouchLine
@@ -154,13 +154,16 @@ def deliver_(
 
     What the scheduled `outbox` deployment does every five minutes."""
     from flows.engine.outbox import deliver
-    from flows.engine.tick import delivery_policy, parse_as_of
+    from flows.engine.tick import delivery_policy, parse_as_of, valid_playbooks
     from integrations.channels.registry import build_channels
-    from playbooks import load_playbooks, load_policy
+    from playbooks import load_policy
 
     st = state(ctx)
     moment = parse_as_of(as_of)
-    playbooks = load_playbooks(st.playbooks_dir)
+    # a playbook that does not compile holds up no touches: its own follow the global policy
+    playbooks, problems = valid_playbooks(st.playbooks_dir)
+    for problem in problems:
+        err_console.print(f"warning: {problem.format()}", markup=False, soft_wrap=True)
     policy = delivery_policy(playbooks.values(), load_policy(st.playbooks_dir))
     counts = deliver(st.engine(), build_channels(st.settings), as_of=moment, playbook=playbook, policy=policy)
     done = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing due"

@@ -24,8 +24,7 @@ from sqlalchemy import insert, select, update
 import cli
 from cli._app import console
 from models import Account, TimelineEvent, Touch, make_engine, upgrade, utcnow
-
-from ..integrations.conftest import HttpServer, Request, SmtpSink, free_port
+from tests.integrations.conftest import HttpServer, Request, SmtpSink, free_port
 
 
 @dataclass
@@ -148,7 +147,11 @@ def retain(world: World, capsys: pytest.CaptureFixture[str]) -> Retain:
     capsys.readouterr()
 
     def run(*args: str) -> Run:
-        code = cli.main(["--database-url", world.url, *args])
+        code = cli.main(
+            ["--database-url", world.url, *args]
+            if args[0] != "--playbooks-dir"
+            else [*args[:2], "--database-url", world.url, *args[2:]]
+        )
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
 
@@ -284,3 +287,14 @@ def test_the_table_is_readable_at_80_columns(retain: Retain, world: World) -> No
     for key in world.touches():
         assert key in run.out.replace("\n", "") or key.split(":")[0] in run.out
     assert lines[-1] == "5 touches"
+
+
+def test_a_broken_playbook_holds_up_no_touches(retain: Retain, world: World, tmp_path: Path) -> None:
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "farewell.yaml").write_text("playbook: farewell\nname: Farewell\nsteps:\n  - id: x\n    kind: emial\n")
+    run = retain("--playbooks-dir", str(folder), "outbox", "deliver")
+    assert run.code == 0, run.err
+    assert "farewell.yaml" in run.err and "Traceback" not in run.out + run.err
+    assert "delivered 1" in run.out  # the webhook that the receiver accepts
+    assert world.touches()["renewal:5:notify:0"].status == "delivered"
