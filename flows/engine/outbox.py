@@ -78,9 +78,13 @@ class DeliveryPolicy:
         return self.contact_policies.get(playbook, self.contact_policies.get(None))
 
 
-def recover_interrupted(engine: Engine, channels: dict[str, Channel], *, now: datetime | None = None) -> Counter[str]:
+def recover_interrupted(
+    engine: Engine, channels: dict[str, Channel], *, now: datetime | None = None, max_attempts: int = 8
+) -> Counter[str]:
     """Touches left ``sending`` by a dead process: back to ``pending`` where the channel dedupes by
-    key, else ``unknown`` with the reason. Claims a dead process held on pending touches end too.
+    key (``failed`` once ``max_attempts`` sends were cut short: a touch whose send kills the
+    process must not kill every run after it), else ``unknown`` with the reason. Claims a dead
+    process held on pending touches end too.
 
     A claim is dead once its lease has run out, or at once when its claimer is known to be gone
     (a process of this host that no longer runs: :func:`flows.engine.claims.is_gone`)."""
@@ -101,13 +105,15 @@ def recover_interrupted(engine: Engine, channels: dict[str, Channel], *, now: da
         dead = or_(t.c.lease_until < wall, t.c.claimed_by.in_(gone)) if gone else t.c.lease_until < wall
         s.exec(update(t).where(t.c.status == TouchStatus.PENDING, dead).values(lease_until=None, claimed_by=None))
         stale = s.exec(  # type: ignore[call-overload]
-            select(t.c.id, t.c.channel, t.c.account_id, t.c.enrollment_id, t.c.playbook, t.c.step_id, t.c.key)
+            select(
+                t.c.id, t.c.channel, t.c.account_id, t.c.enrollment_id, t.c.playbook, t.c.step_id, t.c.key, t.c.attempts
+            )
             .where(t.c.status == TouchStatus.SENDING, dead)
             .with_for_update(skip_locked=True)
         ).all()
-        for touch_id, channel, account_id, enrollment_id, playbook, step_id, key in stale:
+        for touch_id, channel, account_id, enrollment_id, playbook, step_id, key, attempts in stale:
             receiver = channels.get(channel)
-            if receiver is not None and receiver.dedupes_by_key:
+            if receiver is not None and receiver.dedupes_by_key and attempts < max_attempts:
                 s.exec(
                     update(t)
                     .where(t.c.id == touch_id)
@@ -115,11 +121,18 @@ def recover_interrupted(engine: Engine, channels: dict[str, Channel], *, now: da
                 )
                 counts["resent"] += 1
                 continue
-            reason = f"interrupted while sending; not sent again because the {channel} channel cannot drop a repeat"
+            if receiver is not None and receiver.dedupes_by_key:
+                status = TouchStatus.FAILED
+                reason = (
+                    f"interrupted while sending {attempts} times (the sending process died each time): not sent again"
+                )
+            else:
+                status = TouchStatus.UNKNOWN
+                reason = f"interrupted while sending; not sent again because the {channel} channel cannot drop a repeat"
             s.exec(
                 update(t)
                 .where(t.c.id == touch_id)
-                .values(status=TouchStatus.UNKNOWN, reason=reason, lease_until=None, claimed_by=None)
+                .values(status=status, reason=reason, lease_until=None, claimed_by=None)
             )
             s.add(
                 _event(
@@ -128,11 +141,11 @@ def recover_interrupted(engine: Engine, channels: dict[str, Channel], *, now: da
                     playbook,
                     step_id,
                     wall,
-                    "unknown",
+                    str(status),
                     f"{step_id}: {channel} touch {key}: {reason}",
                 )
             )
-            counts["unknown"] += 1
+            counts[str(status)] += 1
     return counts
 
 
@@ -155,7 +168,8 @@ async def _deliver(
     engine: Engine, channels: dict[str, Channel], *, as_of: datetime, scope: dict[str, Any], policy: DeliveryPolicy
 ) -> Counter[str]:
     counts: Counter[str] = Counter()
-    counts.update(recover_interrupted(engine, channels))  # "resent" / "unknown": a dead run's sends
+    # a dead run's sends: "resent", "unknown", or "failed" when cut short too often
+    counts.update(recover_interrupted(engine, channels, max_attempts=policy.max_attempts))
     limits = {name: _Limits.of(channel, policy) for name, channel in channels.items()}
     seen: set[int] = set()
     try:

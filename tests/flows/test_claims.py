@@ -183,3 +183,28 @@ def test_a_live_claimer_keeps_its_lease(tmp_path: Path) -> None:
     engine.dispose()
     srv.shutdown()
     srv.server_close()
+
+
+def test_a_touch_whose_send_keeps_killing_its_process_fails_instead_of_looping(tmp_path: Path) -> None:
+    """Resent after each crash while its channel drops repeats, but not forever."""
+    srv = Receiver()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    engine = make_database(tmp_path / "poison.db", [f"{srv.url}/hook"] * 2)
+    with sleeper() as (proc, holder):
+        tick(engine, hook_playbook(), T0)
+        proc.kill()
+        proc.wait()
+        t = Touch.__table__  # type: ignore[attr-defined]
+        live = {"status": "sending", "lease_until": utcnow() + timedelta(minutes=5), "claimed_by": holder}
+        with engine.begin() as conn:
+            first, second = (r.id for r in conn.execute(t.select().order_by(t.c.id)))
+            conn.execute(t.update().where(t.c.id == first).values(attempts=DeliveryPolicy().max_attempts, **live))
+            conn.execute(t.update().where(t.c.id == second).values(attempts=3, **live))
+        assert deliver(engine, webhook(), as_of=T0) == {"failed": 1, "resent": 1, "delivered": 1}
+        rows = touch_rows(engine)
+        assert [r.status for r in rows] == ["failed", "delivered"]
+        assert "interrupted while sending 8 times" in rows[0].reason
+        assert len(srv.snapshot()) == 1
+    engine.dispose()
+    srv.shutdown()
+    srv.server_close()
