@@ -121,11 +121,14 @@ def resolve_secret(name: str) -> str:
         return value
     block = f"retain-{name.replace('_', '-')}"
     if not PREFECT_BLOCKS.get():
-        raise ConfigError(f"secret {name!r} is not set: set {env_name} (Prefect Secret blocks are not read without Prefect)")
+        raise ConfigError(
+            f"secret {name!r} is not set: set {env_name} (Prefect Secret blocks are not read without Prefect)"
+        )
     try:
         from prefect.blocks.system import Secret
 
-        loaded = cast(Secret, Secret.load(block, _sync=True))  # type: ignore[call-arg]
+        # _sync=True: Prefect's sync/async dispatch keyword, which load()'s typed signature leaves out
+        loaded = cast("Secret[Any]", Secret.load(block, _sync=True))  # type: ignore[call-arg]
         found = str(loaded.get())
         _resolved.add(found)  # so that redact() knows it
         return found
