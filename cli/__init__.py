@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -36,6 +39,16 @@ def _is_retain_error(exc: BaseException) -> bool:
     return isinstance(retain_error, type) and isinstance(exc, retain_error)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _prefect_signal() -> tuple[type[BaseException], ...]:
+    """Prefect's TerminationSignal, when Prefect was loaded (a SIGTERM during a flow run)."""
+    found = getattr(sys.modules.get("prefect.exceptions"), "TerminationSignal", None)
+    return (found,) if isinstance(found, type) and issubclass(found, BaseException) else ()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI. Exit codes: 0 ok, 1 a user error (a message, no traceback), 2 usage, 130 Ctrl-C."""
     problem = installation_problem()
@@ -52,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except usage as exc:  # a bad option, a missing argument: Typer's click exception, or click's
         exc.show()  # type: ignore[attr-defined]  # both have show() and exit_code
         return int(exc.exit_code)  # type: ignore[attr-defined]
-    except aborts:
+    except (*aborts, *_prefect_signal()):  # Prefect's is known only once a flow ran
         err_console.print("aborted")
         return 130
     except Exception as exc:
@@ -64,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The ``retain`` console script."""
+    """The ``retain`` console script. SIGTERM stops a command as Ctrl-C does: cleanly, exit 130."""
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, _interrupt)
     sys.exit(main())
 
 

@@ -63,43 +63,56 @@ def serve(
 
     Uses the Prefect server at PREFECT_API_URL when one is configured; otherwise starts a local
     one on 127.0.0.1 for as long as this runs (Prefect's ephemeral API has no scheduler)."""
-    from prefect import serve as prefect_serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.orchestration.deployments import drain_prefect_workers, local_prefect_server, runner_deployments
+    from flows.engine.tick import valid_playbooks
+    from flows.orchestration.deployments import (
+        drain_prefect_workers,
+        local_prefect_server,
+        runner_deployments,
+        serve_until_stopped,
+    )
     from flows.orchestration.runtime import prefect_environment
-    from playbooks import load_playbooks
 
     st = state(ctx)
     st.engine()  # fail now, with the fix to run, if the database has no schema
-    playbooks = load_playbooks(st.playbooks_dir)
+    playbooks, problems = valid_playbooks(st.playbooks_dir)
+    for problem in problems:  # a broken playbook is not served; the others are
+        err_console.print(f"not served: {problem.format()}", markup=False, soft_wrap=True)
     if not playbooks:
         console.print(f"no playbooks in {st.playbooks_dir}: nothing to serve", markup=False, soft_wrap=True)
         raise typer.Exit(1)
     deployments = runner_deployments(playbooks.values())
+    names = ", ".join(sorted(playbooks))
     configured = PREFECT_API_URL.value()
     with prefect_environment(st.settings, start_temporary_server=False):
         if configured:
-            console.print(f"serving {len(deployments)} playbooks against {configured}", markup=False, soft_wrap=True)
-            prefect_serve(*deployments, limit=limit)
-            return
-        console.print("starting a local Prefect server on 127.0.0.1 …", markup=False)
-        saved = os.environ.get("PREFECT_API_URL")
-        try:
-            with local_prefect_server() as server:
-                # flow runs are subprocesses: they read the environment; this process reads settings
-                os.environ["PREFECT_API_URL"] = server.api_url
-                console.print(
-                    f"Prefect server at {server.api_url.removesuffix('/api')} (Ctrl-C stops both)", markup=False
-                )
-                try:
-                    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-                        prefect_serve(*deployments, limit=limit)
-                finally:
-                    drain_prefect_workers()
-        finally:
-            if saved is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = saved
-        console.print("stopped the local Prefect server", markup=False)
+            console.print(f"serving {names} against {configured} (Ctrl-C stops)", markup=False, soft_wrap=True)
+            serve_until_stopped(deployments, limit=limit)
+        else:
+            console.print("starting a local Prefect server on 127.0.0.1 …", markup=False)
+            saved = os.environ.get("PREFECT_API_URL")
+            try:
+                with local_prefect_server() as server:
+                    # flow runs are subprocesses: they read the environment; this process reads settings
+                    os.environ["PREFECT_API_URL"] = server.api_url
+                    console.print(
+                        f"serving {names}; Prefect server at {server.api_url.removesuffix('/api')} "
+                        "(Ctrl-C stops both)",
+                        markup=False,
+                        soft_wrap=True,
+                    )
+                    try:
+                        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+                            serve_until_stopped(deployments, limit=limit)
+                    finally:
+                        drain_prefect_workers()
+            finally:
+                if saved is None:
+                    os.environ.pop("PREFECT_API_URL", None)
+                else:
+                    os.environ["PREFECT_API_URL"] = saved
+            console.print("stopped the local Prefect server", markup=False)
+    # serving ends only when stopped (Ctrl-C or SIGTERM): runs in flight were cancelled
+    err_console.print("stopped")
+    raise typer.Exit(130)

@@ -45,6 +45,7 @@ __all__ = [
     "prefect_yaml_problems",
     "render_prefect_yaml",
     "runner_deployments",
+    "serve_until_stopped",
 ]
 
 #: the one flow every deployment runs, as ``path:function`` relative to the project root
@@ -274,6 +275,34 @@ def runner_deployments(playbooks: Iterable[CompiledPlaybook]) -> list[Any]:
             )
         )
     return result
+
+
+def serve_until_stopped(deployments: list[Any], *, limit: int | None = None) -> None:
+    """Run the deployments' schedules (Prefect's ``serve``) until Ctrl-C or SIGTERM.
+
+    Prefect's own ``serve`` stops on SIGTERM gracefully (the runs in flight are cancelled through
+    Prefect and marked Cancelled) but on Ctrl-C lets the event loop die under its runs, which are
+    left Running or Crashed. Here Ctrl-C stops it the SIGTERM way; a second Ctrl-C while
+    stopping gives up waiting (KeyboardInterrupt)."""
+    import asyncio
+    import signal
+
+    from prefect.runner import Runner
+
+    runner = Runner(limit=limit)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+
+    def stop(signum: int, frame: Any) -> None:
+        if runner.stopping:
+            raise KeyboardInterrupt
+        runner.handle_sigterm()
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        asyncio.run(runner.start())  # installs ``handle_sigterm`` for SIGTERM; returns once stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -23,6 +23,7 @@ from flows.analytics.health import (
 )
 from flows.engine.tick import parse_as_of
 from flows.orchestration._plainly import check, plainly
+from flows.orchestration._signals import cancelled_when_interrupted, leave_ctrl_c_to_the_runner
 from models import (
     Settings,
     make_engine,
@@ -30,6 +31,8 @@ from models import (
 )
 from models.health import HealthSpec
 from playbooks import health_file, load_health
+
+leave_ctrl_c_to_the_runner()  # a flow run started by `retain serve` is stopped by serve
 
 
 @task(name="load", cache_policy=NO_CACHE)
@@ -81,7 +84,13 @@ def _run_name() -> str:
     return f"health {flow_run.parameters.get('as_of') or 'now'}"
 
 
-@flow(name="retain-health", flow_run_name=_run_name, log_prints=False, validate_parameters=True)
+@flow(
+    on_crashed=[cancelled_when_interrupted],
+    name="retain-health",
+    flow_run_name=_run_name,
+    log_prints=False,
+    validate_parameters=True,
+)
 @plainly
 def health(as_of: str | None = None) -> dict[str, Any]:
     """Score every account's health at ``as_of`` (ISO 8601; default now): load, read, score,

@@ -35,9 +35,12 @@ from flows.engine.tick import (
     valid_playbooks,
 )
 from flows.orchestration._plainly import check, plainly
+from flows.orchestration._signals import cancelled_when_interrupted, leave_ctrl_c_to_the_runner
 from integrations.channels.registry import build_channels
 from models import Enrollment, Settings, Touch, make_engine, require_schema, session
 from playbooks import CompiledPlaybook, load_policy
+
+leave_ctrl_c_to_the_runner()  # a flow run started by `retain serve` is stopped by serve
 
 
 def _load(settings: Settings, playbook: str) -> CompiledPlaybook:
@@ -133,7 +136,13 @@ def summarize_task(report: TickReport, engine: Engine) -> TickReport:
     return report
 
 
-@flow(name="retain-playbook", flow_run_name=_run_name, log_prints=False, validate_parameters=True)
+@flow(
+    on_crashed=[cancelled_when_interrupted],
+    name="retain-playbook",
+    flow_run_name=_run_name,
+    log_prints=False,
+    validate_parameters=True,
+)
 @plainly
 def run_playbook(playbook: str, as_of: str | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Run one tick of one playbook: settle, enroll, advance, deliver, summarize.
@@ -170,7 +179,7 @@ def deliver_all_task(engine: Engine, as_of: datetime, settings: Settings) -> dic
     return dict(deliver(engine, build_channels(settings), as_of=as_of, policy=policy))
 
 
-@flow(name="retain-outbox", log_prints=False)
+@flow(on_crashed=[cancelled_when_interrupted], name="retain-outbox", log_prints=False)
 @plainly
 def deliver_outbox(as_of: str | None = None) -> dict[str, int]:
     """Deliver every touch that is due, of every playbook, under the contact policy.

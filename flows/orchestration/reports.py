@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from sqlmodel import Session
 
 from flows.orchestration._plainly import check, plainly
+from flows.orchestration._signals import cancelled_when_interrupted, leave_ctrl_c_to_the_runner
 from flows.reports.reports import (
     Report,
     health_report,
@@ -18,6 +19,8 @@ from flows.reports.reports import (
     retention_report,
     surveys_report,
 )
+
+leave_ctrl_c_to_the_runner()  # a flow run started by `retain serve` is stopped by serve
 
 
 @task(name="revenue-outcomes", cache_policy=NO_CACHE)
@@ -54,7 +57,7 @@ def publish_task(reports: list[Report]) -> list[str]:
     return keys
 
 
-@flow(name="retain-reports", log_prints=False, validate_parameters=True)
+@flow(on_crashed=[cancelled_when_interrupted], name="retain-reports", log_prints=False, validate_parameters=True)
 @plainly
 def report_flow(as_of: str | None = None, months: int = 12, window_days: int = 120) -> dict[str, Any]:
     """Record revenue outcomes, then build the retention, playbooks, surveys and health reports and

@@ -71,11 +71,16 @@ def _start_temporary_server() -> None:
 
 def run_flow_in_process(settings: Settings, playbook: str, as_of: str | None, dry_run: bool) -> dict[str, Any]:
     """One tick as a Prefect flow run in this process (Prefect's ephemeral API when no server is set)."""
+    from prefect.exceptions import TerminationSignal
+
     from flows.engine.tick import TickReport
     from flows.orchestration.playbook import run_playbook
 
     with prefect_environment(settings):
-        state = run_playbook(playbook=playbook, as_of=as_of, dry_run=dry_run, return_state=True)
+        try:
+            state = run_playbook(playbook=playbook, as_of=as_of, dry_run=dry_run, return_state=True)
+        except TerminationSignal:  # SIGTERM during the run (now marked Cancelled): stop as Ctrl-C does
+            raise KeyboardInterrupt from None
         if not state.is_completed():
             # the run failed with a user's mistake (its message says where) or a bug (its
             # traceback is in the run's logs); either way the message is what to show

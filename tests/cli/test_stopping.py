@@ -1,0 +1,179 @@
+"""Ctrl-C and SIGTERM stop ``retain serve`` and ``retain run`` cleanly: exit 130, no traceback, and
+the flow runs in flight are Cancelled in Prefect (not left Running, not Crashed).
+
+Real processes against a real local Prefect server; the run in flight is a tick whose webhook
+waits on a local receiver that answers only when the test is over."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert
+
+from flows.orchestration.deployments import local_prefect_server
+from models import Account, make_engine, table_of, upgrade
+
+RETAIN = str(Path(sys.executable).parent / "retain")
+ROOT = Path(__file__).resolve().parents[2]
+
+SLOW = """\
+playbook: slow
+name: Slow
+lifecycle: custom
+audience: account.status == "active"
+steps:
+  - id: notify
+    kind: webhook
+    url: "http://127.0.0.1:{port}/hook"
+"""
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.server.hits.append(self.path)  # type: ignore[attr-defined]
+        self.server.release.wait(60)  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    server.hits = []  # type: ignore[attr-defined]
+    server.release = threading.Event()  # type: ignore[attr-defined]
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.release.set()  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("prefect-home")
+    with local_prefect_server(env={"PREFECT_HOME": str(home)}) as server:
+        yield server.api_url
+
+
+@pytest.fixture
+def plain_env(tmp_path: Path, receiver: ThreadingHTTPServer) -> dict[str, str]:
+    """A database with one account, the slow playbook, and no Prefect settings."""
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "slow.yaml").write_text(SLOW.format(port=receiver.server_address[1]), encoding="utf-8")
+    database = tmp_path / "retain.db"
+    engine = make_engine(f"sqlite:///{database}")
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(table_of(Account)), {"external_id": "acme", "name": "Acme", "custom": {}})
+    engine.dispose()
+    receiver.hits.clear()  # type: ignore[attr-defined]
+    values = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RETAIN_"))}
+    values.update(
+        {
+            "PREFECT_HOME": str(tmp_path / "prefect-client-home"),
+            "DO_NOT_TRACK": "1",
+            "RETAIN_DATABASE_URL": f"sqlite:///{database}",
+            "RETAIN_PLAYBOOKS_DIR": str(folder),
+            "RETAIN_OUTBOX_DIR": str(tmp_path / "outbox"),
+            "COLUMNS": "200",
+        }
+    )
+    return values
+
+
+@pytest.fixture
+def env(plain_env: dict[str, str], prefect_api: str) -> dict[str, str]:
+    """The same against the module's Prefect server; serve looks for due runs every 2 seconds."""
+    return {**plain_env, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+
+
+def _api(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.load(answer)
+
+
+def _runs_of(api: str, deployment_or_flow_name: str) -> list[dict[str, Any]]:
+    runs = _api(f"{api}/flow_runs/filter", {"sort": "START_TIME_DESC"})
+    return [r for r in runs if r["name"].startswith(deployment_or_flow_name)]
+
+
+def _wait_for(condition: Any, what: str, process: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the process ended before {what}: {process.communicate()[0]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def _started(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_ctrl_c_stops_serve_and_cancels_the_runs_in_flight(
+    env: dict[str, str], prefect_api: str, receiver: ThreadingHTTPServer
+) -> None:
+    serve = _started([RETAIN, "serve"], env)
+    deployments: list[dict[str, Any]] = []
+
+    def served() -> bool:
+        deployments[:] = [d for d in _api(f"{prefect_api}/deployments/filter", {}) if d["name"] == "slow"]
+        return bool(deployments)
+
+    _wait_for(served, "the deployments are served", serve)
+    _api(f"{prefect_api}/deployments/{deployments[0]['id']}/create_flow_run", {})
+    _wait_for(lambda: bool(receiver.hits), "the run's webhook is in flight", serve)  # type: ignore[attr-defined]
+    serve.send_signal(signal.SIGINT)
+    output = serve.communicate(timeout=120)[0]
+    assert serve.returncode == 130, output
+    assert "Traceback" not in output, output
+    (run,) = _runs_of(prefect_api, "slow@")
+    assert run["state"]["type"] == "CANCELLED", run["state"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_prefect_run_cleanly_and_cancels_it(
+    env: dict[str, str], prefect_api: str, receiver: ThreadingHTTPServer, stop: signal.Signals
+) -> None:
+    before = {r["id"] for r in _runs_of(prefect_api, "slow@")}
+    run = _started([RETAIN, "run", "slow"], env)
+    _wait_for(lambda: bool(receiver.hits), "the tick's webhook is in flight", run)  # type: ignore[attr-defined]
+    run.send_signal(stop)
+    output = run.communicate(timeout=120)[0]
+    assert run.returncode == 130, output
+    assert "Traceback" not in output, output
+    (flow_run,) = [r for r in _runs_of(prefect_api, "slow@") if r["id"] not in before]
+    assert flow_run["state"]["type"] == "CANCELLED", flow_run["state"]
+
+
+def test_sigterm_stops_a_command_without_prefect_cleanly(
+    plain_env: dict[str, str], receiver: ThreadingHTTPServer
+) -> None:
+    run = _started([RETAIN, "run", "slow", "--no-prefect"], plain_env)
+    _wait_for(lambda: bool(receiver.hits), "the tick's webhook is in flight", run)  # type: ignore[attr-defined]
+    run.send_signal(signal.SIGTERM)
+    output = run.communicate(timeout=60)[0]
+    assert run.returncode == 130, output
+    assert "Traceback" not in output, output
