@@ -12,13 +12,24 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, Result, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session as SqlAlchemySession
+from sqlalchemy.sql.base import Executable
 from sqlmodel import Session, create_engine
 
 from .errors import ConfigError
 
-__all__ = ["alembic_config", "current_revision", "head_revision", "make_engine", "require_schema", "session", "upgrade"]
+__all__ = [
+    "alembic_config",
+    "current_revision",
+    "execute",
+    "head_revision",
+    "make_engine",
+    "require_schema",
+    "session",
+    "upgrade",
+]
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -87,6 +98,13 @@ def session(bind: Engine | Connection) -> Iterator[Session]:
         except BaseException:
             s.rollback()
             raise
+
+
+def execute(s: Session, statement: Executable) -> Result[Any]:
+    """Run a SQLAlchemy statement (a ``select`` of columns or tables, an insert, an update) in the
+    session, as ``s.exec`` does. SQLModel types ``Session.exec`` for its own ``select`` only; this is
+    the very call ``exec`` makes (SQLAlchemy's ``Session.execute``), typed for every statement."""
+    return SqlAlchemySession.execute(s, statement)
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
