@@ -2,7 +2,7 @@
 
 from ._duration import DURATION_PATTERN, format_duration, parse_duration
 from ._types import UTCDateTime, utcnow
-from .db import make_engine, require_schema, session, upgrade
+from .db import execute, make_engine, require_schema, session, upgrade
 from .errors import (
     ConfigError,
     DataImportError,
@@ -81,6 +81,7 @@ __all__ = [
     "TouchStatus",
     "UTCDateTime",
     "UsageMetric",
+    "execute",
     "format_duration",
     "get_settings",
     "make_engine",
