@@ -10,12 +10,32 @@ from integrations.channels.crm import CrmTaskChannel
 from integrations.channels.email import SmtpEmailChannel, message_id, unsubscribe_token, verify_unsubscribe_token
 from integrations.channels.file import FileChannel
 from integrations.channels.registry import CHANNEL_NAMES, build_channel, build_channels
-from integrations.channels.secrets import SecretMarkers, resolve_secret, resolve_secrets, secret_names
+from integrations.channels.secrets import (
+    MAX_STORED_BODY,
+    MAX_STORED_MESSAGE,
+    PREFECT_BLOCKS,
+    REDACTED,
+    SEALED,
+    SECRET,
+    SecretMarkers,
+    is_sealed,
+    redact,
+    resolve_secret,
+    resolve_secrets,
+    seal,
+    secret_names,
+)
 from integrations.channels.slack import SlackChannel
 from integrations.channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookChannel, sign, verify
 
 __all__ = [
     "CHANNEL_NAMES",
+    "MAX_STORED_BODY",
+    "MAX_STORED_MESSAGE",
+    "PREFECT_BLOCKS",
+    "REDACTED",
+    "SEALED",
+    "SECRET",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "Channel",
@@ -29,9 +49,12 @@ __all__ = [
     "WebhookChannel",
     "build_channel",
     "build_channels",
+    "is_sealed",
     "message_id",
+    "redact",
     "resolve_secret",
     "resolve_secrets",
+    "seal",
     "secret_names",
     "sign",
     "unsubscribe_token",
