@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import insert, text
 
 from flows.engine.tick import tick
-from integrations.channels.file import FileChannel
+from integrations.channels import FileChannel
 from models import Account, Contact, Enrollment, make_engine, table_of, upgrade
 from playbooks import compile_source
 

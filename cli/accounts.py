@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from flows.reports.accounts import AccountView
-    from integrations.sources.accounts import ImportResult
+    from integrations.sources import ImportResult
     from models import Account
 
 accounts_app = typer.Typer(help="Import accounts from CSV, list them, show one.", no_args_is_help=True)
@@ -112,7 +112,7 @@ def import_accounts_command(
 
     A blank cell, or a column the file lacks, leaves the stored value alone. arr takes 12000, 12,000.50 or $12000 ('.' for decimals).
     """
-    from integrations.sources.accounts import import_accounts
+    from integrations.sources import import_accounts
 
     engine = state(ctx).engine()
     _run_import(import_accounts, engine, file, skip_invalid=skip_invalid, dry_run=dry_run)
@@ -133,7 +133,7 @@ def import_contacts_command(
 
     A blank cell, or a column the file lacks, leaves the stored value alone. An import can unsubscribe a contact but never re-subscribes one.
     """
-    from integrations.sources.accounts import import_contacts
+    from integrations.sources import import_contacts
 
     engine = state(ctx).engine()
     _run_import(import_contacts, engine, file, skip_invalid=skip_invalid, dry_run=dry_run)
@@ -157,7 +157,7 @@ def unsubscribe_command(
     """Unsubscribe an address: every contact with it, in every account, now and when imported later.
     An unsubscribed contact is never contacted again; the touches Retain would have sent are
     recorded as suppressed, with the reason."""
-    from integrations.sources.suppression import unsubscribe
+    from integrations.sources import unsubscribe
 
     try:
         result = unsubscribe(state(ctx).engine(), email, channel=str(channel), reason=reason)
@@ -178,7 +178,7 @@ def suppress_command(
     Columns: email (required); channel (all, email or survey; default all) and reason (optional).
     All or nothing: a bad row and nothing is written; every bad row is listed as FILE: row N,
     column 'x': message. Addresses are kept even when no contact has them yet."""
-    from integrations.sources.suppression import import_suppression_list
+    from integrations.sources import import_suppression_list
 
     result = import_suppression_list(state(ctx).engine(), file, dry_run=dry_run)
     prefix = f"{file.name} (dry run, nothing written)" if dry_run else file.name

@@ -63,7 +63,7 @@ def import_usage_command(
     A day's stored value is replaced by the file's, so importing again changes nothing. All or
     nothing: any bad row (or unknown account) and nothing is written; every bad row is listed.
     """
-    from integrations.sources.activity import import_usage
+    from integrations.sources import import_usage
 
     engine = state(ctx).engine()
     _run(lambda: import_usage(engine, file, dry_run=dry_run))
@@ -79,7 +79,7 @@ def import_tickets_command(
 
     All or nothing: any bad row (or unknown account) and nothing is written; every bad row is listed.
     """
-    from integrations.sources.activity import import_tickets
+    from integrations.sources import import_tickets
 
     engine = state(ctx).engine()
     _run(lambda: import_tickets(engine, file, dry_run=dry_run))
@@ -106,7 +106,7 @@ def import_events_command(
     events; onboarded_at is set by the first activation event declared in the playbooks folder's
     sources.yaml (activation_event: ...). All or nothing, every bad line listed.
     """
-    from integrations.sources.events import activation_event, import_events
+    from integrations.sources import activation_event, import_events
     from models import utcnow
 
     st = state(ctx)
@@ -128,8 +128,7 @@ def reply_command(
 ) -> None:
     """Mark a touch replied: by its KEY, or the latest message a playbook sent to an account
     (--account ID --playbook P). branch and wait_for see it as touches("<step>").replied."""
-    from integrations.sources._csv import parse_timestamp
-    from integrations.sources.replies import mark_replied
+    from integrations.sources import mark_replied, parse_timestamp
     from models import ConfigError, utcnow
 
     if (key is None) == (account is None and playbook is None) or (key is None and (not account or not playbook)):

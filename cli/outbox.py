@@ -155,7 +155,7 @@ def deliver_(
     What the scheduled `outbox` deployment does every five minutes."""
     from flows.engine.outbox import deliver
     from flows.engine.tick import delivery_policy, parse_as_of, valid_playbooks
-    from integrations.channels.registry import build_channels
+    from integrations.channels import build_channels
     from playbooks import load_policy
 
     st = state(ctx)

@@ -128,7 +128,7 @@ def show(
     graph: Annotated[bool, typer.Option("--graph", help="Print a Mermaid flowchart instead of the outline.")] = False,
 ) -> None:
     """Show a playbook as a readable outline (or a Mermaid flowchart with --graph)."""
-    from models._duration import format_duration
+    from models import format_duration
     from playbooks import mermaid, step_summary
 
     pb = find_playbook(ctx, name)

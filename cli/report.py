@@ -468,7 +468,7 @@ def weekly(
     from flows.analytics.attribution import record_revenue_outcomes
     from flows.engine.tick import parse_as_of
     from flows.reports.reports import post_digest, weekly_digest
-    from integrations.channels.registry import build_channel
+    from integrations.channels import build_channel
     from models import session
 
     st = state(ctx)

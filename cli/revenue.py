@@ -15,7 +15,7 @@ from .report import table_renderables
 
 if TYPE_CHECKING:
     from flows.reports.summary import RevenueSummary
-    from integrations.sources.billing import RevenueImportResult
+    from integrations.sources import RevenueImportResult
 
 revenue_app = typer.Typer(
     help="Import revenue (MRR) from a billing export; GRR, NRR and the MRR waterfall.", no_args_is_help=True
@@ -147,7 +147,7 @@ def import_revenue_command(
 
     All or nothing: missing columns, bad dates or amounts, a service end before its start, mixed currencies, unknown customers and credits larger than their month's invoices are all listed at once and nothing is written. A month with no billing at all inside the file's dates is a warning.
     """
-    from integrations.sources.billing import BillingColumns, Spread, import_revenue
+    from integrations.sources import BillingColumns, Spread, import_revenue
     from models import DataImportError, utcnow
 
     if (service_start is None) != (service_end is None):

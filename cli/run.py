@@ -29,7 +29,7 @@ def run(
 ) -> None:
     """Run one tick of a playbook: what the scheduler runs. Running the same tick twice adds nothing."""
     from flows.engine.tick import parse_as_of, tick
-    from integrations.channels.registry import build_channels
+    from integrations.channels import build_channels
 
     st = state(ctx)
     pb = find_playbook(ctx, playbook)
@@ -41,7 +41,7 @@ def run(
         report = run_flow_in_process(st.settings, pb.id, moment.isoformat(), dry_run)
         line = report["line"]
     else:
-        from integrations.channels.secrets import PREFECT_BLOCKS
+        from integrations.channels import PREFECT_BLOCKS
 
         PREFECT_BLOCKS.set(False)  # nothing in this run touches Prefect, not even a secret lookup
         result = tick(engine, pb, moment, dry_run=dry_run, channels=None if dry_run else build_channels(st.settings))
@@ -81,7 +81,7 @@ def play(
     hours in the contact's time zone, business days, holidays, caps, survey fatigue) is deferred
     and the outbox sends it later."""
     from flows.engine.play import run_play
-    from integrations.channels.registry import build_channels
+    from integrations.channels import build_channels
 
     st = state(ctx)
     pb = find_playbook(ctx, playbook)

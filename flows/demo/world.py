@@ -41,8 +41,7 @@ from sqlmodel import SQLModel
 from flows.engine.outbox import DeliveryPolicy, deliver
 from flows.engine.revisions import RevisionCache
 from flows.engine.tick import TickReport, delivery_policy, tick
-from integrations.channels.base import Channel, Delivery, Receipt
-from integrations.channels.registry import CHANNEL_NAMES, build_channel, build_channels
+from integrations.channels import CHANNEL_NAMES, Channel, Delivery, Receipt, build_channel, build_channels
 from models import (
     Account,
     ConfigError,

@@ -34,8 +34,7 @@ from sqlmodel import col
 
 from flows.engine.claims import claimer, default_lease, is_gone
 from flows.engine.policy import ContactPolicy, decide, unsubscribe_reason
-from integrations.channels.base import Channel, Delivery
-from integrations.channels.secrets import redact, resolve_secrets
+from integrations.channels import Channel, Delivery, redact, resolve_secrets
 from models import (
     Account,
     ConfigError,

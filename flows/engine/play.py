@@ -20,7 +20,7 @@ from flows.engine.advance import advance
 from flows.engine.outbox import DeliveryPolicy, deliver
 from flows.engine.revisions import RevisionCache, sync_revision, today_in
 from flows.engine.tick import _bind, _default_delivery
-from integrations.channels.base import Channel
+from integrations.channels import Channel
 from models import Account, Enrollment, EnrollmentStatus, NotFoundError, RetainError, TimelineEvent, session, utcnow
 from playbooks import CompiledPlaybook, env_for, evaluate
 

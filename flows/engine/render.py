@@ -8,7 +8,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 from sqlmodel import SQLModel
 
-from integrations.channels.secrets import SecretMarkers, seal
+from integrations.channels import SecretMarkers, seal
 from models import Account, Contact, Enrollment, TemplateError
 from playbooks import CompiledPlaybook, render
 

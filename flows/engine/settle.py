@@ -12,8 +12,7 @@ from sqlalchemy import and_, insert, select, true, update
 from sqlmodel import Session
 
 from flows.engine.revisions import RevisionCache, today_in
-from models import Account, Enrollment, EnrollmentStatus, Outcome, TimelineEvent, table_of
-from models._duration import format_duration
+from models import Account, Enrollment, EnrollmentStatus, Outcome, TimelineEvent, format_duration, table_of
 from playbooks import ENROLLMENT, to_sql
 
 __all__ = ["settle"]

@@ -30,8 +30,7 @@ from flows.engine.outbox import DeliveryPolicy, deliver
 from flows.engine.revisions import RevisionCache
 from flows.engine.steps import HANDLERS
 from flows.engine.tick import tick
-from integrations.channels.base import Delivery, Receipt
-from integrations.channels.registry import CHANNEL_NAMES
+from integrations.channels import CHANNEL_NAMES, Delivery, Receipt
 from models import Account, Enrollment, TimelineEvent, Touch
 from playbooks import CompiledPlaybook
 

@@ -23,7 +23,7 @@ from flows.engine.outbox import DeliveryPolicy, deliver
 from flows.engine.policy import ContactPolicy, effective_policy
 from flows.engine.revisions import RevisionCache, sync_revision
 from flows.engine.settle import settle
-from integrations.channels.base import Channel
+from integrations.channels import Channel
 from models import Problem, session, utcnow
 from models.playbook import PolicySpec
 from playbooks import CompiledPlaybook, load_playbook, load_policy, validate_paths

@@ -36,7 +36,7 @@ from flows.engine.tick import (
 )
 from flows.orchestration._plainly import check, plainly
 from flows.orchestration._signals import cancelled_when_interrupted, leave_ctrl_c_to_the_runner
-from integrations.channels.registry import build_channels
+from integrations.channels import build_channels
 from models import Enrollment, Settings, Touch, make_engine, require_schema, session
 from playbooks import CompiledPlaybook, load_policy
 

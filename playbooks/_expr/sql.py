@@ -19,8 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
-from models import table_of
-from models._types import UTCDateTime
+from models import UTCDateTime, table_of
 from models.tables import Account, Contact, Enrollment, SupportTicket, SurveyResponse, Touch, TouchStatus, UsageMetric
 from playbooks._expr.check import BOOL, DATA_FUNCTIONS, DATE, NUMBER, TEXT, TIMESTAMP, Scope, expect
 from playbooks._expr.pyeval import UNIT_DAYS, UNIT_SECONDS, Duration, Env, epoch_seconds, evaluate

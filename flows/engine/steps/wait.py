@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pendulum
 
 from flows.engine.steps._base import Handler
-from models._duration import format_duration
+from models import format_duration
 from models.playbook import WaitStep
 from playbooks import evaluate
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from flows.engine.steps._base import Handler
-from models._duration import format_duration
+from models import format_duration
 from models.playbook import WaitForStep
 
 if TYPE_CHECKING:
