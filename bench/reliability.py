@@ -55,10 +55,7 @@ from sqlalchemy import insert, select  # noqa: E402
 
 from flows.engine.outbox import DeliveryPolicy, deliver  # noqa: E402
 from flows.engine.tick import delivery_policy, tick  # noqa: E402
-from integrations.channels import (
-    SmtpEmailChannel,  # noqa: E402
-    WebhookChannel,  # noqa: E402
-)
+from integrations.channels import SmtpEmailChannel, WebhookChannel  # noqa: E402
 from models import Account, Contact, Touch, make_engine, table_of, upgrade  # noqa: E402
 from models.playbook import PolicySpec  # noqa: E402
 from playbooks import compile_source  # noqa: E402
