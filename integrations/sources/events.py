@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -197,6 +197,23 @@ class EventsResult:
         return text + (" (dry run: nothing written)" if self.dry_run else "")
 
 
+def _user_after(old: dict[str, Any] | None, event: EventRecord, ids: Mapping[str, int]) -> dict[str, Any]:
+    """A product user as ``event`` leaves it: its account (a group call), traits and email (an
+    identify call), and the first and last moments it was seen."""
+    user = dict(old) if old else {"user_id": event.user_id, "account_id": None, "email": None, "traits": {}}
+    if event.type == "group" and event.group_id:
+        user["account_id"] = ids[event.group_id]
+    if event.type == "identify":
+        user["traits"] = {**(user.get("traits") or {}), **event.properties}
+        email = event.properties.get("email")
+        if isinstance(email, str) and email.strip():
+            user["email"] = email.strip().lower()[:320]
+    first, last = user.get("first_seen_at"), user.get("last_seen_at")
+    user["first_seen_at"] = min(first, event.occurred_at) if first else event.occurred_at
+    user["last_seen_at"] = max(last, event.occurred_at) if last else event.occurred_at
+    return user
+
+
 def land_events(
     conn: Connection,
     source: str,
@@ -224,17 +241,7 @@ def land_events(
     changed_users: dict[str, dict[str, Any]] = {}
     for event in sorted(new.values(), key=lambda e: e.occurred_at):
         old = changed_users.get(event.user_id) or users.get(event.user_id)
-        user = dict(old) if old else {"user_id": event.user_id, "account_id": None, "email": None, "traits": {}}
-        if event.type == "group" and event.group_id:
-            user["account_id"] = ids[event.group_id]
-        if event.type == "identify":
-            user["traits"] = {**(user.get("traits") or {}), **event.properties}
-            email = event.properties.get("email")
-            if isinstance(email, str) and email.strip():
-                user["email"] = email.strip().lower()[:320]
-        first, last = user.get("first_seen_at"), user.get("last_seen_at")
-        user["first_seen_at"] = min(first, event.occurred_at) if first else event.occurred_at
-        user["last_seen_at"] = max(last, event.occurred_at) if last else event.occurred_at
+        user = _user_after(old, event, ids)
         if user != old:
             changed_users[event.user_id] = user
     rows = [
