@@ -40,6 +40,7 @@ __all__ = [
     "BranchStep",
     "EmailStep",
     "Entry",
+    "EventTrigger",
     "ExitStep",
     "ExprField",
     "Goal",
@@ -85,6 +86,9 @@ AudienceExpr = Annotated[str, ExprField("audience")]
 ContactsExpr = Annotated[str, ExprField("contacts")]
 Condition = Annotated[str, ExprField("enrollment")]
 DateExpr = Annotated[str, ExprField("enrollment", expect="date")]
+EventExpr = Annotated[str, ExprField("event")]
+#: what a custom field or an event property is declared as
+DeclaredType = Literal["text", "number", "bool"]
 Template = Annotated[str, TemplateField()]
 TemplateJson = Annotated[dict[str, Any], TemplateField()]
 
@@ -266,12 +270,25 @@ class Schedule(_Strict):
     timezone: TimeZone = "UTC"
 
 
+class EventTrigger(_Strict):
+    """A product event (a Segment ``track`` call of this name) for which ``when`` holds."""
+
+    track: str = Field(min_length=1, max_length=200)
+    when: EventExpr | None = None  # over event.name, event.occurred_at, event.properties.<declared>, account
+    properties: dict[Identifier, DeclaredType] = {}  # the event's properties ``when`` reads, and their types
+    #: events older than this are not read (a late import never enrolls anyone for last year's events)
+    within: Duration = timedelta(days=7)
+
+
 class Entry(_Strict):
     """Who enters and how often."""
 
     reentry: Reentry = "never"
     holdout: Percentage = 0.0
     contacts: ContactsExpr | None = None  # default: the account's primary contact
+    #: enter on an event: each event enrolls at most once, at the next tick, if the account is
+    #: also in the audience and the re-entry rule lets it in
+    on_event: EventTrigger | None = None
 
 
 class Goal(_Strict):
@@ -401,18 +418,26 @@ class WaitStep(StepBase):
 
 
 class WaitForStep(StepBase):
-    """Waits until a condition holds, at most ``timeout``; then goes on (or to ``on_timeout``)."""
+    """Waits until a condition holds, or an event arrives, at most ``timeout``; then goes on (or to ``on_timeout``)."""
 
     kind: Literal["wait_for"]
     waits: ClassVar[bool] = True
-    condition: Condition
+    condition: Condition | None = None
+    event: EventTrigger | None = None  # an event of the account after the wait began
     timeout: Duration
     on_timeout: Identifier | None = None
     check_every: Duration = timedelta(hours=1)
 
     def summary(self) -> str:
         then = f", then {self.on_timeout}" if self.on_timeout else ""
-        return f"wait for {self.condition} (at most {format_duration(self.timeout)}{then})"
+        what = self.condition if self.condition is not None else f"event {self.event.track!r}" if self.event else ""
+        return f"wait for {what} (at most {format_duration(self.timeout)}{then})"
+
+    @model_validator(mode="after")
+    def _one_of(self) -> WaitForStep:
+        if (self.condition is None) == (self.event is None):
+            raise ValueError("a wait_for needs exactly one of 'condition' (an expression) or 'event' (a track event)")
+        return self
 
 
 class BranchStep(StepBase):
@@ -514,6 +539,8 @@ class PlaybookSpec(_Strict):
     description: str = ""
     priority: int | None = Field(default=None, ge=0, le=100)
     schedule: Schedule | None = None
+    #: the account's custom fields the expressions read (account.custom.<name>), and their types
+    custom_fields: dict[Identifier, DeclaredType] = {}
     audience: AudienceExpr
     entry: Entry = Entry()
     goal: Goal | None = None

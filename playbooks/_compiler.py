@@ -18,8 +18,8 @@ from typing import Any, cast
 from pydantic import BaseModel
 
 from models import ExpressionError, NotFoundError, PlaybookError, Problem
-from models.playbook import ExprField, PlaybookSpec, TemplateField, step_problems
-from playbooks._expr import AUDIENCE, CONTACTS, ENROLLMENT, Expr, compile_expression
+from models.playbook import EventTrigger, ExprField, PlaybookSpec, TemplateField, step_problems
+from playbooks._expr import AUDIENCE, CONTACTS, DECLARED_TYPES, ENROLLMENT, EVENT, Expr, Scope, compile_expression
 from playbooks._loader import STEP_MODELS, model_at, step_label, validate_document, value_at
 from playbooks._templates import MAX_TEMPLATE_CHARS, check_template, variables_for
 from playbooks._yaml import Document, Position, load_document
@@ -42,7 +42,7 @@ MAX_PLAYBOOK_CHARS = 500_000
 #: steps in one playbook
 MAX_STEPS = 200
 
-_SCOPES = {"audience": AUDIENCE, "contacts": CONTACTS, "enrollment": ENROLLMENT}
+_SCOPES = {"audience": AUDIENCE, "contacts": CONTACTS, "enrollment": ENROLLMENT, "event": EVENT}
 TEMPLATES_FOLDER = "templates"
 
 
@@ -240,9 +240,14 @@ def _check_fields(doc: Document, expressions: dict[DataPath, Expr]) -> list[Prob
     steps = data.get("steps")
     if isinstance(steps, list):
         places += [("steps", i) for i in range(len(steps))]
+    # the event conditions, one level down: entry.on_event and a wait_for's event
+    events: list[DataPath] = [("entry", "on_event")]
+    if isinstance(steps, list):
+        events += [("steps", i, "event") for i in range(len(steps))]
+    places += events
     problems: list[Problem] = []
     for place in places:
-        model = model_at(data, place)
+        model = EventTrigger if place in events else model_at(data, place)
         mapping = value_at(data, place)
         if model is None or not isinstance(mapping, dict):
             continue
@@ -276,11 +281,28 @@ def _check_expression(
     out: dict[DataPath, Expr],
 ) -> list[Problem]:
     try:
-        out[path] = compile_expression(text, _SCOPES[marker.scope], expect=marker.expect)
+        out[path] = compile_expression(text, _scope(doc, path, marker), expect=marker.expect)
     except ExpressionError as exc:
         line, col = _text_position(doc, doc.position(path), text, exc.offset)
         return [doc.problem_at(line, col, f"{where}: {exc.message}", step_id=step_id)]
     return []
+
+
+def _declarations(value: Any) -> dict[str, str]:
+    """Declared fields (name -> type) as written; wrong ones are the model's to report."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str) and v in DECLARED_TYPES}
+
+
+def _scope(doc: Document, path: DataPath, marker: ExprField) -> Scope:
+    """The scope of an expression, with the fields the playbook declares (custom fields, and the
+    properties of the event an event condition reads)."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    scope = _SCOPES[marker.scope].with_declared("custom", _declarations(data.get("custom_fields")))
+    if marker.scope == "event":
+        scope = scope.with_declared("properties", _declarations(value_at(data, (*path[:-1], "properties"))))
+    return scope
 
 
 def _check_inline_templates(

@@ -1,19 +1,24 @@
 """Enroll: every newly eligible account in ONE ``INSERT … SELECT`` (the audience compiled to SQL, the
-re-entry rule, holdout by a stable hash), each new enrollment recorded in the timeline."""
+re-entry rule, holdout by a stable hash), each new enrollment recorded in the timeline.
+
+A playbook with ``entry.on_event`` enrolls only accounts with a matching event not yet used by
+it: the same one statement picks each account's earliest such event (recorded as the
+enrollment's ``trigger_event_id``), so events are read set-based at the tick, never a run per event."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import exists, false, insert, literal, or_, select, true, update
+from sqlalchemy import exists, false, func, insert, literal, null, or_, select, true, update
 from sqlmodel import Session, col
 
 from flows.engine._sql import insert_ignore
 from flows.engine.revisions import holdout_salt, today_in
-from models import Account, Enrollment, EnrollmentStatus, TimelineEvent, table_of
+from models import Account, Enrollment, EnrollmentStatus, ProductEvent, TimelineEvent, table_of
 from models.playbook import reentry_after
 from models.tables import HOLDOUT_BUCKETS
-from playbooks import AUDIENCE, CompiledPlaybook, to_sql
+from playbooks import AUDIENCE, EVENT, CompiledPlaybook, to_sql
 
 __all__ = ["enroll"]
 
@@ -32,6 +37,7 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
     threshold = round(pb.spec.entry.holdout * HOLDOUT_BUCKETS)
     in_holdout = ((acct.c.holdout_bucket + holdout_salt(pb.id)) % HOLDOUT_BUCKETS) < threshold if threshold else false()
     first_step = pb.spec.steps[0].id
+    trigger = _trigger(pb, as_of, today)
     chosen = select(
         literal(pb.id),
         literal(pb.revision),
@@ -43,7 +49,8 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
         literal(as_of, type_=enr.c.started_at.type),
         literal(source),
         literal({}, type_=enr.c.state.type),
-    ).where(audience, ~blocked)
+        trigger if trigger is not None else null(),
+    ).where(audience, ~blocked, *([trigger.is_not(None)] if trigger is not None else []))
     columns = [
         "playbook",
         "revision",
@@ -55,6 +62,7 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
         "started_at",
         "source",
         "state",
+        "trigger_event_id",
     ]
     stmt = insert_ignore(s, enr).from_select(columns, chosen)
     s.exec(stmt)  # type: ignore[call-overload]
@@ -92,3 +100,24 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
         s.connection().execute(insert(table_of(TimelineEvent)), values)
     holdouts = sum(1 for _, _, h in new if h)
     return len(new), holdouts
+
+
+def _trigger(pb: CompiledPlaybook, as_of: datetime, today: date) -> Any:
+    """The id of the account's earliest event that may enroll it (``entry.on_event``), as a
+    correlated subquery; None when the playbook does not enter on events."""
+    on_event = pb.spec.entry.on_event
+    if on_event is None:
+        return None
+    ev, enr, acct = table_of(ProductEvent), table_of(Enrollment), table_of(Account)
+    used = select(enr.c.id).where(enr.c.playbook == pb.id, enr.c.trigger_event_id == ev.c.id)
+    conditions = [
+        ev.c.account_id == acct.c.id,
+        ev.c.type == "track",
+        ev.c.name == on_event.track,
+        ev.c.occurred_at <= as_of,
+        ev.c.occurred_at > as_of - on_event.within,
+        ~exists(used),
+    ]
+    if on_event.when is not None:
+        conditions.append(to_sql(pb.expression("entry", "on_event", "when"), EVENT, now=as_of, today=today))
+    return select(func.min(ev.c.id)).where(*conditions).scalar_subquery()

@@ -24,7 +24,7 @@ Errors are :class:`models.ExpressionError` with ``message`` and ``offset`` (0-ba
 
 from __future__ import annotations
 
-from playbooks._expr.check import AUDIENCE, CONTACTS, ENROLLMENT, Scope, check, fields_of
+from playbooks._expr.check import AUDIENCE, CONTACTS, DECLARED_TYPES, ENROLLMENT, EVENT, Scope, check, fields_of
 from playbooks._expr.check import expect as _expect  # compile_expression's parameter is called expect
 from playbooks._expr.pyeval import Env, env_for, evaluate
 from playbooks._expr.sql import to_sql
@@ -33,7 +33,9 @@ from playbooks._expr.syntax import Expr, parse
 __all__ = [
     "AUDIENCE",
     "CONTACTS",
+    "DECLARED_TYPES",
     "ENROLLMENT",
+    "EVENT",
     "Env",
     "Expr",
     "Scope",

@@ -2,28 +2,36 @@
 
 Types are plain strings: ``number``, ``text``, ``bool``, ``date``, ``timestamp``, ``duration``,
 ``none``, ``list of <type>``, and record names (``account``, ``contact``, ``enrollment``,
-``survey``, ``touches``). Record fields come from the table columns, so a new column is usable
-in playbooks without touching this module.
+``survey``, ``touches``, ``event``). Record fields come from the table columns, so a new column is
+usable in playbooks without touching this module.
+
+Two records hold fields a playbook declares, because their values live in JSON:
+``account.custom.<name>`` (declared under the playbook's ``custom_fields:``) and
+``event.properties.<name>`` (declared under ``entry.on_event.properties:``), each ``text``,
+``number`` or ``bool``. A value of another JSON type than declared reads as none, in SQL and in
+Python alike.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Boolean, Date, DateTime, Float, Integer, Numeric, String
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from models import table_of
 from models.errors import ExpressionError
-from models.tables import Account, Contact, Enrollment
+from models.tables import Account, Contact, Enrollment, ProductEvent
 from playbooks._expr.syntax import Arith, BoolOp, Call, Compare, Expr, FieldRef, ListLiteral, Literal, Name, Neg, Not
 
 __all__ = [
     "AUDIENCE",
     "CONTACTS",
     "DATA_FUNCTIONS",
+    "DECLARED_TYPES",
     "ENROLLMENT",
+    "EVENT",
     "RECORDS",
     "SURVEY_KINDS",
     "Scope",
@@ -37,6 +45,10 @@ _SCALARS = (NUMBER, TEXT, BOOL, DATE, TIMESTAMP)
 _ORDERED = (NUMBER, DATE, TIMESTAMP)
 SURVEY_KINDS = ("nps", "csat", "ces")
 USAGE_MAX_DAYS = 36_500
+#: the types a custom field or an event property may be declared with
+DECLARED_TYPES = (TEXT, NUMBER, BOOL)
+#: the records whose fields are declared (their values are JSON): record -> (owner, declaration key)
+JSON_RECORDS = {"custom": ("account", "custom_fields"), "properties": ("event", "entry.on_event.properties")}
 
 
 def _column_type(sql_type: TypeEngine[object]) -> str | None:
@@ -72,8 +84,10 @@ RECORDS: dict[str, dict[str, str]] = {
     "enrollment": _fields(Enrollment, skip={"id", "revision", "next_due_at", "claimed_by", "claimed_until"}),
     "survey": {"score": NUMBER, "responded_at": TIMESTAMP, "comment": TEXT},  # last_survey(kind), or none
     "touches": {"count": NUMBER, "delivered": BOOL, "replied": BOOL, "opened": BOOL, "last_at": TIMESTAMP},
+    "event": {"name": TEXT, "user_id": TEXT, "occurred_at": TIMESTAMP},  # the event of entry.on_event
 }
-_RECORD_NAMES = ("account", "contact", "enrollment")
+assert set(RECORDS["event"]) <= {c.name for c in table_of(ProductEvent).columns}
+_RECORD_NAMES = ("account", "contact", "enrollment", "event")
 
 #: function -> (parameters, for messages; result type)
 _FUNCTIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -86,11 +100,22 @@ _FUNCTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "today": ((), DATE),
     "last_survey": (("kind",), "survey"),
     "usage": (("metric", "days"), NUMBER),
+    "usage_trend": (("metric", "days"), NUMBER),
+    "events": (("event name", "days"), NUMBER),
+    "last_event": (("event name",), TIMESTAMP),
+    "mrr": ((), NUMBER),
+    "mrr_change": (("days",), NUMBER),
     "open_tickets": ((), NUMBER),
     "touches": (("step id",), "touches"),
 }
 #: functions that read data beyond the records (never constant)
-DATA_FUNCTIONS = frozenset({"last_survey", "usage", "open_tickets", "touches"})
+DATA_FUNCTIONS = frozenset(
+    {"last_survey", "usage", "usage_trend", "events", "last_event", "mrr", "mrr_change", "open_tickets", "touches"}
+)
+#: functions whose last argument is a written-out whole number of days
+_DAYS_ARGUMENT = {"usage": 1, "usage_trend": 1, "events": 1, "mrr_change": 0}
+#: functions whose first argument is a written-out name
+_NAME_ARGUMENT = {"usage": "metric", "usage_trend": "metric", "events": "event", "last_event": "event"}
 
 
 def fields_of(record: str) -> dict[str, str]:
@@ -112,12 +137,24 @@ class Scope:
     names: tuple[str, ...]
     functions: frozenset[str]
     sql: bool
+    #: declared fields: ``custom`` (account.custom.<name>) and ``properties`` (event.properties.<name>)
+    declared: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+
+    def with_declared(self, record: str, fields: dict[str, str]) -> Scope:
+        """This scope, with the declared fields of ``record`` (``custom`` or ``properties``)."""
+        others = tuple((r, f) for r, f in self.declared if r != record)
+        return replace(self, declared=(*others, (record, tuple(sorted(fields.items())))))
+
+    def declared_fields(self, record: str) -> dict[str, str]:
+        return next((dict(fields) for r, fields in self.declared if r == record), {})
 
 
 _COMMON = frozenset(_FUNCTIONS) - {"touches"}
 AUDIENCE = Scope("an audience", ("account",), _COMMON, sql=True)
 CONTACTS = Scope("entry.contacts", ("account", "contact"), _COMMON, sql=True)
 ENROLLMENT = Scope("a step condition", ("account", "enrollment"), frozenset(_FUNCTIONS), sql=True)
+#: entry.on_event.when and a wait_for's event condition: the event (and its account)
+EVENT = Scope("an event condition", ("account", "event"), _COMMON, sql=True)
 
 
 def check(expr: Expr, scope: Scope) -> str:
@@ -213,6 +250,20 @@ class _Checker:
 
     def _field(self, node: FieldRef) -> str:
         record = self.type_of(node.record)
+        if (record, node.name) in (("account", "custom"), ("event", "properties")):
+            return node.name  # a record of declared fields
+        if record in JSON_RECORDS:
+            declared = self.scope.declared_fields(record)
+            if node.name not in declared:
+                owner, key = JSON_RECORDS[record]
+                hint = _suggest(node.name, list(declared), f"{owner}.{record}.") or (
+                    f" (declared: {', '.join(sorted(declared))})" if declared else ""
+                )
+                raise ExpressionError(
+                    f"undeclared field '{node.src}'{hint}: declare it under {key}: ({node.name}: text, number or bool)",
+                    node.offset,
+                )
+            return declared[node.name]
         fields = RECORDS.get(record)
         if fields is None:
             raise ExpressionError(
@@ -247,17 +298,18 @@ class _Checker:
         if func == "last_survey" and _literal(args[0]) not in SURVEY_KINDS:
             kinds_text = ", ".join(f'"{k}"' for k in SURVEY_KINDS)
             raise ExpressionError(f"last_survey() needs one of {kinds_text}, got {args[0].src}", args[0].offset)
-        if func == "usage":
-            if not isinstance(_literal(args[0]), str):
-                raise ExpressionError(
-                    f'usage() needs the metric name written as text, e.g. usage("logins", 30): {args[0].src}',
-                    args[0].offset,
-                )
-            days = _literal(args[1])
+        if func in _NAME_ARGUMENT and not isinstance(_literal(args[0]), str):
+            raise ExpressionError(
+                f"{func}() needs the {_NAME_ARGUMENT[func]} name written as text, e.g. {_example(func)}: {args[0].src}",
+                args[0].offset,
+            )
+        if func in _DAYS_ARGUMENT:
+            arg = args[_DAYS_ARGUMENT[func]]
+            days = _literal(arg)
             if not (isinstance(days, int) and not isinstance(days, bool) and 1 <= days <= USAGE_MAX_DAYS):
                 raise ExpressionError(
-                    f'usage() needs a whole number of days from 1 to {USAGE_MAX_DAYS}, e.g. usage("logins", 30): {args[1].src}',
-                    args[1].offset,
+                    f"{func}() needs a whole number of days from 1 to {USAGE_MAX_DAYS}, e.g. {_example(func)}: {arg.src}",
+                    arg.offset,
                 )
         if func == "touches" and not isinstance(_literal(args[0]), str):
             raise ExpressionError(
@@ -283,7 +335,7 @@ class _Checker:
     def _compare(self, node: Compare) -> str:
         left = self.type_of(node.left)
         if node.right is None:  # is none / is not none
-            if left in RECORDS and left != "survey":
+            if (left in RECORDS or left in JSON_RECORDS) and left != "survey":
                 raise ExpressionError(f"'{node.left.src}' is never none: test one of its fields", node.offset)
             return BOOL
         right = self.type_of(node.right)
@@ -302,6 +354,16 @@ class _Checker:
         if left != right or left not in allowed:
             raise ExpressionError(f"cannot compare {left} with {right}: {node.src}", node.offset)
         return BOOL
+
+
+def _example(func: str) -> str:
+    return {
+        "usage": 'usage("logins", 30)',
+        "usage_trend": 'usage_trend("logins", 30)',
+        "events": 'events("Report Exported", 30)',
+        "last_event": 'last_event("Login")',
+        "mrr_change": "mrr_change(90)",
+    }[func]
 
 
 def _literal(node: Expr) -> object:

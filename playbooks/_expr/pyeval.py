@@ -18,11 +18,23 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from models.tables import SupportTicket, SurveyResponse, Touch, TouchStatus, UsageMetric
-from playbooks._expr.check import DATE, NUMBER
+from models.tables import ProductEvent, RevenueEntry, SupportTicket, SurveyResponse, Touch, TouchStatus, UsageMetric
+from playbooks._expr.check import BOOL, DATE, NUMBER, TEXT
 from playbooks._expr.syntax import Arith, BoolOp, Call, Compare, Expr, FieldRef, ListLiteral, Literal, Name, Neg, Not
 
-__all__ = ["Duration", "Env", "TouchSummary", "env_for", "epoch_seconds", "evaluate", "floor_days"]
+__all__ = [
+    "Duration",
+    "Env",
+    "TouchSummary",
+    "env_for",
+    "epoch_seconds",
+    "evaluate",
+    "event_window",
+    "floor_days",
+    "json_field",
+    "month_of",
+    "usage_windows",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
@@ -47,9 +59,14 @@ class Env:
     contact: Any = None
     enrollment: Any = None
     last_survey: Callable[[str], Any] = _no_lookup  # the latest response of a kind, or None
-    usage: Callable[[str, int], float] = _no_lookup  # sum over (today - n, today]
+    usage: Callable[[str, int], float | None] = _no_lookup  # sum over (today - n, today]; None: no data
     open_tickets: Callable[[], int] = _no_lookup
     touches: Callable[[str], Any] = _no_lookup  # a TouchSummary of this enrollment's step
+    event: Any = None  # the event of entry.on_event (a ProductEvent row)
+    usage_trend: Callable[[str, int], float | None] = _no_lookup  # % change against the window before
+    events: Callable[[str, int], int | None] = _no_lookup  # track events in (now - n days, now]
+    last_event: Callable[[str], datetime | None] = _no_lookup
+    mrr: Callable[[date], float | None] = _no_lookup  # MRR of the month of a day
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,34 @@ def floor_days(seconds: int) -> int:
     return seconds // DAY_SECONDS
 
 
+def usage_windows(today: date, days: int) -> tuple[tuple[date, date], tuple[date, date]]:
+    """The windows of ``usage``/``usage_trend``: (today - n, today] and the n days before it."""
+    start = today - timedelta(days=days)
+    return (start, today), (start - timedelta(days=days), start)
+
+
+def event_window(now: datetime, days: int) -> tuple[datetime, datetime]:
+    """The window of ``events(name, n)``: (now - n days, now]."""
+    return now - timedelta(days=days), now
+
+
+def month_of(day: date) -> date:
+    """The first day of the month of ``day`` (revenue rows are kept per month)."""
+    return day.replace(day=1)
+
+
+def json_field(data: Any, name: str, kind: str) -> Any:
+    """A declared field of a JSON object: its value when its JSON type is ``kind``, else None (as SQL)."""
+    value = data.get(name) if isinstance(data, dict) else None
+    if kind == NUMBER:
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if kind == TEXT:
+        return value if isinstance(value, str) else None
+    if kind == BOOL:
+        return value if isinstance(value, bool) else None
+    raise AssertionError(f"unexpected declared type {kind}")
+
+
 def evaluate(expr: Expr, env: Env) -> Any:
     """The value of a checked expression (from ``compile_expression``/``check``) for ``env``.
 
@@ -119,6 +164,9 @@ def _eval(node: Expr, env: Env) -> Any:
             return [item.value for item in items]
         case Name(name=name):
             return getattr(env, name)
+        case FieldRef(record=FieldRef(name="custom" | "properties") as holder, name=name):
+            assert node.type is not None
+            return json_field(_eval(holder, env), name, node.type)
         case FieldRef(record=record, name=name):
             row = _eval(record, env)
             return None if row is None else _aware(getattr(row, name))
@@ -185,6 +233,17 @@ def _call(node: Call, env: Env) -> Any:
             return env.last_survey(_text(args[0]))
         case "usage":
             return env.usage(_text(args[0]), args[1].value)  # type: ignore[attr-defined]
+        case "usage_trend":
+            return env.usage_trend(_text(args[0]), args[1].value)  # type: ignore[attr-defined]
+        case "events":
+            return env.events(_text(args[0]), args[1].value)  # type: ignore[attr-defined]
+        case "last_event":
+            return env.last_event(_text(args[0]))
+        case "mrr":
+            return env.mrr(env.today)
+        case "mrr_change":
+            current, before = env.mrr(env.today), env.mrr(env.today - timedelta(days=args[0].value))  # type: ignore[attr-defined]
+            return None if current is None or before is None else current - before
         case "open_tickets":
             return env.open_tickets()
         case "touches":
@@ -228,6 +287,7 @@ def env_for(
     today: date,
     contact: Any = None,
     enrollment: Any = None,
+    event: Any = None,
 ) -> Env:
     """An :class:`Env` for one account (and contact or enrollment), its lookups answered from the
     database through ``session`` (each asked at most once)."""
@@ -243,14 +303,73 @@ def env_for(
         return session.exec(latest).first()
 
     @cache
-    def usage(metric: str, days: int) -> float:
+    def has_usage(metric: str) -> bool:
+        known = select(UsageMetric.id).where(
+            UsageMetric.account_id == account.id, UsageMetric.metric == metric, col(UsageMetric.day) <= today
+        )
+        return session.exec(known.limit(1)).first() is not None
+
+    @cache
+    def usage_between(metric: str, start: date, end: date) -> float | None:
+        if not has_usage(metric):
+            return None  # no data is not zero usage
         total = select(func.coalesce(func.sum(UsageMetric.value), 0.0)).where(
             UsageMetric.account_id == account.id,
             UsageMetric.metric == metric,
-            col(UsageMetric.day) > today - timedelta(days=days),
-            col(UsageMetric.day) <= today,
+            col(UsageMetric.day) > start,
+            col(UsageMetric.day) <= end,
         )
         return session.exec(total).one()
+
+    def usage(metric: str, days: int) -> float | None:
+        return usage_between(metric, *usage_windows(today, days)[0])
+
+    def usage_trend(metric: str, days: int) -> float | None:
+        current, previous = usage_windows(today, days)
+        now_sum, before = usage_between(metric, *current), usage_between(metric, *previous)
+        if now_sum is None or before is None or before == 0:
+            return None
+        return float((now_sum - before) * 100) / float(before)  # as SQL: CAST(x AS REAL) / NULLIF(y, 0)
+
+    @cache
+    def events(name: str, days: int) -> int | None:
+        start, end = event_window(now, days)
+        seen = select(ProductEvent.id).where(
+            ProductEvent.account_id == account.id, col(ProductEvent.occurred_at) <= end
+        )
+        if session.exec(seen.limit(1)).first() is None:
+            return None  # no events at all: not known, rather than none happened
+        count = select(func.count()).where(
+            ProductEvent.account_id == account.id,
+            ProductEvent.type == "track",
+            ProductEvent.name == name,
+            col(ProductEvent.occurred_at) > start,
+            col(ProductEvent.occurred_at) <= end,
+        )
+        return session.exec(count).one()
+
+    @cache
+    def last_event(name: str) -> datetime | None:
+        latest = select(func.max(ProductEvent.occurred_at)).where(
+            ProductEvent.account_id == account.id,
+            ProductEvent.type == "track",
+            ProductEvent.name == name,
+            col(ProductEvent.occurred_at) <= now,
+        )
+        found: datetime | None = session.exec(latest).one()
+        return None if found is None else found.replace(tzinfo=UTC) if found.tzinfo is None else found
+
+    @cache
+    def mrr(day: date) -> float | None:
+        known = select(RevenueEntry.id).where(
+            RevenueEntry.account_id == account.id, col(RevenueEntry.period) <= month_of(today)
+        )
+        if session.exec(known.limit(1)).first() is None:
+            return None
+        cents = select(func.coalesce(func.sum(RevenueEntry.mrr_cents), 0)).where(
+            RevenueEntry.account_id == account.id, RevenueEntry.period == month_of(day)
+        )
+        return float(session.exec(cents).one()) / 100.0
 
     @cache
     def open_tickets() -> int:
@@ -271,4 +390,19 @@ def env_for(
             last_at=max(sent, default=None),
         )
 
-    return Env(now, today, account, contact, enrollment, last_survey, usage, open_tickets, touches)
+    return Env(
+        now,
+        today,
+        account,
+        contact,
+        enrollment,
+        last_survey,
+        usage,
+        open_tickets,
+        touches,
+        event,
+        usage_trend,
+        events,
+        last_event,
+        mrr,
+    )

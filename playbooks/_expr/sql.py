@@ -11,7 +11,22 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, Float, Integer, String, and_, exists, func, literal, not_, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    Float,
+    Integer,
+    String,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.exc import CompileError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -20,9 +35,30 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 
 from models import UTCDateTime, table_of
-from models.tables import Account, Contact, Enrollment, SupportTicket, SurveyResponse, Touch, TouchStatus, UsageMetric
+from models.tables import (
+    Account,
+    Contact,
+    Enrollment,
+    ProductEvent,
+    RevenueEntry,
+    SupportTicket,
+    SurveyResponse,
+    Touch,
+    TouchStatus,
+    UsageMetric,
+)
 from playbooks._expr.check import BOOL, DATA_FUNCTIONS, DATE, NUMBER, TEXT, TIMESTAMP, Scope, expect
-from playbooks._expr.pyeval import UNIT_DAYS, UNIT_SECONDS, Duration, Env, epoch_seconds, evaluate
+from playbooks._expr.pyeval import (
+    UNIT_DAYS,
+    UNIT_SECONDS,
+    Duration,
+    Env,
+    epoch_seconds,
+    evaluate,
+    event_window,
+    month_of,
+    usage_windows,
+)
 from playbooks._expr.syntax import (
     Arith,
     BoolOp,
@@ -40,7 +76,12 @@ from playbooks._expr.syntax import (
 
 __all__ = ["to_sql"]
 
-_TABLES = {"account": table_of(Account), "contact": table_of(Contact), "enrollment": table_of(Enrollment)}
+_TABLES: dict[str, Any] = {
+    "account": table_of(Account),
+    "contact": table_of(Contact),
+    "enrollment": table_of(Enrollment),
+    "event": table_of(ProductEvent),
+}
 _ENROLLMENT_ID = table_of(Enrollment).c.id
 _ACCOUNT_ID = table_of(Account).c.id
 
@@ -58,7 +99,10 @@ def to_sql(expr: Expr, scope: Scope, *, now: datetime, today: date) -> ColumnEle
         raise ValueError(f"expressions in {scope.where} are evaluated in Python, not compiled to SQL")
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime (UTC)")
-    expect(expr, scope, "bool")
+    if expr.type is None:
+        expect(expr, scope, "bool")
+    elif expr.type != BOOL:  # checked already (with the playbook's declared fields): only its type matters
+        raise ValueError(f"expected a condition (true/false), got {expr.type}")
     return _Compiler(Env(now, today))(expr)
 
 
@@ -130,6 +174,31 @@ _EpochSeconds = _construct(
     sqlite="CAST(strftime('%s', substr({0}, 1, 19)) AS INTEGER)",
     postgresql="CAST(floor(extract(epoch FROM {0})) AS BIGINT)",
 )
+# a declared JSON field (account.custom.x, event.properties.x): its value when its JSON type is the
+# declared one, else null; {1} is the field's name (an identifier, so a safe JSON path)
+_JSON_PATH = "'$.' || {1}"
+_JsonNumber = _construct(
+    "expr_json_number",
+    Float(),
+    sqlite=f"CASE WHEN json_type({{0}}, {_JSON_PATH}) IN ('integer', 'real') THEN json_extract({{0}}, {_JSON_PATH}) END",
+    postgresql="CASE WHEN json_typeof({0} -> CAST({1} AS TEXT)) = 'number' "
+    "THEN CAST({0} ->> CAST({1} AS TEXT) AS DOUBLE PRECISION) END",
+)
+_JsonText = _construct(
+    "expr_json_text",
+    String(),
+    sqlite=f"CASE WHEN json_type({{0}}, {_JSON_PATH}) = 'text' THEN json_extract({{0}}, {_JSON_PATH}) END",
+    postgresql="CASE WHEN json_typeof({0} -> CAST({1} AS TEXT)) = 'string' THEN {0} ->> CAST({1} AS TEXT) END",
+)
+_JsonBool = _construct(
+    "expr_json_bool",
+    Boolean(),
+    sqlite=f"CASE json_type({{0}}, {_JSON_PATH}) WHEN 'true' THEN 1 WHEN 'false' THEN 0 END",
+    postgresql="CASE WHEN json_typeof({0} -> CAST({1} AS TEXT)) = 'boolean' "
+    "THEN CAST({0} ->> CAST({1} AS TEXT) AS BOOLEAN) END",
+)
+_JSON_FIELDS = {NUMBER: _JsonNumber, TEXT: _JsonText, BOOL: _JsonBool}
+
 # floor(seconds / 86400) with integer division only: both databases truncate toward zero, so the
 # value is first shifted to be positive (by 10^8 days, far beyond any real timestamp)
 _FLOOR_DAYS = "(({0}) + 8640000000000) / 86400 - 100000000"
@@ -172,20 +241,48 @@ class _Compiler:
                 )
             case FieldRef(record=Call(func="touches", args=[Literal(value=str(step_id))]), name=name):
                 return _touches(step_id, name)
+            case FieldRef(record=FieldRef(name="custom" | "properties") as holder, name=name):
+                assert node.type is not None
+                return _JSON_FIELDS[node.type](self(holder), literal(name, String()))
             case Call(func="days_since" | "days_until"):
                 return self._days(node)
             case Call(func="usage", args=[Literal(value=str(metric)), Literal(value=int(days))]):
-                metric_rows = table_of(UsageMetric).alias()
-                start = self.env.today - timedelta(days=days)
-                return (
-                    select(func.coalesce(func.sum(metric_rows.c.value), literal(0.0, Float())))
+                current, _ = usage_windows(self.env.today, days)
+                return _usage(metric, *current, self.env.today)
+            case Call(func="usage_trend", args=[Literal(value=str(metric)), Literal(value=int(days))]):
+                current, previous = usage_windows(self.env.today, days)
+                now_sum = _usage(metric, *current, self.env.today)
+                before = _usage(metric, *previous, self.env.today)
+                return _Divide((now_sum - before) * literal(100, BigInteger()), before)
+            case Call(func="events", args=[Literal(value=str(name)), Literal(value=int(days))]):
+                start, end = event_window(self.env.now, days)
+                ev = table_of(ProductEvent).alias()
+                counted = (
+                    select(func.count())
                     .where(
-                        metric_rows.c.account_id == _ACCOUNT_ID,
-                        metric_rows.c.metric == literal(metric, String()),
-                        metric_rows.c.day > literal(start, Date()),
-                        metric_rows.c.day <= literal(self.env.today, Date()),
+                        *_tracked(ev, name),
+                        ev.c.occurred_at > _bind(start, TIMESTAMP),
+                        ev.c.occurred_at <= _bind(end, TIMESTAMP),
                     )
                     .scalar_subquery()
+                )
+                seen = table_of(ProductEvent).alias()
+                any_event = exists().where(
+                    seen.c.account_id == _ACCOUNT_ID, seen.c.occurred_at <= _bind(end, TIMESTAMP)
+                )
+                return case((any_event, counted), else_=None)
+            case Call(func="last_event", args=[Literal(value=str(name))]):
+                ev = table_of(ProductEvent).alias()
+                return (
+                    select(func.max(ev.c.occurred_at))
+                    .where(*_tracked(ev, name), ev.c.occurred_at <= _bind(self.env.now, TIMESTAMP))
+                    .scalar_subquery()
+                )
+            case Call(func="mrr"):
+                return _mrr(self.env.today, self.env.today)
+            case Call(func="mrr_change", args=[Literal(value=int(days))]):
+                return _mrr(self.env.today, self.env.today) - _mrr(
+                    self.env.today - timedelta(days=days), self.env.today
                 )
             case Call(func="open_tickets"):
                 tickets = table_of(SupportTicket).alias()
@@ -291,6 +388,45 @@ def _touches(step_id: str, name: str) -> ColumnElement[Any]:
         "opened": touch.c.opened_at.is_not(None),
     }[name]
     return exists().where(*mine, condition)
+
+
+def _usage(metric: str, start: date, end: date, today: date) -> ColumnElement[Any]:
+    """The sum of a metric over (start, end]; null when the account has no row of the metric up to today."""
+    rows = table_of(UsageMetric).alias()
+    mine = [rows.c.account_id == _ACCOUNT_ID, rows.c.metric == literal(metric, String())]
+    total = (
+        select(func.coalesce(func.sum(rows.c.value), literal(0.0, Float())))
+        .where(*mine, rows.c.day > literal(start, Date()), rows.c.day <= literal(end, Date()))
+        .scalar_subquery()
+    )
+    known = table_of(UsageMetric).alias()
+    has_data = exists().where(
+        known.c.account_id == _ACCOUNT_ID,
+        known.c.metric == literal(metric, String()),
+        known.c.day <= literal(today, Date()),
+    )
+    return case((has_data, total), else_=None)
+
+
+def _tracked(ev: Any, name: str) -> list[ColumnElement[bool]]:
+    return [
+        ev.c.account_id == _ACCOUNT_ID,
+        ev.c.type == literal("track", String()),
+        ev.c.name == literal(name, String()),
+    ]
+
+
+def _mrr(day: date, today: date) -> ColumnElement[Any]:
+    """The account's MRR (in currency units) of the month of ``day``; null without revenue up to today's month."""
+    rows = table_of(RevenueEntry).alias()
+    cents = (
+        select(func.coalesce(func.sum(rows.c.mrr_cents), literal(0, BigInteger())))
+        .where(rows.c.account_id == _ACCOUNT_ID, rows.c.period == literal(month_of(day), Date()))
+        .scalar_subquery()
+    )
+    known = table_of(RevenueEntry).alias()
+    has_data = exists().where(known.c.account_id == _ACCOUNT_ID, known.c.period <= literal(month_of(today), Date()))
+    return case((has_data, _Divide(cents, literal(100, BigInteger()))), else_=None)
 
 
 def _latest_survey(kind: str) -> tuple[Any, list[ColumnElement[bool]]]:

@@ -20,6 +20,8 @@ from models import (
     Contact,
     Enrollment,
     ExpressionError,
+    ProductEvent,
+    RevenueEntry,
     SupportTicket,
     SurveyResponse,
     Touch,
@@ -44,7 +46,11 @@ from playbooks import (
 CASES = yaml.safe_load((Path(__file__).parent / "expr_cases.yaml").read_text(encoding="utf-8"))
 NOW: datetime = CASES["now"]
 TODAY: date = CASES["today"]
-SCOPES = {"audience": AUDIENCE, "contacts": CONTACTS, "enrollment": ENROLLMENT}
+# the custom fields the cases declare, as a playbook does under custom_fields:
+SCOPES = {
+    name: scope.with_declared("custom", CASES["custom_fields"])
+    for name, scope in {"audience": AUDIENCE, "contacts": CONTACTS, "enrollment": ENROLLMENT}.items()
+}
 
 
 @dataclass
@@ -74,6 +80,16 @@ def _insert_fixture(engine: Engine) -> World:
             s.add(SupportTicket.model_validate({"account_id": account.id, "subject": status, "status": status}))
         for touch in data["touches"]:
             s.add(Touch.model_validate({**touch, "account_id": account.id, "enrollment_id": enrollment.id}))
+        for i, (name, hours_ago) in enumerate(data["events"]):
+            at = NOW - timedelta(hours=hours_ago)
+            s.add(
+                ProductEvent.model_validate(
+                    {"message_id": f"m{i}", "type": "track", "name": name, "user_id": "u1",
+                     "account_id": account.id, "occurred_at": at, "properties": {}}
+                )
+            )  # fmt: skip
+        for period, cents in data["revenue"]:
+            s.add(RevenueEntry.model_validate({"account_id": account.id, "period": period, "mrr_cents": cents}))
         s.commit()
     return World(engine, account, contacts[0], enrollment)
 
@@ -110,8 +126,8 @@ def test_value_in_python_and_sql(world: World, case: dict[str, Any]) -> None:
     kind = check(expr, scope)
     if "expect" in case:
         compile_expression(case["expr"], scope, expect=case["expect"])
-    contact = world.contact if scope is CONTACTS else None
-    enrollment = world.enrollment if scope is ENROLLMENT else None
+    contact = world.contact if scope.where == CONTACTS.where else None
+    enrollment = world.enrollment if scope.where == ENROLLMENT.where else None
     with Session(world.engine) as s:
         env = env_for(s, world.account, now=NOW, today=TODAY, contact=contact, enrollment=enrollment)
         value = evaluate(expr, env)
@@ -122,10 +138,10 @@ def test_value_in_python_and_sql(world: World, case: dict[str, Any]) -> None:
         if not scope.sql or kind != "bool":
             return
         condition = to_sql(compile_expression(case["expr"], scope), scope, now=NOW, today=TODAY)
-        if scope is CONTACTS:
+        if scope.where == CONTACTS.where:
             query = select(Contact.id).join(Account, Contact.account_id == Account.id).where(condition)  # type: ignore[arg-type]
             selected = world.contact.id in s.exec(query).all()
-        elif scope is ENROLLMENT:
+        elif scope.where == ENROLLMENT.where:
             query = select(Enrollment.id).join(Account, Enrollment.account_id == Account.id).where(condition)  # type: ignore[arg-type]
             selected = world.enrollment.id in s.exec(query).all()
         else:

@@ -1,6 +1,7 @@
 """SQL and Python agree: for generated accounts (nulls, dates around today, timestamps a microsecond
-either side of a day boundary, negative and fractional ARR, usage and surveys) and generated
-expressions, the accounts ``to_sql`` selects are exactly those ``evaluate`` finds true."""
+either side of a day boundary, negative and fractional ARR, usage, surveys, product events,
+revenue, custom fields of every JSON type) and generated expressions, the accounts ``to_sql``
+selects are exactly those ``evaluate`` finds true."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from models import Account, AccountStatus, SupportTicket, SurveyResponse, UsageMetric
+from models import Account, AccountStatus, ProductEvent, RevenueEntry, SupportTicket, SurveyResponse, UsageMetric
 from playbooks import AUDIENCE, compile_expression, env_for, evaluate, to_sql
+
+# the custom fields the expressions read, declared as a playbook does (custom_fields:)
+SCOPE = AUDIENCE.with_declared("custom", {"tier": "text", "score": "number", "vip": "bool"})
 
 # --- accounts -------------------------------------------------------------------------------
 
@@ -51,7 +55,18 @@ class Generated:
     usage: list[tuple[str, int, float]] = field(default_factory=list)  # metric, days ago, value
     surveys: list[tuple[str, int, timedelta, str | None]] = field(default_factory=list)  # kind, score, when, comment
     tickets: list[str] = field(default_factory=list)
+    events: list[tuple[str, timedelta]] = field(default_factory=list)  # name, when (relative to now)
+    revenue: list[tuple[int, int]] = field(default_factory=list)  # months from this month, cents
 
+
+# any JSON value under a declared name: the declared type, another type, or nothing
+json_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from([0, 1, 31, -2, 2.5, 100.25]),
+    st.sampled_from(["gold", "silver", "", "31", "true"]),
+)
+customs = st.dictionaries(st.sampled_from(["tier", "score", "vip"]), json_values, max_size=3)
 
 accounts = st.builds(
     Generated,
@@ -68,6 +83,7 @@ accounts = st.builds(
             "renewed_at": moments,
             "churned_at": moments,
             "onboarded_at": moments,
+            "custom": customs,
         }
     ),
     usage=st.lists(
@@ -89,6 +105,17 @@ accounts = st.builds(
         max_size=3,
     ),
     tickets=st.lists(st.sampled_from(["open", "pending", "solved"]), max_size=3),
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(["Login", "Report Exported"]), st.one_of(near, anywhere).map(lambda d: -abs(d) if d else d)
+        ),
+        max_size=4,
+    ),
+    revenue=st.lists(
+        st.tuples(st.integers(-4, 1), st.sampled_from([0, 1, 99, 10_000, 123_456, -500])),
+        max_size=3,
+        unique_by=lambda r: r[0],
+    ),
 )
 
 # --- expressions, typed: each strategy renders text of one type, fully parenthesised --------
@@ -108,6 +135,14 @@ LOOKUPS = [
     "open_tickets()",
     'last_survey("nps").score',
     'last_survey("csat").score',
+    'usage_trend("logins", 7)',
+    'usage_trend("exports", 1)',
+    'events("Login", 30)',
+    'events("Report Exported", 1)',
+    "mrr()",
+    "mrr_change(31)",
+    "mrr_change(90)",
+    "account.custom.score",
 ]
 
 
@@ -145,7 +180,14 @@ def dates(depth: int) -> st.SearchStrategy[str]:
 @cache
 def timestamps(depth: int) -> st.SearchStrategy[str]:
     leaves = st.sampled_from(
-        ["account.renewed_at", "account.churned_at", "account.onboarded_at", 'last_survey("nps").responded_at', "now()"]
+        [
+            "account.renewed_at",
+            "account.churned_at",
+            "account.onboarded_at",
+            'last_survey("nps").responded_at',
+            "now()",
+            'last_event("Login")',
+        ]
     )
     if depth == 0:
         return leaves
@@ -165,6 +207,7 @@ texts = st.sampled_from(
         "account.plan",
         "account.health",
         'last_survey("nps").comment',
+        "account.custom.tier",
         '"active"',
         '"pro"',
         '"red"',
@@ -188,7 +231,17 @@ def conditions(depth: int) -> st.SearchStrategy[str]:
             st.one_of(numbers(1), dates(1), timestamps(1), texts),
             st.sampled_from(["is none", "is not none"]),
         ),
-        st.sampled_from(["true", "false", 'last_survey("nps") is none', 'last_survey("csat") is not none']),
+        st.sampled_from(
+            [
+                "true",
+                "false",
+                'last_survey("nps") is none',
+                'last_survey("csat") is not none',
+                "account.custom.vip",
+                "(account.custom.vip == false)",
+                "(account.custom.vip is none)",
+            ]
+        ),
     )
     if depth == 0:
         return leaves
@@ -226,6 +279,17 @@ def _insert(s: Session, population: list[Generated], now: datetime) -> list[Acco
             s.add(SurveyResponse.model_validate(survey))
         for status in generated.tickets:
             s.add(SupportTicket.model_validate({"account_id": account.id, "subject": "help", "status": status}))
+        for j, (name, when) in enumerate(generated.events):
+            s.add(
+                ProductEvent.model_validate(
+                    {"message_id": f"{account.id}-{j}", "type": "track", "name": name, "user_id": "u",
+                     "account_id": account.id, "occurred_at": now + when, "properties": {}}
+                )
+            )  # fmt: skip
+        for months, cents in generated.revenue:
+            index = today.year * 12 + today.month - 1 + months
+            period = today.replace(year=index // 12, month=index % 12 + 1, day=1)
+            s.add(RevenueEntry.model_validate({"account_id": account.id, "period": period, "mrr_cents": cents}))
     s.flush()
     return rows
 
@@ -236,8 +300,8 @@ def _sql_and_python_agree(engine: Engine, population: list[Generated], now: date
         rows = _insert(s, population, now)
         envs = {a.id: env_for(s, a, now=now, today=today) for a in rows}
         for text in texts:
-            expr = compile_expression(text, AUDIENCE)
-            in_sql = set(s.exec(select(Account.id).where(to_sql(expr, AUDIENCE, now=now, today=today))).all())
+            expr = compile_expression(text, SCOPE)
+            in_sql = set(s.exec(select(Account.id).where(to_sql(expr, SCOPE, now=now, today=today))).all())
             in_python = {a.id for a in rows if evaluate(expr, envs[a.id]) is True}
             if in_sql != in_python:
                 for a in rows:
