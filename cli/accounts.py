@@ -106,7 +106,7 @@ def import_accounts_command(
 ) -> None:
     """Create or update accounts from a CSV file, matched by external_id.
 
-    Columns (header names ignore case, spaces and punctuation): required external_id, name; optional plan, arr, currency, status (trial, active, paused, cancelling, churned), renewal_date and signup_date (YYYY-MM-DD), csm_email, csm_name, timezone (IANA, e.g. Europe/Berlin), country (ISO alpha-2, e.g. DE), segment, industry, lifecycle_stage, seats, health (green, yellow, red), health_score (0-100). Any other column is kept as a custom field of the account, as text.
+    Columns (header names ignore case, spaces and punctuation): required external_id, name; optional plan, arr, currency, status (trial, active, paused, cancelling, churned), renewal_date and signup_date (YYYY-MM-DD), onboarded_at, renewed_at, cancelled_at, churned_at and reactivated_at (ISO 8601, stored as UTC), csm_email, csm_name, timezone (IANA, e.g. Europe/Berlin), country (ISO alpha-2, e.g. DE), segment, industry, lifecycle_stage, seats, health (green, yellow, red), health_score (0-100). Any other column is kept as a custom field of the account, as text.
 
     All or nothing: if any row is bad, nothing is written and every bad row is listed as FILE: row N, column 'x': message (the header is row 1). --skip-invalid writes the good rows instead.
 
