@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import exists, false, func, insert, literal, null, or_, select, true, update
+from sqlalchemy import cast, exists, false, func, insert, literal, null, or_, select, true, update
 from sqlmodel import Session, col
 
 from flows.engine._sql import insert_ignore
 from flows.engine.revisions import holdout_salt, today_in
-from models import Account, Enrollment, EnrollmentStatus, ProductEvent, TimelineEvent, table_of
+from models import Account, Enrollment, EnrollmentStatus, ProductEvent, TimelineEvent, execute, table_of
 from models.playbook import reentry_after
 from models.tables import HOLDOUT_BUCKETS
 from playbooks import AUDIENCE, EVENT, CompiledPlaybook, to_sql
@@ -49,7 +49,7 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
         literal(as_of, type_=enr.c.started_at.type),
         literal(source),
         literal({}, type_=enr.c.state.type),
-        trigger if trigger is not None else null(),
+        trigger if trigger is not None else cast(null(), enr.c.trigger_event_id.type),  # typed: PostgreSQL
     ).where(audience, ~blocked, *([trigger.is_not(None)] if trigger is not None else []))
     columns = [
         "playbook",
@@ -65,14 +65,15 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
         "trigger_event_id",
     ]
     stmt = insert_ignore(s, enr).from_select(columns, chosen)
-    s.exec(stmt)  # type: ignore[call-overload]
+    execute(s, stmt)
     # holdout enrollments never run steps; the timeline records every new enrollment
     s.exec(
         update(enr)
         .where(enr.c.playbook == pb.id, enr.c.started_at == as_of, enr.c.holdout == true(), enr.c.step_id.is_not(None))
         .values(step_id=None, next_due_at=None)
     )
-    new = s.exec(  # type: ignore[call-overload]
+    new = execute(
+        s,
         select(enr.c.id, enr.c.account_id, enr.c.holdout).where(
             enr.c.playbook == pb.id,
             enr.c.started_at == as_of,
@@ -82,7 +83,7 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
                     col(TimelineEvent.enrollment_id) == enr.c.id, col(TimelineEvent.kind) == "enrolled"
                 )
             ),
-        )
+        ),
     ).all()
     values = [
         {
