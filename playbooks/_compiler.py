@@ -175,7 +175,7 @@ def load_playbook(folder: Path, name: str) -> CompiledPlaybook:
     sibling can neither stop nor slow this one. Raises :class:`PlaybookError` with the located
     problems of its own file, :class:`NotFoundError` when no file holds it."""
     declared = {path: _declared_id(path) for path in playbook_files(folder)}
-    candidates = [path for path, pid in declared.items() if path.stem == name or pid == name]
+    candidates = [path for path, pid in declared.items() if name in (path.stem, pid)]
     compiled: list[CompiledPlaybook] = []
     problems: list[Problem] = []
     for path in candidates:
