@@ -11,24 +11,41 @@ import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import or_, update
 from sqlalchemy.engine import Connection, Engine
 
 from flows.engine.advance import AdvanceResult, advance
 from flows.engine.enroll import enroll
-from flows.engine.outbox import DeliveryPolicy, deliver
+from flows.engine.outbox import CUSTOMER_CHANNELS, DeliveryPolicy, deliver
 from flows.engine.policy import ContactPolicy, effective_policy
 from flows.engine.revisions import RevisionCache, sync_revision
 from flows.engine.settle import settle
 from integrations.channels import Channel
-from models import Problem, session, utcnow
+from models import Problem, Touch, TouchStatus, execute, session, table_of, utcnow
 from models.playbook import PolicySpec
 from playbooks import CompiledPlaybook, load_playbook, load_policy, validate_paths
 
-__all__ = ["TickReport", "delivery_policy", "find_playbook_in", "parse_as_of", "tick", "valid_playbooks"]
+__all__ = [
+    "PRIORITY_WINDOW",
+    "TickReport",
+    "delivery_policy",
+    "find_playbook_in",
+    "hold_for_the_window",
+    "parse_as_of",
+    "tick",
+    "valid_playbooks",
+    "window_end",
+]
+
+#: Customer-facing touches (email, surveys) that playbooks' ticks write within one window of the
+#: clock (09:00-09:05, 09:05-09:10, ...) are delivered together at the window's end by the outbox
+#: run, highest playbook priority first: a contact's touch cap then goes to the higher priority
+#: whichever playbook ticked first. The outbox deployment runs at every window's end.
+PRIORITY_WINDOW = timedelta(minutes=5)
 
 
 @dataclass
@@ -125,10 +142,13 @@ def tick(
     channels: dict[str, Channel] | None = None,
     cache: RevisionCache | None = None,
     delivery: DeliveryPolicy | None = None,
+    window: timedelta | None = PRIORITY_WINDOW,
 ) -> TickReport:
     """Settle, enroll, advance and deliver for one playbook at ``as_of`` (plain function).
 
-    ``delivery`` carries the contact policy; by default the ``policy.yaml`` beside the playbook."""
+    ``delivery`` carries the contact policy; by default the ``policy.yaml`` beside the playbook.
+    The customer-facing touches written are held for the outbox run at the end of their
+    ``window`` (see :data:`PRIORITY_WINDOW`; None: delivered in this tick); the others go now."""
     cache = cache or RevisionCache()
     cache.current[pb.id] = pb
     report = TickReport(pb.id, pb.revision, as_of.isoformat(), dry_run)
@@ -139,6 +159,8 @@ def tick(
             report.enrolled, report.holdout = enroll(s, pb, as_of)
         result = advance(bind, cache, pb.id, as_of, worker=_worker())  # type: ignore[arg-type]
         _fill(report, result)
+        if window is not None:
+            hold_for_the_window(bind, pb.id, as_of, window)
         if not dry_run and channels is not None:
             policy = delivery or _default_delivery(pb)
             report.delivered = dict(deliver(engine, channels, as_of=as_of, playbook=pb.id, policy=policy))
@@ -166,3 +188,33 @@ def find_playbook_in(folder: Path, name: str) -> CompiledPlaybook:
     located problems of its own file when it does not compile, whatever the other files hold: only
     the file that declares it is compiled, so a broken or hostile sibling costs nothing."""
     return load_playbook(folder, name)
+
+
+def window_end(moment: datetime, window: timedelta = PRIORITY_WINDOW) -> datetime:
+    """The end of the clock window ``moment`` falls in (a moment on a boundary opens a window)."""
+    size = window.total_seconds()
+    return datetime.fromtimestamp((moment.timestamp() // size + 1) * size, UTC)
+
+
+def hold_for_the_window(
+    bind: Engine | Connection, playbook: str, as_of: datetime, window: timedelta = PRIORITY_WINDOW
+) -> int:
+    """Hold the customer-facing touches this tick of ``playbook`` wrote until the end of their
+    window, where they compete by priority with those of every other playbook. Returns how many."""
+    t = table_of(Touch)
+    end = window_end(as_of, window)
+    with session(bind) as s:
+        held = execute(
+            s,
+            update(t)
+            .where(
+                t.c.playbook == playbook,
+                t.c.created_at == as_of,
+                t.c.status == TouchStatus.PENDING,
+                t.c.channel.in_(CUSTOMER_CHANNELS),
+                t.c.contact_id.is_not(None),
+                or_(t.c.not_before.is_(None), t.c.not_before < end),
+            )
+            .values(not_before=end),
+        )
+        return int(held.rowcount)

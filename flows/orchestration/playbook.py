@@ -31,6 +31,7 @@ from flows.engine.tick import (
     _worker,
     delivery_policy,
     find_playbook_in,
+    hold_for_the_window,
     parse_as_of,
     valid_playbooks,
 )
@@ -91,7 +92,9 @@ def enroll_task(bind: Engine | Connection, pb: CompiledPlaybook, as_of: datetime
 def advance_task(
     bind: Engine | Connection, pb: CompiledPlaybook, as_of: datetime, cache: RevisionCache
 ) -> AdvanceResult:
-    return advance(bind, cache, pb.id, as_of, worker=_worker())  # type: ignore[arg-type]
+    result = advance(bind, cache, pb.id, as_of, worker=_worker())  # type: ignore[arg-type]
+    hold_for_the_window(bind, pb.id, as_of)  # customer touches compete by priority in the outbox run
+    return result
 
 
 @task(name="deliver", cache_policy=NO_CACHE)

@@ -628,7 +628,7 @@ def test_unsubscribed_contacts_get_a_suppressed_touch_and_nothing_is_delivered_t
                 )
             )
     email = Recorder("email")
-    tick(engine, pb, T0, channels={"email": email})
+    tick(engine, pb, T0, channels={"email": email}, window=None)  # delivered in the tick itself
     rows = touches(engine)
     status = {(t.step_id, t.payload["to"]): (t.status, t.reason) for t in rows}
     assert status == {
@@ -729,7 +729,7 @@ def test_touch_keys_are_unique_per_enrollment_step_visit_and_contact(sqlite_engi
 def test_delivery_runs_without_an_event_loop_of_its_own(sqlite_engine: Engine) -> None:
     # deliver() is sync and owns its loop: it must also work when called from a worker thread
     add_accounts(sqlite_engine, 2)
-    tick(sqlite_engine, simple(), T0)
+    tick(sqlite_engine, simple(), T0, window=None)  # due at T0, not held for the priority window
     email = Recorder("email")
 
     async def main() -> Any:

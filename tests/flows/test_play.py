@@ -12,11 +12,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
 from cli import main
+from flows.engine.outbox import deliver
 from flows.engine.play import run_play
-from flows.engine.tick import tick
+from flows.engine.tick import delivery_policy, tick, window_end
 from integrations.channels.file import FileChannel
 from models import Account, Contact, TimelineEvent, Touch, table_of, upgrade
-from playbooks import compile_file
+from playbooks import compile_file, load_policy
 
 # 05:37 UTC on a Tuesday is 00:37 in New York: inside the quiet hours 20:00-08:00 (08:00 EST = 13:00 UTC)
 NIGHT_IN_NEW_YORK = datetime(2027, 1, 12, 5, 37, tzinfo=UTC)
@@ -101,7 +102,10 @@ def test_a_play_at_night_is_deferred_like_the_scheduled_tick(
     other = tmp_path / "other.db"
     engine = _fresh(other)
     add_account(engine)
-    tick(engine, pb, NIGHT_IN_NEW_YORK, channels={"email": FileChannel("email", tmp_path / "tick")})
+    channels = {"email": FileChannel("email", tmp_path / "tick")}
+    tick(engine, pb, NIGHT_IN_NEW_YORK, channels=channels)
+    # held for the outbox run at the end of its priority window, which applies the policy
+    deliver(engine, channels, as_of=window_end(NIGHT_IN_NEW_YORK), policy=delivery_policy([pb], load_policy(folder)))  # type: ignore[arg-type]
     assert touches(engine) == [("pending", MORNING_IN_NEW_YORK)]
     engine.dispose()
 

@@ -69,9 +69,9 @@ def test_the_email_arrives_once_and_never_to_the_unsubscribed(
         email_from="Acme Success <success@acme.example>",
         outbox_dir=tmp_path,
     )
-    first = tick(sqlite_engine, PLAYBOOK, T0, channels=build_channels(settings))
-    again = tick(sqlite_engine, PLAYBOOK, T0, channels=build_channels(settings))
-    later = tick(sqlite_engine, PLAYBOOK, T0.replace(hour=16), channels=build_channels(settings))
+    first = tick(sqlite_engine, PLAYBOOK, T0, channels=build_channels(settings), window=None)
+    again = tick(sqlite_engine, PLAYBOOK, T0, channels=build_channels(settings), window=None)
+    later = tick(sqlite_engine, PLAYBOOK, T0.replace(hour=16), channels=build_channels(settings), window=None)
     assert first.delivered == {"delivered": 1}
     assert again.delivered == {} and again.touches_written == {} and later.touches_written == {}
 
