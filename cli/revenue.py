@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -54,6 +54,8 @@ def _report_import(result: RevenueImportResult) -> None:
             + ", ".join(f"{n} {verb}" for n, verb in zip(counts, verbs, strict=True))
             + " (monthly revenue entries)"
         )
+    if result.data_through is not None and not result.dry_run:
+        _print(f"data through {result.data_through}: no month after it is read as churn (--data-through)")
     if result.created_accounts:
         created = "to create" if result.dry_run else "created"
         _print(f"accounts {created}: {result.created_accounts}")
@@ -112,9 +114,10 @@ def import_revenue_command(
         typer.Option(
             "--spread",
             case_sensitive=False,
-            help="Share a service period among months by its days in each (day), or a whole month as one (month).",
+            help="Share a service period among months with a whole month as one, so a flat contract is flat MRR "
+            "(month), or by its days in each (day).",
         ),
-    ] = "day",
+    ] = "month",
     product: Annotated[
         str | None, typer.Option("--product", metavar=_COLUMN, help="The product line (MRR is kept per product).")
     ] = None,
@@ -129,6 +132,36 @@ def import_revenue_command(
             metavar="COLUMN|CODE",
             help="The currency column, or one code for the whole file (e.g. EUR).",
             show_default="a 'currency' column, else USD",
+        ),
+    ] = None,
+    invoice: Annotated[
+        str | None, typer.Option("--invoice", metavar=_COLUMN, help="The invoice (or credit note) number.")
+    ] = None,
+    credits: Annotated[
+        str | None,
+        typer.Option(
+            "--credits",
+            metavar=_COLUMN,
+            help="On a credit note, the number of the invoice it credits: without a service period it nets "
+            "against that invoice's months (with --invoice).",
+        ),
+    ] = None,
+    data_through: Annotated[
+        str | None,
+        typer.Option(
+            "--data-through",
+            metavar="YYYY-MM-DD",
+            help="The date the export's data runs through: no month after it is read as churn.",
+            show_default="the latest invoice date (or the one recorded before, if later)",
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="YYYY-MM-DD",
+            help="Derive the accounts' state (status, churn and other dates, MRR/ARR) as of this date.",
+            show_default="now",
         ),
     ] = None,
     create_accounts: Annotated[
@@ -147,9 +180,14 @@ def import_revenue_command(
 
     All or nothing: missing columns, bad dates or amounts, a service end before its start, mixed currencies, unknown customers and credits larger than their month's invoices are all listed at once and nothing is written. A month with no billing at all inside the file's dates is a warning.
     """
+    from flows.analytics.state import derive_account_state
     from integrations.sources import BillingColumns, Spread, import_revenue
     from models import DataImportError, utcnow
 
+    through = _day_option(data_through, "--data-through")
+    state_day = _day_option(as_of, "--as-of")
+    if credits is not None and invoice is None:
+        raise typer.BadParameter("--credits needs --invoice (the numbers it names)", param_hint="--credits")
     if (service_start is None) != (service_end is None):
         raise typer.BadParameter(
             "give both --service-start and --service-end, or neither", param_hint="--service-start/--service-end"
@@ -163,8 +201,11 @@ def import_revenue_command(
         product=product,
         plan=plan,
         currency=currency,
+        invoice=invoice,
+        credits=credits,
     )
     engine = state(ctx).engine()
+    now = utcnow()
     try:
         result = import_revenue(
             engine,
@@ -174,7 +215,8 @@ def import_revenue_command(
             service_end_exclusive=service_end_exclusive,
             create_accounts=create_accounts,
             dry_run=dry_run,
-            now=utcnow(),
+            data_through=through,
+            now=now,
         )
     except DataImportError as exc:
         for problem in exc.problems:
@@ -185,10 +227,26 @@ def import_revenue_command(
         )
         raise typer.Exit(1) from None
     _report_import(result)
+    if not dry_run:
+        moment = now if state_day is None else datetime.combine(state_day, time(23, 59, 59), tzinfo=UTC)
+        with engine.begin() as conn:
+            derived = derive_account_state(conn, moment, now=now)
+        _print(derived.line())
 
 
 # --------------------------------------------------------------------------------------------
 # summary
+
+
+def _day_option(value: str | None, name: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a date: write YYYY-MM-DD, e.g. 2027-03-31", param_hint=name
+        ) from None
 
 
 def _month_option(value: str | None) -> date | None:

@@ -51,6 +51,7 @@ __all__ = [
     "Contact",
     "ContactBase",
     "CsmTask",
+    "DataSource",
     "DigestPost",
     "Enrollment",
     "EnrollmentStatus",
@@ -96,6 +97,7 @@ class AccountBase(SQLModel):
     name: str = Field(max_length=300)
     plan: str | None = Field(default=None, max_length=100)
     arr: float = 0.0  # a snapshot for targeting; revenue_entry holds the money, in cents
+    mrr: float = 0.0  # the latest judged month's MRR (flows/analytics/state.py), like arr
     currency: str = Field(default="USD", max_length=3)
     status: str = Field(default=AccountStatus.ACTIVE, max_length=20, index=True)
     lifecycle_stage: str | None = Field(default=None, max_length=40)
@@ -112,6 +114,8 @@ class AccountBase(SQLModel):
     cancelled_at: datetime | None = _ts()  # notice of cancellation given
     churned_at: datetime | None = _ts()
     reactivated_at: datetime | None = _ts()
+    expanded_at: datetime | None = _ts()  # the latest expansion read from revenue
+    contracted_at: datetime | None = _ts()  # the latest contraction read from revenue
     last_seen_at: datetime | None = _ts()  # the latest product event of any of its users
     health: str | None = Field(default=None, max_length=10)  # green | yellow | red
     health_score: float | None = None  # 0..100
@@ -405,6 +409,16 @@ class DigestPost(SQLModel, table=True):
     detail: str | None = None
     started_at: datetime = _ts(nullable=False, default=utcnow)
     finished_at: datetime | None = _ts()
+
+
+class DataSource(SQLModel, table=True):
+    """A source of dated data (``revenue``, ...) and the date its data runs through: nothing after
+    it is read as churn or silence."""
+
+    __tablename__ = "data_source"
+    name: str = Field(primary_key=True, max_length=40)
+    data_through: date
+    updated_at: datetime = _ts(nullable=False, default=utcnow)
 
 
 class TimelineEvent(SQLModel, table=True):

@@ -20,7 +20,7 @@ import bisect
 import calendar
 import math
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from statistics import NormalDist, fmean, variance
@@ -63,6 +63,7 @@ __all__ = [
     "playbook_impact",
     "record_revenue_outcomes",
     "revenue_events",
+    "split_cents",
     "wilson_interval",
 ]
 
@@ -70,7 +71,8 @@ __all__ = [
 REVENUE_KINDS = ("renewed", "expanded", "contracted", "churned", "reactivated")
 #: the revenue outcomes that partition a change of MRR (renewed is a status: its change is also one of these)
 ARR_KINDS = ("expanded", "contracted", "churned", "reactivated")
-#: revenue outcome rows are marked so (``Outcome.recorded_by``); their ``note`` starts with their key
+#: revenue outcome rows are marked so (``Outcome.recorded_by``); ``Outcome.key`` is what they are
+#: reconciled by (unique per account and enrollment: ``revenue:<kind>:<YYYY-MM>``)
 RECORDED_BY = "retain:revenue"
 #: an outcome counted for an enrollment when it happens within this long after the enrollment started
 DEFAULT_LIFT_WINDOW = timedelta(days=120)
@@ -265,10 +267,6 @@ class RecordResult:
         )
 
 
-def _key_of(note: str | None) -> str:
-    return (note or "").split(" ", 1)[0]
-
-
 def _lock(s: Session) -> None:
     """One writer of revenue outcomes at a time on PostgreSQL (SQLite serialises writers anyway)."""
     if s.get_bind().dialect.name == "postgresql":
@@ -318,6 +316,14 @@ def _judge_revenue(
     return _Judged(events, accounts, judged)
 
 
+def split_cents(cents: int, parts: int) -> list[int]:
+    """``cents`` shared among ``parts`` in whole cents that add up to it: equal shares, the cents
+    left over one each to the first parts (a negative amount mirrors a positive one)."""
+    base, left = divmod(abs(cents), parts)
+    sign = -1 if cents < 0 else 1
+    return [sign * (base + (i < left)) for i in range(parts)]
+
+
 def _enrollment_spans(conn: Connection) -> dict[int, list[_EnrollmentSpan]]:
     """Every enrolled (not holdout) enrollment, by account, in id order."""
     enrollments: dict[int, list[_EnrollmentSpan]] = defaultdict(list)
@@ -357,14 +363,17 @@ def _wanted_outcomes(
         ]
         result.attributed += bool(chosen)
         currency_of[(account_id, event.key)] = event.currency
-        for enrollment_id, playbook in chosen or [(None, None)]:
+        # the ARR change is shared among the enrollments it is attributed to: its rows add up to it once
+        shares = split_cents(event.arr_delta_cents, len(chosen) or 1)
+        for (enrollment_id, playbook), share in zip(chosen or [(None, None)], shares, strict=True):
             wanted[(account_id, event.key, enrollment_id)] = {
                 "account_id": account_id,
                 "enrollment_id": enrollment_id,
                 "playbook": playbook,
                 "kind": event.kind,
                 "source": "revenue",
-                "arr_delta_cents": event.arr_delta_cents,  # in the account's currency, named in the note
+                "arr_delta_cents": share,  # in the account's currency, named in the note
+                "key": event.key,
                 "note": f"{event.key} {event.describe()}",
                 "recorded_by": RECORDED_BY,
                 "occurred_at": event.occurred_at,
@@ -383,10 +392,10 @@ def _reconcile_outcomes(
     hold, insert the new ones (``wanted`` is left holding only those). Returns the deleted ids."""
     stale: list[int] = []
     for row in existing:
-        identity = (row.account_id, _key_of(row.note), row.enrollment_id)
+        identity = (row.account_id, row.key, row.enrollment_id)
         want = wanted.pop(identity, None)
         if want is None:
-            if result.through is not None and _key_of(row.note).rsplit(":", 1)[-1] > result.through:
+            if result.through is not None and (row.key or "").rsplit(":", 1)[-1] > result.through:
                 continue  # a month this run does not judge (an earlier as_of): left as it is
             stale.append(row.id)
         elif (row.note, row.arr_delta_cents, row.occurred_at, row.playbook) != (
@@ -418,10 +427,10 @@ def _retell_timeline(
     currency_of: dict[tuple[int, str], str | None],
 ) -> None:
     """The account's story: one timeline line per outcome (not per attribution), kept in step."""
-    had_keys = {(row.account_id, _key_of(row.note)) for row in existing}
+    had_keys = {(row.account_id, row.key) for row in existing}
     gone_ids = set(stale)
     now_keys = {(a, k) for (a, k, _) in added} | {
-        (row.account_id, _key_of(row.note)) for row in existing if row.id not in gone_ids
+        (row.account_id, row.key) for row in existing if row.id not in gone_ids
     }
     for account_id, key in had_keys - now_keys:
         conn.execute(
@@ -431,7 +440,7 @@ def _retell_timeline(
                 _TIMELINE.c.detail["key"].as_string() == key,
             )
         )
-    fresh = {(v["account_id"], _key_of(v["note"])): v for v in added.values()}
+    fresh = {(v["account_id"], v["key"]): v for v in added.values()}
     timeline = [
         {
             "account_id": account_id,
@@ -466,7 +475,8 @@ def record_revenue_outcomes(
 ) -> RecordResult:
     """Detect the revenue outcomes up to ``as_of`` and make the ``Outcome(source="revenue")`` rows
     match them: one row per attributed enrollment (``enrollment_id``, ``playbook``) or one without,
-    ``note`` = ``<key> <description>``, ``recorded_by`` = ``retain:revenue``. Rows that no longer hold
+    ``key`` = the event's key (unique per account and enrollment), ``note`` = ``<key> <description>``,
+    ``recorded_by`` = ``retain:revenue``. Rows that no longer hold
     (a corrected import) are removed; running it again changes nothing. A timeline event
     (``kind="outcome"``) tells the account's story once per outcome. The caller's session commits.
 
@@ -490,6 +500,7 @@ def record_revenue_outcomes(
             _OUTCOME.c.id,
             _OUTCOME.c.account_id,
             _OUTCOME.c.enrollment_id,
+            _OUTCOME.c.key,
             _OUTCOME.c.note,
             _OUTCOME.c.arr_delta_cents,
             _OUTCOME.c.occurred_at,
@@ -823,8 +834,8 @@ def playbook_impact(
 
     # facts, per account, sorted by time: (at, kind, source, playbook, arr delta)
     facts: dict[int, list[tuple[datetime, str, str, str | None, int]]] = defaultdict(list)
-    seen: set[tuple[int, str]] = set()
-    for account_id, kind, source, playbook, at, delta, note in conn.execute(
+    seen: dict[tuple[int, str], int] = {}  # a revenue outcome -> its place in its account's facts
+    for account_id, kind, source, playbook, at, delta, key in conn.execute(
         select(
             _OUTCOME.c.account_id,
             _OUTCOME.c.kind,
@@ -832,7 +843,7 @@ def playbook_impact(
             _OUTCOME.c.playbook,
             _OUTCOME.c.occurred_at,
             _OUTCOME.c.arr_delta_cents,
-            _OUTCOME.c.note,
+            _OUTCOME.c.key,
         ).where(
             _OUTCOME.c.source.in_(("revenue", "goal")),
             _OUTCOME.c.occurred_at >= earliest,
@@ -840,10 +851,13 @@ def playbook_impact(
         )
     ):
         if source == "revenue":
-            identity = (account_id, _key_of(note) or f"{kind}:{at.isoformat()}")
-            if identity in seen:  # one revenue outcome, attributed to several enrollments
+            identity = (account_id, key or f"{kind}:{at.isoformat()}")
+            if identity in seen:  # one revenue outcome, its ARR change shared among several enrollments' rows
+                place = seen[identity]
+                fact = facts[account_id][place]
+                facts[account_id][place] = (*fact[:4], fact[4] + int(delta or 0))
                 continue
-            seen.add(identity)
+            seen[identity] = len(facts[account_id])
         facts[account_id].append((_as_utc(at), kind, source, playbook, int(delta or 0)))
     for rows in facts.values():
         rows.sort(key=lambda f: f[0])
@@ -897,14 +911,16 @@ def _impact(
     if currency is not None:
         arr[currency]  # shown even when no enrollment is in it
     unwatched = 0  # contacted enrollments that reached a goal holdouts are not watched for
+    sharers = _sharers(s, {u[1] for u in units if u[1] in facts}, as_of)
     for holdout, members in groups.items():
-        for _, account_id, _, started in members:
+        for enrollment_id, account_id, _, started in members:
             history = facts.get(account_id, [])
             start = bisect.bisect_left(history, started, key=lambda f: f[0])
             end = bisect.bisect_left(
                 history, min(started + window, as_of + timedelta(microseconds=1)), key=lambda f: f[0]
             )
-            had, delta, reached_unwatched = _in_window(history[start:end], playbook, watched=watched)
+            share = _share_of(enrollment_id, sharers.get(account_id, []), window)
+            had, delta, reached_unwatched = _in_window(history[start:end], playbook, watched=watched, share=share)
             unwatched += reached_unwatched and not holdout
             for key in had:
                 counts[key][holdout] += 1
@@ -934,17 +950,48 @@ def _impact(
 _Fact = tuple[datetime, str, str, str | None, int]
 
 
-def _in_window(facts: Sequence[_Fact], playbook: str, *, watched: bool) -> tuple[set[tuple[str, str]], int, bool]:
-    """What one enrollment had in its window: the (kind, source) outcomes, the ARR change, and
-    whether it reached a goal that holdouts are not watched for."""
+def _sharers(s: Session, accounts: Iterable[int], as_of: datetime) -> dict[int, list[tuple[int, datetime]]]:
+    """Every enrollment (of any playbook, contacted or holdout) of these accounts started by ``as_of``:
+    an ARR change is shared among those whose windows hold it, so that it counts once across them."""
+    found: dict[int, list[tuple[int, datetime]]] = defaultdict(list)
+    for ids in chunks(sorted(accounts), _CHUNK):
+        for enrollment_id, account_id, started in s.connection().execute(
+            select(_ENROLLMENT.c.id, _ENROLLMENT.c.account_id, _ENROLLMENT.c.started_at)
+            .where(_ENROLLMENT.c.account_id.in_(ids), _ENROLLMENT.c.started_at <= as_of)
+            .order_by(_ENROLLMENT.c.id)
+        ):
+            found[account_id].append((enrollment_id, _as_utc(started)))
+    return found
+
+
+def _share_of(
+    enrollment_id: int, enrollments: Sequence[tuple[int, datetime]], window: timedelta
+) -> Callable[[datetime, int], int]:
+    """This enrollment's share of an ARR change at a time: the change split (:func:`split_cents`)
+    among the account's enrollments, of every playbook and group, whose windows hold that time."""
+
+    def share(at: datetime, cents: int) -> int:
+        holding = [e for e, started in enrollments if started <= at < started + window]
+        if enrollment_id not in holding:
+            return cents
+        return split_cents(cents, len(holding))[holding.index(enrollment_id)]
+
+    return share
+
+
+def _in_window(
+    facts: Sequence[_Fact], playbook: str, *, watched: bool, share: Callable[[datetime, int], int] | None = None
+) -> tuple[set[tuple[str, str]], int, bool]:
+    """What one enrollment had in its window: the (kind, source) outcomes, its share of the ARR
+    change, and whether it reached a goal that holdouts are not watched for."""
     had: set[tuple[str, str]] = set()
     delta = 0
     reached_unwatched = False
-    for _, kind, source, owner, cents in facts:
+    for at, kind, source, owner, cents in facts:
         if source == "revenue":
             had.add((kind, "revenue"))
             if kind in ARR_KINDS:
-                delta += cents
+                delta += share(at, cents) if share is not None else cents
         elif owner == playbook:  # the playbook's own goal
             if watched:
                 had.add((kind, "goal"))

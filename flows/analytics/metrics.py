@@ -5,7 +5,8 @@ Every metric is a plain function of a mapping ``{(account, month): mrr_cents}`` 
 first day of a calendar month, MRR in integer cents of one currency; a missing key is zero), so
 it can be checked by hand on a small table. :func:`load_mrr` reads that mapping from
 ``revenue_entry`` (optionally for one segment); :func:`load_product_mrr` reads it per product,
-for upsell and cross-sell. The definitions, with their edge cases, are in ``docs/metrics.md``.
+for upsell and cross-sell. Both read no month after revenue's *data through* month
+(:func:`data_through_month`). The definitions, with their edge cases, are in ``docs/metrics.md``.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import date, timedelta
 from fractions import Fraction
 from typing import Any, TypeAlias, cast
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from models import Account, RetainError, RevenueEntry
+from models import Account, DataSource, RetainError, RevenueEntry
 
 __all__ = [
     "MRR",
@@ -35,6 +36,7 @@ __all__ = [
     "arr_cents",
     "cohort_retention",
     "currencies",
+    "data_through_month",
     "expansion_metrics",
     "last_revenue_month",
     "lifetime_value",
@@ -515,6 +517,17 @@ def _currency_of(session: Session, segment: str | None, currency: str | None) ->
     return found[0] if found else None
 
 
+def data_through_month(session: Session) -> date | None:
+    """The last month revenue is read in: the last month wholly covered by revenue's *data through*
+    date (recorded by ``retain revenue import``; see docs/metrics.md), None before any import. Later
+    months hold only what was billed so far (and the tails of service periods that run past the
+    export's end), so reading them would make every monthly customer look churned."""
+    through: date | None = session.exec(
+        select(col(DataSource.data_through)).where(DataSource.name == "revenue")
+    ).first()
+    return None if through is None else add_months((through + timedelta(days=1)).replace(day=1), -1)
+
+
 def load_product_mrr(
     session: Session, segment: str | None = None, *, currency: str | None = None
 ) -> dict[tuple[str, str, date], int]:
@@ -532,6 +545,8 @@ def load_product_mrr(
     )
     if segment is not None:
         query = query.where(Account.segment == segment)
+    if (through := data_through_month(session)) is not None:
+        query = query.where(col(RevenueEntry.period) <= through)
     return {(account, product, period): int(cents) for account, product, period, cents in session.exec(query)}
 
 
@@ -551,6 +566,8 @@ def load_mrr(
     )
     if segment is not None:
         query = query.where(Account.segment == segment)
+    if (through := data_through_month(session)) is not None:
+        query = query.where(col(RevenueEntry.period) <= through)
     return {(account, period): int(cents) for account, period, cents in session.exec(query) if cents}
 
 
@@ -558,8 +575,9 @@ def last_revenue_month(session: Session, segment: str | None = None, *, until: d
     """The last month with any revenue in the book, in any currency (not after ``until``): a report in
     one currency runs to it, so that a currency whose last accounts all left still shows them leaving."""
     query = select(func.max(col(RevenueEntry.period))).where(col(RevenueEntry.mrr_cents) != 0)
-    if until is not None:
-        query = query.where(col(RevenueEntry.period) <= until)
+    through = data_through_month(session)
+    if until is not None or through is not None:
+        query = query.where(col(RevenueEntry.period) <= min(d for d in (until, through) if d is not None))
     if segment is not None:
         query = query.join(Account, col(Account.id) == col(RevenueEntry.account_id)).where(Account.segment == segment)
     return session.exec(query).one()

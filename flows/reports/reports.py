@@ -683,11 +683,12 @@ def _count_outcomes(
                 {
                     "account_id": account_id,
                     "kind": kind,
-                    "arr": delta or 0,
+                    "arr": 0,
                     "currency": money_of.get(account_id),
                     "playbooks": [],
                 },
             )
+            move["arr"] += delta or 0  # an outcome's rows share its ARR change: together they are it
             if playbook:
                 move["playbooks"].append(playbook)
             continue

@@ -1,5 +1,8 @@
 """Import recurring revenue from a billing or subscription export: MRR per account, month and product.
 
+Each import also records the date its data runs through (``data_through``; by default the latest
+invoice date, see docs/metrics.md): no month that is not over by then is read as churn.
+
 The file is a CSV export of invoices and credit notes (Stripe, Chargebee, Recurly, an ERP…) with
 its own column names, mapped by :class:`BillingColumns`:
 
@@ -25,8 +28,12 @@ its own column names, mapped by :class:`BillingColumns`:
   (``currency="EUR"``: a name that is not a column of the file is taken as a code). Without it a
   column named ``currency`` is used if the file has one, else USD (and the result says so).
 
-How money becomes MRR: every row is spread into months (by day, or by month with
-``spread=Spread.MONTH``); invoices and credit notes are netted per account, product and month;
+* ``invoice`` and ``credits`` (optional): the invoice's number, and on a credit note the number of
+  the invoice it credits: a credit note without a service period is then spread over that
+  invoice's months (else it is revenue of the month of its date).
+
+How money becomes MRR: every row is spread into months (normalized per month by default, so a
+flat annual contract is flat MRR; by day with ``spread=Spread.DAY``); invoices and credit notes are netted per account, product and month;
 months that net to zero hold no entry. ``revenue_entry`` then holds MRR in integer cents; ARR is
 12 × MRR.
 
@@ -69,7 +76,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 # the shared reader and write helpers: one set of rules for every CSV file Retain reads
@@ -81,7 +88,7 @@ from integrations.sources._batches import (
     write_all_or_nothing,
 )
 from integrations.sources._csv import CsvFile, CsvRecord, column_key, parse_date, quote_cell, read_csv, settle_problems
-from models import Account, AccountStatus, RevenueEntry, RowProblem, TimelineEvent, table_of, utcnow
+from models import Account, AccountStatus, DataSource, RevenueEntry, RowProblem, TimelineEvent, table_of, utcnow
 
 __all__ = [
     "BillingColumns",
@@ -97,6 +104,9 @@ logger = logging.getLogger(__name__)  # what each import did, for the run's log
 _ACCOUNT: Table = table_of(Account)
 _REVENUE: Table = table_of(RevenueEntry)
 _TIMELINE: Table = table_of(TimelineEvent)
+_SOURCE: Table = table_of(DataSource)
+#: the name of revenue's row in ``data_source`` (flows.analytics.state reads it)
+REVENUE_SOURCE = "revenue"
 
 _MAX_CUSTOMER = 200  # account.external_id
 _MAX_PRODUCT = 100  # revenue_entry.product
@@ -126,6 +136,9 @@ class BillingColumns:
     product: str | None = None
     plan: str | None = None
     currency: str | None = None
+    #: the invoice's number, and (on a credit note) the number of the invoice it credits
+    invoice: str | None = None
+    credits: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,8 @@ class RevenueImportResult:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     dry_run: bool = False
+    #: the date the revenue's data runs through after this import (see ``data_through``)
+    data_through: date | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,6 +286,8 @@ class _Line:
     product: str
     plan: str | None
     currency: str
+    invoice: str | None = None  # its number
+    credits: str | None = None  # a credit note's: the number of the invoice it credits
 
 
 @dataclass
@@ -286,6 +303,8 @@ class _Layout:
     plan: str | None
     currency_column: str | None
     fixed_currency: str | None  # one code for every row
+    invoice: str | None = None
+    credits: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -314,13 +333,26 @@ def _layout(columns: BillingColumns, csv_file: CsvFile) -> _Layout:
         plan=key(columns.plan) if columns.plan else None,
         currency_column=currency_column,
         fixed_currency=fixed,
+        invoice=key(columns.invoice) if columns.invoice else None,
+        credits=key(columns.credits) if columns.credits else None,
         notes=notes,
     )
 
 
 def _required_columns(columns: BillingColumns) -> list[str]:
     named = [columns.customer, columns.date, columns.amount]
-    named += [c for c in (columns.service_start, columns.service_end, columns.product, columns.plan) if c]
+    named += [
+        c
+        for c in (
+            columns.service_start,
+            columns.service_end,
+            columns.product,
+            columns.plan,
+            columns.invoice,
+            columns.credits,
+        )
+        if c
+    ]
     return list(dict.fromkeys(column_key(c) for c in named))
 
 
@@ -405,6 +437,8 @@ def _parse_row(csv_file: CsvFile, record: CsvRecord, layout: _Layout, end_exclus
     start, end = row.service_period(layout, end_exclusive=end_exclusive)
     product = row.text(layout.product, _MAX_PRODUCT, required=False) or ""
     plan = row.text(layout.plan, _MAX_PLAN, required=False)
+    invoice = row.text(layout.invoice, _MAX_CUSTOMER, required=False)
+    credits = row.text(layout.credits, _MAX_CUSTOMER, required=False)
     currency = layout.fixed_currency
     if layout.currency_column is not None:
         currency = row.parsed(layout.currency_column, _currency_code)
@@ -417,7 +451,10 @@ def _parse_row(csv_file: CsvFile, record: CsvRecord, layout: _Layout, end_exclus
     if len(csv_file.problems) > problems_before:
         return None
     assert customer is not None and invoice_day is not None and cents is not None and currency is not None
-    return _Line(record.line, customer, invoice_day, cents, start, end, product, plan, currency)
+    if credits is not None and cents >= 0:
+        row.problem(layout.credits, f"names invoice {credits!r}, but the row is not a credit note (a negative amount)")
+        return None
+    return _Line(record.line, customer, invoice_day, cents, start, end, product, plan, currency, invoice, credits)
 
 
 def _rows(count: int) -> str:
@@ -454,13 +491,41 @@ def _one_currency(csv_file: CsvFile, lines: list[_Line], layout: _Layout) -> str
 _Key = tuple[str, str, date]  # customer, product, month
 
 
-def _monthly(lines: list[_Line], by: Spread) -> tuple[dict[_Key, int], dict[_Key, list[int]]]:
-    """Net cents per (customer, product, month), and the credit notes' rows in each."""
+def _credited(csv_file: CsvFile, lines: list[_Line], layout: _Layout) -> dict[int, _Line]:
+    """Each credit note without a service period that names the invoice it credits -> that invoice
+    (the customer's row with that number); a problem for a number the file does not hold."""
+    invoices = {(line.customer, line.invoice): line for line in lines if line.invoice is not None and line.cents > 0}
+    found: dict[int, _Line] = {}
+    for line in lines:
+        if line.credits is None or line.start is not None:
+            continue  # a service period says which months it refunds
+        invoice = invoices.get((line.customer, line.credits))
+        if invoice is None:
+            message = f"credits invoice {line.credits!r}, which is not an invoice of {line.customer!r} in the file"
+            csv_file.problems.append(RowProblem(line.line, message, csv_file.header(layout.credits)))
+        else:
+            found[line.line] = invoice
+    return found
+
+
+def _monthly(
+    lines: list[_Line], by: Spread, credited: dict[int, _Line] | None = None
+) -> tuple[dict[_Key, int], dict[_Key, list[int]]]:
+    """Net cents per (customer, product, month), and the credit notes' rows in each.
+
+    A credit note without a service period that names the invoice it credits is shared among that
+    invoice's months as the invoice is (its mirror image when it credits it all); otherwise it is
+    revenue of the month of its date."""
     cents: dict[_Key, int] = defaultdict(int)
     credit_rows: dict[_Key, list[int]] = defaultdict(list)
     for line in lines:
+        invoice = (credited or {}).get(line.line)
         if line.start is not None and line.end is not None:
             shares = spread_cents(line.cents, line.start, line.end, by=by)
+        elif invoice is not None and invoice.start is not None and invoice.end is not None:
+            shares = spread_cents(line.cents, invoice.start, invoice.end, by=by)
+        elif invoice is not None:
+            shares = {_month(invoice.day): line.cents}
         else:
             shares = {_month(line.day): line.cents}
         for month, share in shares.items():
@@ -540,6 +605,7 @@ class _RevenueFile:
     plans: dict[str, str]  # customer -> the plan of their latest invoice
     warnings: list[str]
     months: tuple[date, date] | None  # the first and last month the file covers
+    latest_day: date | None = None  # the latest invoice or credit note date
 
     @property
     def customers(self) -> list[str]:
@@ -564,14 +630,15 @@ def _read_revenue(
     parsed = (_parse_row(csv_file, record, layout, service_end_exclusive) for record in csv_file.records)
     lines = [line for line in parsed if line is not None]
     currency = _one_currency(csv_file, lines, layout)
-    cents, credit_rows = _monthly(lines, spread)
+    cents, credit_rows = _monthly(lines, spread, _credited(csv_file, lines, layout))
     _check_credits(csv_file, cents, credit_rows, layout.amount)
     warnings = _gaps(lines)
     plans = _latest_plans(lines) if layout.plan else {}
     months = {month for (_, _, month) in cents} | {_month(line.day) for line in lines}
     entries = {key: value for key, value in cents.items() if value != 0}
     span = (min(months), max(months)) if months else None
-    return _RevenueFile(csv_file, layout, lines, currency, entries, plans, warnings, span)
+    latest = max((line.day for line in lines), default=None)
+    return _RevenueFile(csv_file, layout, lines, currency, entries, plans, warnings, span, latest)
 
 
 def _known_accounts(conn: Connection, customers: list[str]) -> dict[str, tuple[int, str | None]]:
@@ -715,18 +782,36 @@ def _update_plans(
     return events
 
 
+def _record_data_through(conn: Connection, day: date, now: datetime, *, given: bool) -> date:
+    """Keep the date revenue's data runs through: ``day`` when given, else the later of the recorded
+    one and ``day`` (an old month re-imported does not move it back)."""
+    recorded = conn.execute(select(_SOURCE.c.data_through).where(_SOURCE.c.name == REVENUE_SOURCE)).scalar_one_or_none()
+    through = day if given or recorded is None else max(recorded, day)
+    if recorded is None:
+        conn.execute(insert(_SOURCE).values(name=REVENUE_SOURCE, data_through=through, updated_at=now))
+    elif recorded != through:
+        conn.execute(
+            update(_SOURCE).where(_SOURCE.c.name == REVENUE_SOURCE).values(data_through=through, updated_at=now)
+        )
+    return through
+
+
 def import_revenue(
     engine: Engine,
     path: str | Path,
     columns: BillingColumns = BillingColumns(),
     *,
-    spread: Spread = Spread.DAY,
+    spread: Spread = Spread.MONTH,
     service_end_exclusive: bool = False,
     create_accounts: bool = False,
     dry_run: bool = False,
+    data_through: date | None = None,
     now: datetime | None = None,
 ) -> RevenueImportResult:
     """Replace the revenue of the file's accounts over the file's months (see the module's documentation).
+
+    ``data_through``: the date the export's data runs through (by default its latest invoice or
+    credit note date, or the one recorded before if later); months after it are never read as churn.
 
     Raises :class:`models.DataImportError` listing every problem at once (nothing written). With
     ``dry_run`` nothing is written and the counts say what would change. ``now`` (aware) stamps
@@ -736,6 +821,7 @@ def import_revenue(
     revenue = _read_revenue(path, columns, spread=spread, service_end_exclusive=service_end_exclusive)
     csv_file, customers = revenue.csv_file, revenue.customers
     counts: dict[str, int] = defaultdict(int)
+    through: list[date] = []
 
     def write(conn: Connection) -> None:
         known = _known_accounts(conn, customers)
@@ -764,6 +850,9 @@ def import_revenue(
             events += _update_plans(conn, plan_updates, old_plan, moment, Path(path).name)
         if events:
             conn.execute(insert(_TIMELINE), events)
+        day = data_through or revenue.latest_day
+        if day is not None:
+            through.append(_record_data_through(conn, day, moment, given=data_through is not None))
 
     write_all_or_nothing(engine, csv_file.name, write)
     first_month, last_month = revenue.months or (None, None)
@@ -784,6 +873,7 @@ def import_revenue(
         warnings=tuple(revenue.warnings),
         notes=tuple(revenue.layout.notes),
         dry_run=dry_run,
+        data_through=through[0] if through else (data_through or revenue.latest_day),
     )
     logger.info(
         "%s: revenue %d rows, %d accounts (%d created), entries %d added, %d changed, %d removed%s",

@@ -212,7 +212,7 @@ def test_amounts_that_are_refused(text, message):
 
 def test_the_export_becomes_mrr_per_account_product_and_month_on_both_databases(engine):
     add_accounts(engine, plan="Trial")
-    result = import_revenue(engine, EXPORT, EXPORT_COLUMNS, now=NOW)
+    result = import_revenue(engine, EXPORT, EXPORT_COLUMNS, now=NOW, spread=Spread.DAY)
 
     assert stored(engine) == EXPECTED
     assert currencies(engine) == {"USD"}
@@ -231,7 +231,7 @@ def test_the_export_becomes_mrr_per_account_product_and_month_on_both_databases(
     assert events == ["updated from billing_export.csv: plan 'Trial' → 'Growth'"]
 
     # the same file again: nothing changes
-    again = import_revenue(engine, EXPORT, EXPORT_COLUMNS, now=NOW)
+    again = import_revenue(engine, EXPORT, EXPORT_COLUMNS, now=NOW, spread=Spread.DAY)
     assert (again.added, again.changed, again.unchanged, again.removed, again.plans_updated) == (
         0, 0, len(EXPECTED), 0, 0
     )  # fmt: skip
@@ -240,7 +240,7 @@ def test_the_export_becomes_mrr_per_account_product_and_month_on_both_databases(
 
 def test_an_import_replaces_the_files_months_for_its_accounts_only(sqlite_engine, tmp_path):
     add_accounts(sqlite_engine)
-    import_revenue(sqlite_engine, EXPORT, EXPORT_COLUMNS, now=NOW)
+    import_revenue(sqlite_engine, EXPORT, EXPORT_COLUMNS, now=NOW, spread=Spread.DAY)
     # a corrected export of 2027-06..2027-07 for bolt and cargo: bolt's June is 950.00, bolt has nothing in July
     # any more, cargo adds a product in July
     correction = write(
@@ -252,7 +252,7 @@ def test_an_import_replaces_the_files_months_for_its_accounts_only(sqlite_engine
         ["cargo", "2027-07-01", "40.00", "Add-on"],
     )
     columns = BillingColumns(customer="Customer", date="Invoice Date", amount="Amount", product="Product")
-    result = import_revenue(sqlite_engine, correction, columns, now=NOW)
+    result = import_revenue(sqlite_engine, correction, columns, now=NOW, spread=Spread.DAY)
 
     assert (result.first_month, result.last_month) == (date(2027, 6, 1), date(2027, 7, 1))
     # bolt June changed, bolt July removed, cargo June and July unchanged, cargo's add-on added
@@ -266,7 +266,9 @@ def test_an_import_replaces_the_files_months_for_its_accounts_only(sqlite_engine
 
 def test_a_dry_run_checks_and_counts_but_writes_nothing(sqlite_engine):
     add_accounts(sqlite_engine, {"acme": None})
-    result = import_revenue(sqlite_engine, EXPORT, EXPORT_COLUMNS, create_accounts=True, dry_run=True, now=NOW)
+    result = import_revenue(
+        sqlite_engine, EXPORT, EXPORT_COLUMNS, create_accounts=True, dry_run=True, now=NOW, spread=Spread.DAY
+    )
     assert (result.dry_run, result.created_accounts, result.added, result.plans_updated) == (True, 5, 80, 1)
     assert count(sqlite_engine, RevenueEntry) == 0
     assert count(sqlite_engine, Account) == 1
@@ -282,7 +284,7 @@ def test_create_accounts_makes_the_unknown_customers(engine, tmp_path):
         ["Zeta Labs", "2027-01-03", "€50.00", "Starter"],
     )
     columns = BillingColumns(customer="Customer", amount="Total", plan="Plan", currency="EUR")
-    result = import_revenue(engine, path, columns, create_accounts=True, now=NOW)
+    result = import_revenue(engine, path, columns, create_accounts=True, now=NOW, spread=Spread.DAY)
 
     assert (result.created_accounts, result.currency) == (1, "EUR")
     with Session(engine) as s:
@@ -298,7 +300,9 @@ def test_create_accounts_makes_the_unknown_customers(engine, tmp_path):
 
 def test_without_a_currency_the_file_is_taken_as_usd_and_the_result_says_so(sqlite_engine, tmp_path):
     add_accounts(sqlite_engine, {"acme": None})
-    result = import_revenue(sqlite_engine, write(tmp_path, ["customer", "date", "amount"], ["acme", "2027-01-01", "5"]))
+    result = import_revenue(
+        sqlite_engine, write(tmp_path, ["customer", "date", "amount"], ["acme", "2027-01-01", "5"]), spread=Spread.DAY
+    )
     assert result.currency == "USD"
     assert result.notes == ("the file names no currency: its amounts are taken as USD (give the currency to be sure)",)
 
@@ -309,7 +313,7 @@ def test_an_exclusive_service_end_is_the_day_after_the_period(sqlite_engine, tmp
     path = write(tmp_path, ["customer", "date", "amount", "from", "to"],
                  ["acme", "2027-01-01", "3650", "2027-01-01", "2028-01-01"])  # fmt: skip
     columns = BillingColumns(service_start="from", service_end="to")
-    import_revenue(sqlite_engine, path, columns, service_end_exclusive=True, now=NOW)
+    import_revenue(sqlite_engine, path, columns, service_end_exclusive=True, now=NOW, spread=Spread.DAY)
     assert stored(sqlite_engine) == entries(
         "acme", "", months("2027-01", "2027-12", {f"2027-{m}": 10 * d for m, d in DAYS_2027.items()})
     )
@@ -326,7 +330,7 @@ def test_every_problem_of_a_file_is_reported_at_once_and_nothing_is_written(sqli
         service_end="Service End", currency="Currency",
     )  # fmt: skip
     with pytest.raises(DataImportError) as raised:
-        import_revenue(sqlite_engine, DATA / "billing_problems.csv", columns, now=NOW)
+        import_revenue(sqlite_engine, DATA / "billing_problems.csv", columns, now=NOW, spread=Spread.DAY)
 
     assert raised.value.problems == [
         RowProblem(3, "'2027-13-01' is not a date: write YYYY-MM-DD, e.g. 2027-01-31", "Invoice Date"),
@@ -358,7 +362,7 @@ def test_missing_columns_are_named_with_the_columns_the_file_has(sqlite_engine, 
     columns = BillingColumns(customer="Customer", date="Invoice Date", amount="Amount", service_start="From",
                              service_end="To")  # fmt: skip
     with pytest.raises(DataImportError) as raised:
-        import_revenue(sqlite_engine, path, columns, now=NOW)
+        import_revenue(sqlite_engine, path, columns, now=NOW, spread=Spread.DAY)
     assert raised.value.problems == [
         RowProblem(1, "missing required columns 'invoice_date', 'amount', 'from', 'to'; "
                       "the header has 'Customer', 'Date', 'Total'")
@@ -368,7 +372,7 @@ def test_missing_columns_are_named_with_the_columns_the_file_has(sqlite_engine, 
 def test_a_currency_that_is_neither_a_column_nor_a_code_is_refused(sqlite_engine, tmp_path):
     path = write(tmp_path, ["customer", "date", "amount"], ["acme", "2027-01-01", "5"])
     with pytest.raises(DataImportError) as raised:
-        import_revenue(sqlite_engine, path, BillingColumns(currency="Währung"), now=NOW)
+        import_revenue(sqlite_engine, path, BillingColumns(currency="Währung"), now=NOW, spread=Spread.DAY)
     assert raised.value.problems[0] == RowProblem(
         1, "currency 'Währung' is neither a column of the file nor a three-letter code such as USD; "
            "the header has 'customer', 'date', 'amount'"
@@ -385,7 +389,7 @@ def test_one_sided_service_periods_and_an_empty_exclusive_period_are_refused(sql
     )
     columns = BillingColumns(service_start="start", service_end="end")
     with pytest.raises(DataImportError) as raised:
-        import_revenue(sqlite_engine, path, columns, service_end_exclusive=True, now=NOW)
+        import_revenue(sqlite_engine, path, columns, service_end_exclusive=True, now=NOW, spread=Spread.DAY)
     assert raised.value.problems == [
         RowProblem(2, "a service start is needed: the row has a service end", "start"),
         RowProblem(3, "service end 2027-01-01 is not after service start 2027-01-01 (the end is the day after the "
@@ -400,7 +404,7 @@ def test_a_month_without_any_billing_is_a_warning_naming_it(sqlite_engine, tmp_p
         ["customer", "date", "amount"],
         *(["acme", day, "100"] for day in ("2027-01-03", "2027-02-03", "2027-05-03", "2027-06-03", "2027-08-01")),
     )
-    result = import_revenue(sqlite_engine, path, now=NOW)
+    result = import_revenue(sqlite_engine, path, now=NOW, spread=Spread.DAY)
     assert result.warnings == (
         "no billing at all in 2027-03, 2027-04, 2027-07, although the file runs from 2027-01 to 2027-08: is the "
         "export truncated? Imported anyway; such a month has only what longer service periods spread into it",
@@ -428,6 +432,7 @@ def retain(sqlite_engine, sqlite_url, capsys, monkeypatch):
 EXPORT_OPTIONS = (
     "--customer", "Customer", "--date", "Invoice Date", "--amount", "Amount", "--service-start", "Service Start",
     "--service-end", "Service End", "--product", "Product", "--plan", "Plan", "--currency", "Currency",
+    "--spread", "day",  # the figures above are spread by day (the default spreads by month)
 )  # fmt: skip
 
 
