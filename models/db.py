@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine, Result, make_url
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session as SqlAlchemySession
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.util.typing import TupleAny, Unpack
 from sqlmodel import Session, create_engine
 
 from .errors import ConfigError
@@ -100,10 +102,15 @@ def session(bind: Engine | Connection) -> Iterator[Session]:
             raise
 
 
-def execute(s: Session, statement: Executable) -> Result[Any]:
+@overload
+def execute(s: Session, statement: UpdateBase) -> CursorResult[Unpack[TupleAny]]: ...
+@overload
+def execute(s: Session, statement: Executable) -> Result[Unpack[TupleAny]]: ...
+def execute(s: Session, statement: Executable) -> Result[Unpack[TupleAny]]:
     """Run a SQLAlchemy statement (a ``select`` of columns or tables, an insert, an update) in the
     session, as ``s.exec`` does. SQLModel types ``Session.exec`` for its own ``select`` only; this is
-    the very call ``exec`` makes (SQLAlchemy's ``Session.execute``), typed for every statement."""
+    the very call ``exec`` makes (SQLAlchemy's ``Session.execute``), typed for every statement: an
+    insert or update gives a ``CursorResult`` (``rowcount``, ``returning`` rows)."""
     return SqlAlchemySession.execute(s, statement)
 
 
