@@ -88,7 +88,7 @@ class _Loader(yaml.SafeLoader):
             if self._nodes > MAX_YAML_VALUES or self._depth > MAX_YAML_DEPTH:
                 mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise _TooBig(mark, _too_big(self._nodes > MAX_YAML_VALUES))
-            return super().compose_node(parent, index)  # type: ignore[no-untyped-call, no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
@@ -111,7 +111,7 @@ for _tag, _regexp, _first in (
 ):
     for _ch in _first:
         _Loader.yaml_implicit_resolvers.setdefault(_ch if _ch != "\0" else "", []).append((_tag, re.compile(_regexp)))
-_Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])  # type: ignore[no-untyped-call]
+_Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
 
 _SCALAR_TAGS = {
     "tag:yaml.org,2002:str",

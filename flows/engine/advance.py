@@ -16,7 +16,17 @@ from sqlmodel import Session, col
 
 from flows.engine.revisions import RevisionCache
 from flows.engine.wake import Wake, Writes
-from models import Account, Contact, Enrollment, EnrollmentStatus, RetainError, TimelineEvent, session, table_of
+from models import (
+    Account,
+    Contact,
+    Enrollment,
+    EnrollmentStatus,
+    RetainError,
+    TimelineEvent,
+    execute,
+    session,
+    table_of,
+)
 
 __all__ = ["MAX_ERRORS", "RETRY_AFTER_ERROR", "AdvanceResult", "advance", "claim_due"]
 
@@ -63,7 +73,7 @@ def claim_due(
         .with_for_update(skip_locked=True)
     )
     stmt = update(enr).where(enr.c.id.in_(due.scalar_subquery())).values(claimed_by=worker).returning(enr.c.id)
-    return sorted(row[0] for row in s.exec(stmt).all())  # type: ignore[call-overload]
+    return sorted(row[0] for row in execute(s, stmt).all())
 
 
 def advance(
@@ -90,18 +100,13 @@ def advance(
 def _advance_batch(s: Session, cache: RevisionCache, ids: list[int], as_of: datetime) -> AdvanceResult:
     result = AdvanceResult()
     enrollments = (
-        s.exec(select(Enrollment).where(col(Enrollment.id).in_(ids)).order_by(col(Enrollment.id)))  # type: ignore[call-overload]
-        .scalars()
-        .all()
+        execute(s, select(Enrollment).where(col(Enrollment.id).in_(ids)).order_by(col(Enrollment.id))).scalars().all()
     )
     account_ids = {e.account_id for e in enrollments}
-    accounts = {
-        a.id: a
-        for a in s.exec(select(Account).where(col(Account.id).in_(account_ids))).scalars().all()  # type: ignore[call-overload]
-    }
+    accounts = {a.id: a for a in execute(s, select(Account).where(col(Account.id).in_(account_ids))).scalars().all()}
     contacts: dict[int, list[Contact]] = {}
     for c in (
-        s.exec(select(Contact).where(col(Contact.account_id).in_(account_ids)).order_by(col(Contact.id)))  # type: ignore[call-overload]
+        execute(s, select(Contact).where(col(Contact.account_id).in_(account_ids)).order_by(col(Contact.id)))
         .scalars()
         .all()
     ):

@@ -46,7 +46,9 @@ from models import (
     TimelineEvent,
     Touch,
     TouchStatus,
+    execute,
     session,
+    table_of,
     utcnow,
 )
 
@@ -88,27 +90,29 @@ def recover_interrupted(
     A claim is dead once its lease has run out, or at once when its claimer is known to be gone
     (a process of this host that no longer runs: :func:`flows.engine.claims.is_gone`)."""
     wall = now or utcnow()
-    t = Touch.__table__  # type: ignore[attr-defined]
+    t = table_of(Touch)
     counts: Counter[str] = Counter()
     with session(engine) as s:
-        holders = s.exec(  # type: ignore[call-overload]
+        holders = execute(
+            s,
             select(t.c.claimed_by)
             .where(
                 t.c.status.in_([TouchStatus.PENDING, TouchStatus.SENDING]),
                 t.c.lease_until >= wall,
                 t.c.claimed_by.is_not(None),
             )
-            .distinct()
+            .distinct(),
         ).scalars()
         gone = sorted(holder for holder in holders if is_gone(holder))
         dead = or_(t.c.lease_until < wall, t.c.claimed_by.in_(gone)) if gone else t.c.lease_until < wall
         s.exec(update(t).where(t.c.status == TouchStatus.PENDING, dead).values(lease_until=None, claimed_by=None))
-        stale = s.exec(  # type: ignore[call-overload]
+        stale = execute(
+            s,
             select(
                 t.c.id, t.c.channel, t.c.account_id, t.c.enrollment_id, t.c.playbook, t.c.step_id, t.c.key, t.c.attempts
             )
             .where(t.c.status == TouchStatus.SENDING, dead)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True),
         ).all()
         for touch_id, channel, account_id, enrollment_id, playbook, step_id, key, attempts in stale:
             receiver = channels.get(channel)
@@ -192,7 +196,7 @@ def _claim(
     engine: Engine, as_of: datetime, scope: dict[str, Any], policy: DeliveryPolicy, *, exclude: set[int]
 ) -> list[dict[str, Any]]:
     """Lease a batch of due pending touches, higher playbook priority first."""
-    t = Touch.__table__  # type: ignore[attr-defined]
+    t = table_of(Touch)
     wall = utcnow()
     conditions = [
         t.c.status == TouchStatus.PENDING,
@@ -228,7 +232,7 @@ def _claim(
                 t.c.priority,
                 t.c.created_at,
             )
-        ).all()  # type: ignore[call-overload]
+        ).all()
     return sorted((dict(row._mapping) for row in rows), key=lambda r: (-r["priority"], r["id"]))
 
 
@@ -244,31 +248,27 @@ def _apply_contact_policy(
         return claimed
     contact_ids = {r["contact_id"] for r in customer}
     horizon = as_of - timedelta(days=400)
-    t = Touch.__table__  # type: ignore[attr-defined]
+    t = table_of(Touch)
     with session(engine) as s:
-        contacts = {
-            c.id: c
-            for c in s.exec(select(Contact).where(col(Contact.id).in_(contact_ids))).scalars()  # type: ignore[call-overload]
-        }
+        contacts = {c.id: c for c in execute(s, select(Contact).where(col(Contact.id).in_(contact_ids))).scalars()}
         account_ids = {c.account_id for c in contacts.values()}
-        accounts = {
-            a.id: a
-            for a in s.exec(select(Account).where(col(Account.id).in_(account_ids))).scalars()  # type: ignore[call-overload]
-        }
+        accounts = {a.id: a for a in execute(s, select(Account).where(col(Account.id).in_(account_ids))).scalars()}
         recent: dict[int, list[datetime]] = defaultdict(list)
         last_survey: dict[int, datetime] = {}
-        for contact_id, delivered_at, kind in s.exec(  # type: ignore[call-overload]
+        for contact_id, delivered_at, kind in execute(
+            s,
             select(t.c.contact_id, t.c.delivered_at, t.c.payload["kind"].as_string()).where(
                 t.c.contact_id.in_(contact_ids), t.c.status == TouchStatus.DELIVERED, t.c.delivered_at > horizon
-            )
+            ),
         ).all():
             recent[contact_id].append(delivered_at)
             if kind == "survey":
                 last_survey[contact_id] = max(delivered_at, last_survey.get(contact_id, delivered_at))
-        for contact_id, answered in s.exec(  # type: ignore[call-overload]
+        for contact_id, answered in execute(
+            s,
             select(col(SurveyResponse.contact_id), func.max(col(SurveyResponse.responded_at)))
             .where(col(SurveyResponse.contact_id).in_(contact_ids))
-            .group_by(col(SurveyResponse.contact_id))
+            .group_by(col(SurveyResponse.contact_id)),
         ).all():
             if answered is not None:
                 last_survey[contact_id] = max(answered, last_survey.get(contact_id, answered))
@@ -276,13 +276,14 @@ def _apply_contact_policy(
         # touches of higher-priority playbooks waiting for the same contacts keep their place in the cap
         batch_ids = {r["id"] for r in claimed}
         waiting: dict[int, list[int]] = defaultdict(list)
-        for contact_id, touch_id, priority in s.exec(  # type: ignore[call-overload]
+        for contact_id, touch_id, priority in execute(
+            s,
             select(t.c.contact_id, t.c.id, t.c.priority).where(
                 t.c.contact_id.in_(contact_ids),
                 t.c.status == TouchStatus.PENDING,
                 t.c.channel.in_(CUSTOMER_CHANNELS),
                 or_(t.c.not_before.is_(None), t.c.not_before <= as_of),
-            )
+            ),
         ).all():
             if touch_id not in batch_ids:
                 waiting[contact_id].append(priority)
@@ -385,7 +386,7 @@ def _transaction(bind: Engine | Connection) -> Iterator[Connection]:
 
 
 def _mark_sending(engine: Engine, row: dict[str, Any], as_of: datetime, policy: DeliveryPolicy) -> bool:
-    t = Touch.__table__  # type: ignore[attr-defined]
+    t = table_of(Touch)
     with _transaction(engine) as conn:
         done = conn.execute(
             update(t)
@@ -462,7 +463,7 @@ def _say(level: int, row: dict[str, Any], what: str, *args: object) -> None:
 
 def _backoff(policy: DeliveryPolicy, attempt: int) -> float:
     """Exponential backoff with jitter, capped."""
-    return min(policy.backoff_cap, policy.backoff_base * 2 ** (attempt - 1)) * (1 + random.random() * 0.25)
+    return min(policy.backoff_cap, policy.backoff_base * 2.0 ** (attempt - 1)) * (1 + random.random() * 0.25)
 
 
 def _finish(
@@ -474,7 +475,7 @@ def _finish(
     detail: str | None,
     retry_in: float | None = None,
 ) -> None:
-    t = Touch.__table__  # type: ignore[attr-defined]
+    t = table_of(Touch)
     values: dict[str, Any] = {"lease_until": None, "claimed_by": None}
     if status != TouchStatus.DELIVERED and detail is not None:
         detail = redact(detail)  # the one redaction step for what is stored about a failure
@@ -495,7 +496,7 @@ def _finish(
         )
         if values["status"] in (TouchStatus.FAILED, TouchStatus.UNKNOWN):
             conn.execute(
-                insert(TimelineEvent.__table__),  # type: ignore[attr-defined]
+                insert(table_of(TimelineEvent)),
                 _row(
                     row["account_id"],
                     row["enrollment_id"],

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.engine import Engine, Row
+from sqlalchemy.sql.elements import ColumnElement
 
-from models import Account, NotFoundError, RetainError, TimelineEvent, Touch, TouchStatus
+from models import Account, NotFoundError, RetainError, TimelineEvent, Touch, TouchStatus, table_of
 
 __all__ = [
     "ATTENTION",
@@ -34,8 +35,8 @@ ATTENTION = (TouchStatus.PENDING, TouchStatus.SENDING, TouchStatus.UNKNOWN, Touc
 
 Decision = Literal["delivered", "resend", "drop"]
 
-_T = Touch.__table__  # type: ignore[attr-defined]
-_A = Account.__table__  # type: ignore[attr-defined]
+_T = table_of(Touch)
+_A = table_of(Account)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def _line(row: Row[Any]) -> TouchLine:
 
 def list_touches(engine: Engine, where: TouchFilter, *, now: datetime) -> tuple[list[TouchLine], int]:
     """The touches that match, oldest first (at most ``where.limit``), and how many match in all."""
-    conditions = [_T.c.status.in_(list(where.states))]
+    conditions: list[ColumnElement[bool]] = [_T.c.status.in_(list(where.states))]
     if where.channel:
         conditions.append(_T.c.channel == where.channel)
     if where.playbook:
@@ -199,7 +200,7 @@ def resolve_touch(
         ).rowcount
         if not changed:
             raise RetainError(f"touch {row.key} changed meanwhile: look again with `retain outbox list`")
-        conn.execute(insert(TimelineEvent.__table__), _event(row, now, "resolved", summary, detail))  # type: ignore[attr-defined]
+        conn.execute(insert(table_of(TimelineEvent)), _event(row, now, "resolved", summary, detail))
     return f"{row.key}: {_DONE[decision]}" + (" (it goes out with the next outbox run)" if decision == "resend" else "")
 
 
@@ -240,6 +241,6 @@ def retry_failed(
             if changed:
                 summary = f"{row.step_id}: {row.channel} touch {row.key} retried by {by}"
                 detail = {"by": by, "was": row.status, "reason": row.reason, "attempts": row.attempts}
-                conn.execute(insert(TimelineEvent.__table__), _event(row, now, "retried", summary, detail))  # type: ignore[attr-defined]
+                conn.execute(insert(table_of(TimelineEvent)), _event(row, now, "retried", summary, detail))
                 retried.append(row.key)
     return retried

@@ -14,24 +14,36 @@ from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from flows.engine.advance import advance
 from flows.engine.outbox import DeliveryPolicy, deliver
 from flows.engine.revisions import RevisionCache, sync_revision, today_in
 from flows.engine.tick import _bind, _default_delivery
 from integrations.channels import Channel
-from models import Account, Enrollment, EnrollmentStatus, NotFoundError, RetainError, TimelineEvent, session, utcnow
+from models import (
+    Account,
+    Enrollment,
+    EnrollmentStatus,
+    NotFoundError,
+    RetainError,
+    TimelineEvent,
+    execute,
+    session,
+    utcnow,
+)
 from playbooks import CompiledPlaybook, env_for, evaluate
 
 __all__ = ["find_account", "run_play"]
 
 
-def find_account(s: object, external_id: str) -> Account:
+def find_account(s: Session, external_id: str) -> Account:
     """The account with this external id, or a NotFoundError with the closest ids."""
-    account = s.exec(select(Account).where(col(Account.external_id) == external_id)).scalars().first()  # type: ignore[attr-defined]
+    account: Account | None = (
+        execute(s, select(Account).where(col(Account.external_id) == external_id)).scalars().first()
+    )
     if account is None:
-        known = [row[0] for row in s.exec(select(col(Account.external_id))).all()]  # type: ignore[attr-defined]
+        known = [row[0] for row in execute(s, select(col(Account.external_id))).all()]
         close = difflib.get_close_matches(external_id, known, n=3)
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
         raise NotFoundError(f"no account with external id {external_id!r}{hint}")
@@ -67,12 +79,13 @@ def run_play(
             sync_revision(s, pb)
             account = find_account(s, external_id)
             active = (
-                s.exec(  # type: ignore[call-overload]
+                execute(
+                    s,
                     select(Enrollment).where(
                         col(Enrollment.playbook) == pb.id,
                         col(Enrollment.account_id) == account.id,
                         col(Enrollment.status) == EnrollmentStatus.ACTIVE,
-                    )
+                    ),
                 )
                 .scalars()
                 .first()
@@ -145,10 +158,11 @@ def run_play(
         advance(bind, cache, pb.id, now, only={enrollment_id})  # type: ignore[arg-type]
         with session(bind) as s:
             events = (
-                s.exec(  # type: ignore[call-overload]
+                execute(
+                    s,
                     select(TimelineEvent)
                     .where(col(TimelineEvent.enrollment_id) == enrollment_id, col(TimelineEvent.at) >= now)
-                    .order_by(col(TimelineEvent.id))
+                    .order_by(col(TimelineEvent.id)),
                 )
                 .scalars()
                 .all()
@@ -180,14 +194,15 @@ def _held_back(engine: Engine, enrollment_id: int, *, after: int) -> list[str]:
     """What the outbox's contact policy deferred or suppressed in this play, and why."""
     with session(engine) as s:
         events = (
-            s.exec(  # type: ignore[call-overload]
+            execute(
+                s,
                 select(TimelineEvent)
                 .where(
                     col(TimelineEvent.enrollment_id) == enrollment_id,
                     col(TimelineEvent.id) > after,
                     col(TimelineEvent.kind).in_(("deferred", "suppressed")),
                 )
-                .order_by(col(TimelineEvent.id))
+                .order_by(col(TimelineEvent.id)),
             )
             .scalars()
             .all()

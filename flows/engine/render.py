@@ -9,7 +9,7 @@ from markdown_it import MarkdownIt
 from sqlmodel import SQLModel
 
 from integrations.channels import SecretMarkers, seal
-from models import Account, Contact, Enrollment, TemplateError
+from models import Account, Contact, Enrollment, TemplateError, table_of
 from playbooks import CompiledPlaybook, render
 
 __all__ = ["markdown_to_html", "render_value", "template_variables"]
@@ -20,7 +20,7 @@ _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False})
 def _row(obj: SQLModel | None) -> dict[str, Any]:
     if obj is None:
         return {}
-    return {c.name: getattr(obj, c.name) for c in obj.__table__.columns}  # type: ignore[attr-defined]
+    return {c.name: getattr(obj, c.name) for c in table_of(obj).columns}
 
 
 def _first_name(name: str | None, email: str | None) -> str:
@@ -85,4 +85,5 @@ def render_value(value: Any, variables: dict[str, Any]) -> Any:
 def markdown_to_html(text: str) -> str:
     if not isinstance(text, str):  # sealed text: validation keeps secrets out of messages to people
         raise TemplateError("a message to a person cannot hold a secret")
-    return _markdown.render(text)
+    html: str = _markdown.render(text)
+    return html

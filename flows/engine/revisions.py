@@ -11,7 +11,7 @@ import pendulum
 from sqlmodel import Session
 
 from flows.engine._sql import insert_ignore
-from models import PlaybookRevision, RetainError, table_of, utcnow
+from models import PlaybookRevision, RetainError, execute, table_of, utcnow
 from models.tables import HOLDOUT_BUCKETS
 from playbooks import CompiledPlaybook, compile_source
 
@@ -42,7 +42,7 @@ def sync_revision(s: Session, pb: CompiledPlaybook) -> None:
             "path": pb.file,
             "created_at": utcnow(),
         }
-        s.exec(insert_ignore(s, table_of(PlaybookRevision)).values(**row))  # type: ignore[call-overload]
+        execute(s, insert_ignore(s, table_of(PlaybookRevision)).values(**row))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from sqlalchemy import and_, insert, select, true, update
 from sqlmodel import Session
 
 from flows.engine.revisions import RevisionCache, today_in
-from models import Account, Enrollment, EnrollmentStatus, Outcome, TimelineEvent, format_duration, table_of
+from models import Account, Enrollment, EnrollmentStatus, Outcome, TimelineEvent, execute, format_duration, table_of
 from playbooks import ENROLLMENT, to_sql
 
 __all__ = ["settle"]
@@ -23,8 +23,8 @@ def settle(s: Session, cache: RevisionCache, playbook: str, as_of: datetime) -> 
     window has passed. One query per condition and revision in flight, not one per enrollment."""
     enr, acct = table_of(Enrollment), table_of(Account)
     counts: Counter[str] = Counter()
-    revisions = s.exec(  # type: ignore[call-overload]
-        select(enr.c.revision).where(enr.c.playbook == playbook, enr.c.status == EnrollmentStatus.ACTIVE).distinct()
+    revisions = execute(
+        s, select(enr.c.revision).where(enr.c.playbook == playbook, enr.c.status == EnrollmentStatus.ACTIVE).distinct()
     ).all()
     for (revision,) in revisions:
         pb = cache.get(s, playbook, revision)
@@ -75,11 +75,12 @@ def _end(
     enr = table_of(Enrollment)
     # only the rows this run ended get an outcome and a timeline line: a parallel tick that
     # selected the same ids finds them no longer active and ends nothing
-    rows = s.exec(  # type: ignore[call-overload]
+    rows = execute(
+        s,
         update(enr)
         .where(enr.c.id.in_(ids), enr.c.status == EnrollmentStatus.ACTIVE)
         .values(status=status, outcome=outcome, ended_at=as_of, next_due_at=None, step_id=None)
-        .returning(enr.c.id, enr.c.account_id, enr.c.playbook)
+        .returning(enr.c.id, enr.c.account_id, enr.c.playbook),
     ).all()
     if goal and outcome and rows:
         s.connection().execute(

@@ -132,10 +132,10 @@ def simulate(engine: Engine, pb: CompiledPlaybook, start: datetime, days: int, d
         cache = RevisionCache()
         for moment in sorted(ticks | drains):
             if moment in ticks:
-                report = tick(scratch, pb, moment, channels=dict(channels), cache=cache, delivery=delivery)  # type: ignore[arg-type]
+                report = tick(scratch, pb, moment, channels=dict(channels), cache=cache, delivery=delivery)
                 result.errors += report.errors
             else:
-                deliver(scratch, dict(channels), as_of=moment, playbook=pb.id, policy=delivery)  # type: ignore[arg-type]
+                deliver(scratch, dict(channels), as_of=moment, playbook=pb.id, policy=delivery)
         _collect(scratch, pb, result, first_touch, first_enrollment)
     return result
 

@@ -171,9 +171,10 @@ class Wake:
     def visit(self, step_id: str) -> int:
         """Count one more visit of ``step_id`` (a loop may come back): part of its touches' keys."""
         visits = dict(self.state.get("visits", {}))
-        visits[step_id] = int(visits.get(step_id, 0)) + 1
+        count = int(visits.get(step_id, 0)) + 1
+        visits[step_id] = count
         self.state["visits"] = visits
-        return visits[step_id]
+        return count
 
     def touch_key(self, step_id: str, visit: int, contact: Contact | None) -> str:
         """The touch's unique key: playbook, enrollment, step, visit and contact."""

@@ -229,7 +229,7 @@ class _Compiler:
             return _bind(evaluate(node, self.env), node.type)
         match node:
             case FieldRef(record=Name(name=record), name=name):
-                return _TABLES[record].c[name]  # type: ignore[no-any-return]
+                return _TABLES[record].c[name]
             case FieldRef(record=Call(func="last_survey", args=[Literal(value=str(kind))]), name=name):
                 survey, where = _latest_survey(kind)
                 return (
