@@ -529,3 +529,28 @@ def test_playbook_impact_counts_every_currency_and_adds_money_per_currency(sqlit
     assert eur.arr.verdict.startswith("too few holdout enrollments to tell (n=20")
     document = mixed.to_dict()
     assert document["arr"] is None and [a["currency"] for a in document["arr_by_currency"]] == ["EUR", "USD"]
+
+
+def test_revenue_outcomes_are_reconciled_by_their_key_not_by_the_note(engine: Engine) -> None:
+    """A person may edit an outcome's note: the outcome is still the same one (``Outcome.key``),
+    its note is put back, and it is neither removed nor recorded a second time."""
+    build_book(engine, per_group=5)
+    with session(engine) as s:
+        record_revenue_outcomes(s, AS_OF)
+    rows = _revenue_rows(engine)
+    outcomes = table_of(Outcome)
+    with engine.begin() as conn:
+        conn.execute(outcomes.update().where(outcomes.c.source == "revenue").values(note="called them: all good"))
+        keys = conn.execute(select(outcomes.c.key).where(outcomes.c.source == "revenue")).scalars().all()
+    assert len(keys) == 10 and all(key and key.startswith("revenue:") for key in keys)
+    with session(engine) as s:
+        again = record_revenue_outcomes(s, AS_OF)
+    assert (again.added, again.updated, again.removed) == (0, 10, 0)
+    assert _revenue_rows(engine) == rows
+    with engine.connect() as conn:
+        notes = conn.execute(select(outcomes.c.key, outcomes.c.note).where(outcomes.c.source == "revenue")).all()
+        stories = conn.execute(
+            select(func.count()).select_from(table_of(TimelineEvent)).where(table_of(TimelineEvent).c.kind == "outcome")
+        ).scalar_one()
+    assert all(note.startswith(f"{key} ") for key, note in notes)
+    assert stories == 10  # the account's story is not told twice
