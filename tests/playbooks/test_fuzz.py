@@ -21,7 +21,7 @@ from playbooks import AUDIENCE, CONTACTS, compile_expression, compile_source, re
 from playbooks._templates import check_template
 from playbooks._yaml import load_document
 
-EXAMPLES = int(os.environ.get("RETAIN_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("RETAIN_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=3000,  # ms per example: a hang fails the test instead of stalling CI
