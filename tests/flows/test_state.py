@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 import cli
-from flows.analytics.attribution import record_revenue_outcomes, split_cents
+from flows.analytics.attribution import playbook_impact, record_revenue_outcomes, split_cents
 from flows.analytics.state import derive_account_state, judged_through
 from integrations.sources.billing import BillingColumns, Spread, import_revenue
 from models import Account, Enrollment, Outcome, RevenueEntry, TimelineEvent, table_of
@@ -287,3 +287,8 @@ def test_an_expansion_is_shared_among_the_enrollments_running_then(sqlite_engine
         shares = list(shares)
     assert len(shares) == 7 and sum(shares) == 12 * 100_00  # once in all, not seven times
     assert shares == split_cents(12 * 100_00, 7)
+    # the playbooks report credits each playbook's enrollment with its share, so the seven add up to it once
+    with Session(sqlite_engine) as s:
+        impacts = playbook_impact(s, datetime(2027, 6, 30, tzinfo=UTC))
+    credited = {impact.playbook: impact.arr.enrolled_mean_cents for impact in impacts if impact.arr}
+    assert credited == {f"p{i}": share for i, share in enumerate(split_cents(12 * 100_00, 7))}
