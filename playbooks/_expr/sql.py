@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     Integer,
     String,
+    Table,
     and_,
     case,
     exists,
@@ -76,7 +77,7 @@ from playbooks._expr.syntax import (
 
 __all__ = ["to_sql"]
 
-_TABLES: dict[str, Any] = {
+_TABLES: dict[str, Table] = {
     "account": table_of(Account),
     "contact": table_of(Contact),
     "enrollment": table_of(Enrollment),
