@@ -178,18 +178,18 @@ def test_judged_months_are_those_over_by_the_earlier_of_as_of_and_data_through()
     assert judged_through(datetime(2028, 2, 29, 23, 0, tzinfo=UTC), None) == date(2028, 2, 1)
 
 
-def test_the_state_is_what_revenue_says_as_of_a_date_and_nothing_after_leaks_in(sqlite_engine, tmp_path):
+def test_the_state_is_what_revenue_says_as_of_a_date_and_nothing_after_leaks_in(engine, tmp_path):
     # bolt pays 100 a month January to March, nothing in April and May, 150 from June to August
     rows = [["bolt", f"2027-{m:02d}-10", "100.00"] for m in (1, 2, 3)]
     rows += [["bolt", f"2027-{m:02d}-10", "150.00"] for m in (6, 7, 8)]
     rows += [["fjord", f"2027-{m:02d}-01", "50.00"] for m in range(1, 9)]
     path = write(tmp_path, ["customer", "date", "amount"], *rows)
-    import_revenue(sqlite_engine, path, create_accounts=True, now=NOW)
+    import_revenue(engine, path, create_accounts=True, now=NOW)
 
     def state_as_of(day: date) -> dict[str, object]:
-        with sqlite_engine.begin() as conn:
+        with engine.begin() as conn:
             derive_account_state(conn, datetime(day.year, day.month, day.day, 12, tzinfo=UTC), now=NOW)
-        a = account(sqlite_engine, "bolt")
+        a = account(engine, "bolt")
         return {k: a[k] for k in ("status", "churned_at", "reactivated_at", "mrr", "arr")}
 
     def at(month: int) -> datetime:
@@ -209,15 +209,15 @@ def test_the_state_is_what_revenue_says_as_of_a_date_and_nothing_after_leaks_in(
     assert state_as_of(date(2027, 12, 31)) == {
         "status": "active", "churned_at": at(4), "reactivated_at": at(6), "mrr": 150.0, "arr": 1800.0,
     }  # fmt: skip
-    assert account(sqlite_engine, "bolt")["expanded_at"] is None  # a reactivation at more is not an expansion
+    assert account(engine, "bolt")["expanded_at"] is None  # a reactivation at more is not an expansion
     # deriving again changes nothing and tells nothing new
-    with sqlite_engine.begin() as conn:
+    with engine.begin() as conn:
         again = derive_account_state(conn, datetime(2027, 12, 31, tzinfo=UTC), now=NOW)
     assert (again.changed, again.events) == (0, 0)
     # and back to an earlier date: the later dates are cleared, each change told once
     assert state_as_of(date(2027, 2, 28))["churned_at"] is None
     t = table_of(TimelineEvent)
-    with sqlite_engine.connect() as conn:
+    with engine.connect() as conn:
         told = conn.execute(
             select(t.c.at, t.c.summary).join(table_of(Account)).where(
                 table_of(Account).c.external_id == "bolt", t.c.kind == "state"
