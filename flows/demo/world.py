@@ -709,7 +709,8 @@ def seed(engine: Engine, cfg: DemoConfig) -> World:
             conn.execute(insert(table_of(RevenueEntry)), revenue)
         if tickets:
             conn.execute(insert(table_of(SupportTicket)), tickets)
-        open_ids = conn.execute(select(SupportTicket.id).where(SupportTicket.status == "open")).scalars().all()  # type: ignore[call-overload]
+        ticket = table_of(SupportTicket)
+        open_ids = conn.execute(select(ticket.c.id).where(ticket.c.status == "open")).scalars().all()
     world.open_tickets = list(open_ids)
     world.seeded["usage rows"] = len(usage)
     world.seeded["revenue rows"] = len(revenue)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, true, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
@@ -77,7 +77,7 @@ def claim_due(
 
 
 def advance(
-    engine: Engine,
+    engine: Engine | Connection,  # a connection: a dry run's, rolled back at the end
     cache: RevisionCache,
     playbook: str,
     as_of: datetime,

@@ -155,7 +155,7 @@ def run_play(
             elif override_quiet_hours:
                 lines.append(f"{pb.id} has no quiet hours: nothing to override")
         assert enrollment_id is not None
-        advance(bind, cache, pb.id, now, only={enrollment_id})  # type: ignore[arg-type]
+        advance(bind, cache, pb.id, now, only={enrollment_id})
         with session(bind) as s:
             events = (
                 execute(

@@ -111,8 +111,8 @@ def next_allowed(
             local = _start_of_next_day(local, opening, zone)
             continue
         holiday = _holidays(country, local.year).get(local.date()) if policy.holidays and country else None
-        if holiday:
-            reasons.append(f"public holiday in {country.upper()} ({holiday})")  # type: ignore[union-attr]
+        if holiday and country:
+            reasons.append(f"public holiday in {country.upper()} ({holiday})")
             local = _start_of_next_day(local, opening, zone)
             continue
         if policy.quiet_hours and _quiet(local, policy.quiet_hours):

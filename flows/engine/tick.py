@@ -97,6 +97,7 @@ def parse_as_of(value: str | datetime | None) -> datetime:
             raise ConfigError(
                 f"--as-of {value!r} is not an ISO 8601 date or time (like 2027-06-01 or 2027-06-01T09:00:00Z)"
             ) from exc
+        # pendulum.parse gives a DateTime for any date or time text (exact=False)
         moment = datetime.fromtimestamp(parsed.timestamp(), UTC)  # type: ignore[union-attr]
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -157,7 +158,7 @@ def tick(
             sync_revision(s, pb)
             report.settled = dict(settle(s, cache, pb.id, as_of))
             report.enrolled, report.holdout = enroll(s, pb, as_of)
-        result = advance(bind, cache, pb.id, as_of, worker=_worker())  # type: ignore[arg-type]
+        result = advance(bind, cache, pb.id, as_of, worker=_worker())
         _fill(report, result)
         if window is not None:
             hold_for_the_window(bind, pb.id, as_of, window)

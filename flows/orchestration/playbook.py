@@ -92,7 +92,7 @@ def enroll_task(bind: Engine | Connection, pb: CompiledPlaybook, as_of: datetime
 def advance_task(
     bind: Engine | Connection, pb: CompiledPlaybook, as_of: datetime, cache: RevisionCache
 ) -> AdvanceResult:
-    result = advance(bind, cache, pb.id, as_of, worker=_worker())  # type: ignore[arg-type]
+    result = advance(bind, cache, pb.id, as_of, worker=_worker())
     hold_for_the_window(bind, pb.id, as_of)  # customer touches compete by priority in the outbox run
     return result
 
