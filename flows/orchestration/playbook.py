@@ -133,7 +133,9 @@ def summarize_task(report: TickReport, engine: Engine) -> TickReport:
         markdown=markdown, key=f"tick-{report.playbook.replace('_', '-')}", description=report.line()
     )
     if not report.dry_run:
-        from flows.reports.reports import publish_playbook_artifacts  # the playbook's funnel and lift, as of this tick
+        from flows.orchestration.artifacts import (
+            publish_playbook_artifacts,  # the playbook's funnel and lift, as of this tick
+        )
 
         publish_playbook_artifacts(engine, report.playbook, parse_as_of(report.as_of))
     return report

@@ -11,11 +11,11 @@ from sqlmodel import Session
 
 from flows.orchestration._plainly import check, plainly
 from flows.orchestration._signals import cancelled_when_interrupted, leave_ctrl_c_to_the_runner
+from flows.orchestration.artifacts import publish_artifacts
 from flows.reports.reports import (
     Report,
     health_report,
     playbooks_report,
-    publish_artifacts,
     retention_report,
     surveys_report,
 )

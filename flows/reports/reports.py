@@ -3,7 +3,7 @@
 Each report is a :class:`Report`: a JSON document (``data``), tables for people (the first one is the
 report's CSV), and notes. The builders are plain functions of a session and an ``as_of``; the
 :func:`report_flow` Prefect flow records revenue outcomes, builds every report and publishes them
-as Prefect artifacts (:func:`publish_artifacts`). Charts are in ``flows.reports.charts``. Definitions:
+as Prefect artifacts (:func:`artifacts_of`, published by ``flows.orchestration``). Charts are in ``flows.reports.charts``. Definitions:
 ``docs/reports.md``.
 """
 
@@ -71,7 +71,6 @@ __all__ = [
     "health_report",
     "playbooks_report",
     "post_digest",
-    "publish_artifacts",
     "retention_report",
     "surveys_report",
     "weekly_digest",
@@ -1098,28 +1097,3 @@ def artifacts_of(report: Report) -> list[dict[str, Any]]:
         }
     )
     return made
-
-
-def publish_artifacts(report: Report) -> list[str]:
-    """Create the report's Prefect artifacts (tables and one markdown page); returns their keys.
-    Inside a flow run they belong to it; outside, they are created on the configured Prefect API."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    keys = []
-    for artifact in artifacts_of(report):
-        if artifact["type"] == "table":
-            create_table_artifact(table=artifact["table"], key=artifact["key"], description=artifact["description"])
-        else:
-            create_markdown_artifact(
-                markdown=artifact["markdown"], key=artifact["key"], description=artifact["description"]
-            )
-        keys.append(artifact["key"])
-    return keys
-
-
-def publish_playbook_artifacts(engine: Any, playbook: str, as_of: datetime) -> list[str]:
-    """One playbook's lift and funnel as Prefect artifacts (for the end of a tick)."""
-    with Session(engine) as s:
-        report = playbooks_report(s, as_of, months=None, playbooks=[playbook])
-    report.kind = f"playbook-{playbook}"
-    return publish_artifacts(report)
