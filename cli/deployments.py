@@ -97,8 +97,7 @@ def serve(
                     # flow runs are subprocesses: they read the environment; this process reads settings
                     os.environ["PREFECT_API_URL"] = server.api_url
                     console.print(
-                        f"serving {names}; Prefect server at {server.api_url.removesuffix('/api')} "
-                        "(Ctrl-C stops both)",
+                        f"serving {names}; Prefect server at {server.api_url.removesuffix('/api')} (Ctrl-C stops both)",
                         markup=False,
                         soft_wrap=True,
                     )

@@ -27,9 +27,14 @@ def prefect_environment(settings: Settings, *, start_temporary_server: bool = Tr
         temporary_settings,
     )
 
-    saved = {k: os.environ.get(k) for k in ("RETAIN_DATABASE_URL", "RETAIN_PLAYBOOKS_DIR")}
+    saved = {
+        k: os.environ.get(k) for k in ("RETAIN_DATABASE_URL", "RETAIN_PLAYBOOKS_DIR", "PREFECT_SERVER_LOGGING_LEVEL")
+    }
     os.environ["RETAIN_DATABASE_URL"] = settings.database_url
     os.environ["RETAIN_PLAYBOOKS_DIR"] = str(settings.resolved_playbooks_dir())
+    # the temporary server (a subprocess reading the environment) logs its own retried hiccups, such
+    # as an event flush that met a busy SQLite file, with tracebacks a Retain user cannot act on
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     updates: dict[Any, Any] = {
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
         # the temporary server has no internet here to send usage data to, and says so loudly

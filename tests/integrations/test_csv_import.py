@@ -122,6 +122,9 @@ def test_accounts_file_is_imported_with_every_value_parsed(db):
         "churned_at": None,
         "reactivated_at": None,
         "last_seen_at": None,
+        "mrr": 0.0,
+        "expanded_at": None,
+        "contracted_at": None,
         "custom": {"owner_region": "EMEA"},
         "holdout_bucket": holdout_bucket("acme"),
     }
