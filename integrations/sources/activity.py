@@ -168,11 +168,16 @@ def land_usage(conn: Connection, source: str, days: Sequence[UsageDay], *, write
         else:
             unchanged += 1
     if write:
-        if inserts:
-            conn.execute(insert(_USAGE), inserts)
-        if updates:
-            update_in_batches(conn, _USAGE, updates, None)
+        _write_changes(conn, _USAGE, inserts, updates)
     return LandResult(source, "usage", len(inserts), len(updates), unchanged, dry_run=not write)
+
+
+def _write_changes(conn: Connection, table: Table, inserts: list[dict[str, Any]], updates: list[Any]) -> None:
+    """New rows in one statement, changed ones in batches."""
+    if inserts:
+        conn.execute(insert(table), inserts)
+    if updates:
+        update_in_batches(conn, table, updates, None)
 
 
 def import_usage(engine: Engine, path: str | Path, *, dry_run: bool = False) -> LandResult:
@@ -295,10 +300,7 @@ def land_tickets(conn: Connection, source: str, tickets: Sequence[TicketRecord],
         else:
             unchanged += 1
     if write:
-        if inserts:
-            conn.execute(insert(_TICKET), inserts)
-        if updates:
-            update_in_batches(conn, _TICKET, updates, None)
+        _write_changes(conn, _TICKET, inserts, updates)
     return LandResult(source, "tickets", len(inserts), len(updates), unchanged, dry_run=not write)
 
 
