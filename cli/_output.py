@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from models import DataImportError
 
 __all__ = ["Format", "MarkdownOrJson", "TableJsonOrCsv", "TableOrJson", "TextOrJson", "echo_json", "echo_text"]
 
@@ -49,3 +52,19 @@ def echo_text(text: str) -> None:
 def echo_json(document: Any) -> None:
     """A JSON document, indented, as it is (``default=str``: dates and decimals as text)."""
     echo_text(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def refuse_import(exc: DataImportError) -> NoReturn:
+    """An all-or-nothing import refused: every problem at its row, then what was (not) written; exit 1."""
+    from cli._app import err_console
+
+    for problem in exc.problems:
+        err_console.print(problem.format(exc.file), markup=False, soft_wrap=True)
+    bad = len({p.row for p in exc.problems})
+    err_console.print(
+        f"error: nothing was written from {exc.file} ({bad} bad row{'s' * (bad != 1)})",
+        style="red",
+        markup=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(1) from None

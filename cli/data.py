@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import app, console, err_console, state
+from ._output import refuse_import
 
 usage_app = typer.Typer(help="Import product usage (per account, metric and day, or raw events).", no_args_is_help=True)
 tickets_app = typer.Typer(help="Import support tickets.", no_args_is_help=True)
@@ -40,16 +41,7 @@ def _run(load: Callable[[], Any]) -> None:
     try:
         result = load()
     except DataImportError as exc:
-        for problem in exc.problems:
-            err_console.print(problem.format(exc.file), markup=False, soft_wrap=True)
-        bad = len({p.row for p in exc.problems})
-        err_console.print(
-            f"error: nothing was written from {exc.file} ({bad} bad row{'s' * (bad != 1)})",
-            style="red",
-            markup=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from None
+        refuse_import(exc)
     console.print(result.line(), markup=False, soft_wrap=True)
 
 

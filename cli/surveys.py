@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ._app import app, console, err_console, state
-from ._output import Format, TableOrJson, echo_json
+from ._app import app, console, state
+from ._output import Format, TableOrJson, echo_json, refuse_import
 
 surveys_app = typer.Typer(
     help="Record survey answers (NPS, CSAT, CES), import them from CSV, summarize them.", no_args_is_help=True
@@ -98,16 +98,7 @@ def import_command(
     try:
         result = import_answers(engine, file, dry_run=dry_run, now=utcnow())
     except DataImportError as exc:
-        for problem in exc.problems:
-            err_console.print(problem.format(exc.file), markup=False, soft_wrap=True)
-        bad = len({p.row for p in exc.problems})
-        err_console.print(
-            f"error: nothing was written from {exc.file} ({bad} bad row{'s' * (bad != 1)})",
-            style="red",
-            markup=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from None
+        refuse_import(exc)
     verb = ("to insert", "to replace") if result.dry_run else ("inserted", "replaced")
     where = f"{result.file} (dry run, nothing written)" if result.dry_run else result.file
     console.print(
