@@ -64,6 +64,8 @@ __all__ = [
     "SupportTicket",
     "Suppression",
     "SurveyResponse",
+    "SyncCursor",
+    "SyncRun",
     "TimelineEvent",
     "Touch",
     "TouchStatus",
@@ -419,6 +421,38 @@ class DataSource(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=40)
     data_through: date
     updated_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class SyncCursor(SQLModel, table=True):
+    """Where a source's sync stands: the cursor of its last committed batch. Any source writes here
+    (a SQL source, a vendor connector, a mailbox), under its own name; the next run goes on from it."""
+
+    __tablename__ = "sync_cursor"
+    source: str = Field(primary_key=True, max_length=100)
+    kind: str = Field(max_length=40)  # accounts, revenue, stripe, imap, ...
+    cursor: str | None = None  # as text (ISO 8601 for moments); None: from the start
+    cursor_type: str = Field(default="text", max_length=20)  # int, float, decimal, datetime, date, text
+    updated_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class SyncRun(SQLModel, table=True):
+    """One run of one source's sync (``retain sync status`` reads these): when, from which cursor to
+    which, rows taken in and refused, and why it stopped if it did."""
+
+    __tablename__ = "sync_run"
+    __table_args__ = (Index("ix_sync_run_source_started", "source", "started_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=100)
+    kind: str = Field(max_length=40)
+    started_at: datetime = _ts(nullable=False, default=utcnow)
+    finished_at: datetime | None = _ts()
+    status: str = Field(default="running", max_length=20)  # running | ok | refused | failed
+    cursor_before: str | None = None
+    cursor_after: str | None = None
+    rows_in: int = 0  # rows written in committed batches
+    rows_refused: int = 0  # rows of the batch that was refused (nothing of it written)
+    message: str | None = None  # why the run stopped: the refusal or the failure, for a person
+    problems: list[str] = _json(list)  # the refused rows' problems, as located lines (at most 100)
 
 
 class TimelineEvent(SQLModel, table=True):

@@ -60,6 +60,14 @@ from integrations.sources.suppression import (
     import_suppression_list,
     unsubscribe,
 )
+from integrations.sources.sync_state import (
+    SourceStatus,
+    commit_batch,
+    finish_run,
+    read_cursor,
+    start_run,
+    sync_status,
+)
 
 __all__ = [
     "ACCOUNT_COLUMNS",
@@ -74,6 +82,7 @@ __all__ = [
     "LandResult",
     "ReplyResult",
     "RevenueImportResult",
+    "SourceStatus",
     "Spread",
     "SuppressionResult",
     "TicketRecord",
@@ -82,7 +91,9 @@ __all__ = [
     "apply_suppressions",
     "chunks",
     "column_key",
+    "commit_batch",
     "describe_changes",
+    "finish_run",
     "flag_duplicates",
     "import_accounts",
     "import_contacts",
@@ -103,8 +114,11 @@ __all__ = [
     "parse_timestamp",
     "quote_cell",
     "read_csv",
+    "read_cursor",
     "settle_problems",
     "spread_cents",
+    "start_run",
+    "sync_status",
     "unsubscribe",
     "update_in_batches",
     "validate_rows",
