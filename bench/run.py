@@ -105,6 +105,31 @@ def timer() -> Iterator[Callable[[], float]]:
     ended.append(time.perf_counter())
 
 
+PROFILES: Path | None = None  # --profile DIR: each of Retain's timed parts profiled there
+
+
+@contextmanager
+def measured(name: str) -> Iterator[Callable[[], float]]:
+    """:func:`timer` around Retain's part of a figure; with ``--profile``, also its pyinstrument
+    profile (``<name>.txt``, the call tree of the slowest frames, and ``<name>.html``)."""
+    if PROFILES is None:
+        with timer() as took:
+            yield took
+        return
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.002, async_mode="enabled")
+    with timer() as took:
+        profiler.start()
+        try:
+            yield took
+        finally:
+            profiler.stop()
+    PROFILES.mkdir(parents=True, exist_ok=True)
+    (PROFILES / f"{name}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
+    (PROFILES / f"{name}.html").write_text(profiler.output_html())
+
+
 # --- data ---------------------------------------------------------------------------------------
 
 CHUNK = 20_000
@@ -237,7 +262,7 @@ def enroll_figures(engine: Engine, db: str, n: int, *, quick: bool) -> None:
 
     pb = playbook("book")
     base = bare_enroll(engine, pb.id)
-    with timer() as took, session(engine) as s:
+    with measured(f"enroll_{db}") as took, session(engine) as s:
         enrolled, holdout = enroll(s, pb, AS_OF)
     emit(f"enroll_{db}", took(), "s", base, target="<= 2x", size=n, enrolled=enrolled, holdout=holdout)
 
@@ -248,13 +273,13 @@ def enroll_figures(engine: Engine, db: str, n: int, *, quick: bool) -> None:
     cache = RevisionCache()
     tick(engine, pb, AS_OF, cache=cache)  # the holdout ends where it began: not part of the figure
     base = due_check(engine, pb.id)
-    with timer() as took:
+    with measured(f"tick_nothing_due_{db}") as took:
         report = tick(engine, pb, LATER, cache=cache)
     emit(f"tick_nothing_due_{db}", took(), "s", base, target="<= 1 s", size=n, enrolled=report.enrolled)
 
     add_accounts(engine, n, 96)
     base = bare_enroll(engine, pb.id)
-    with timer() as took:
+    with measured(f"tick_96_new_{db}") as took:
         report = tick(engine, pb, LATER + timedelta(minutes=5), cache=cache, window=None)
     emit(f"tick_96_new_{db}", took(), "s", base, target="<= 2x", size=n, enrolled=report.enrolled)
 
@@ -275,7 +300,7 @@ def advance_figure(folder: Path, n: int) -> None:
             enroll(s, pb, AS_OF)
         with engine.connect() as conn:
             mark = conn.execute(select(table_of(TimelineEvent).c.id).order_by(text("id DESC")).limit(1)).scalar()
-        with timer() as took:
+        with measured("advance_email_sqlite") as took:
             result = advance(engine, RevisionCache(), pb.id, AS_OF)
         retain = took()
         touch, timeline, enr = table_of(Touch), table_of(TimelineEvent), table_of(Enrollment)
@@ -400,7 +425,7 @@ def delivery_figure(folder: Path, n: int) -> None:
         with timer() as took:
             asyncio.run(bare_loop(url, bodies, policy.concurrency))
         base = n / took()
-        with timer() as took:
+        with measured("deliver_webhook") as took:
             counts = deliver(engine, {"webhook": WebhookChannel()}, as_of=AS_OF, policy=policy)  # type: ignore[dict-item]
         retain = n / took()
     emit(
@@ -584,12 +609,15 @@ def main() -> None:
     parser.add_argument("--postgres", metavar="URL", help="also enroll on PostgreSQL (a database made on this server)")
     parser.add_argument("--accounts", type=int, help="the book's size (default 1,000,000; --quick: 2,000)")
     parser.add_argument("--only", nargs="+", help="run only these groups: enroll advance deliver memory cli prefect")
+    parser.add_argument("--profile", metavar="DIR", type=Path, help="write a pyinstrument profile of each figure here")
     parser.add_argument("--memory-child", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--advance", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.advance)
         return
+    global PROFILES
+    PROFILES = args.profile
     n = args.accounts or (2_000 if args.quick else 1_000_000)
     advance_n = 500 if args.quick else 10_000
     deliver_n = 1_000 if args.quick else 20_000
