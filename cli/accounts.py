@@ -400,9 +400,16 @@ def render_account(view: AccountView, now: datetime) -> Group:
     )
     enrollments = _section(
         "Active enrollments",
-        ["playbook", "step", "next due", "holdout", "since"],
+        ["playbook", "revision", "step", "next due", "holdout", "since"],
         [
-            [e.playbook, e.step_id or "", _due(e.next_due_at, now), "yes" if e.holdout else "", _when(e.started_at)]
+            [
+                e.playbook,
+                e.revision[:8],
+                e.step_id or "",
+                _due(e.next_due_at, now),
+                "yes" if e.holdout else "",
+                _when(e.started_at),
+            ]
             for e in view.enrollments
         ],
         "none",

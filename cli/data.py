@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +11,7 @@ import typer
 
 from ._app import app, console, err_console, state
 from ._output import refuse_import
+from ._who import AsCsm, csm_identity
 
 usage_app = typer.Typer(help="Import product usage (per account, metric and day, or raw events).", no_args_is_help=True)
 tickets_app = typer.Typer(help="Import support tickets.", no_args_is_help=True)
@@ -116,7 +116,7 @@ def reply_command(
     at: Annotated[
         str | None, typer.Option("--at", help="When the reply came, ISO 8601 (default: now).", show_default=False)
     ] = None,
-    by: Annotated[str | None, typer.Option("--by", help="Who logs it (default: RETAIN_CSM, then USER).")] = None,
+    by: AsCsm = None,
 ) -> None:
     """Mark a touch replied: by its KEY, or the latest message a playbook sent to an account
     (--account ID --playbook P). branch and wait_for see it as touches("<step>").replied."""
@@ -132,6 +132,6 @@ def reply_command(
         moment = utcnow() if at is None else parse_timestamp(at)
     except ValueError as exc:
         raise ConfigError(f"--at: {exc}") from None
-    who = by or os.environ.get("RETAIN_CSM") or os.environ.get("USER")
+    who = csm_identity(by)
     result = mark_replied(state(ctx).engine(), now=moment, key=key, account=account, playbook=playbook, by=who)
     console.print(result.line(), markup=False, soft_wrap=True)

@@ -6,7 +6,6 @@ Heavy modules (the engine, the channels) are imported inside the commands: the C
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ._app import app, console, err_console, state
+from ._who import AsCsm, csm_identity
 
 if TYPE_CHECKING:
     from flows.engine.outbox_review import TouchLine
@@ -30,16 +30,6 @@ STATES = ("pending", "sending", "delivered", "failed", "suppressed", "unknown", 
 class Format(StrEnum):
     table = "table"
     json = "json"
-
-
-_BY = typer.Option("--by", envvar="RETAIN_CSM", help="Who decides, for the timeline. Default: RETAIN_CSM, else $USER.")
-
-
-def _who(by: str | None) -> str:
-    who = by or os.environ.get("USER")
-    if not who:
-        raise typer.BadParameter("say who decides: --by NAME (or set RETAIN_CSM)", param_hint="--by")
-    return who
 
 
 def _age(delta: timedelta) -> str:
@@ -183,7 +173,7 @@ def resolve(
         bool, typer.Option("--resend", help="It did not arrive: send it again with the next outbox run.")
     ] = False,
     drop: Annotated[bool, typer.Option("--drop", help="Never send it.")] = False,
-    by: Annotated[str | None, _BY] = None,
+    by: AsCsm = None,
     note: Annotated[str | None, typer.Option("--note", help="Why, for the timeline.")] = None,
 ) -> None:
     """Decide an unknown touch: delivered, send again, or drop.
@@ -196,7 +186,7 @@ def resolve(
     chosen = [decision for decision, given in flags if given]
     if len(chosen) != 1:
         raise typer.BadParameter("give exactly one of --delivered, --resend, --drop", param_hint="KEY")
-    who = _who(by)
+    who = csm_identity(by)
     done = resolve_touch(state(ctx).engine(), key, chosen[0], by=who, now=_now(), note=note)
     console.print(done, markup=False)
 
@@ -208,7 +198,7 @@ def retry(
     all_: Annotated[bool, typer.Option("--all", help="Every failed touch (of --channel, --playbook).")] = False,
     channel: Annotated[str | None, typer.Option("--channel", help="With --all: only this channel.")] = None,
     playbook: Annotated[str | None, typer.Option("--playbook", help="With --all: only this playbook.")] = None,
-    by: Annotated[str | None, _BY] = None,
+    by: AsCsm = None,
 ) -> None:
     """Send failed touches again, once what made them fail is fixed.
 
@@ -219,7 +209,7 @@ def retry(
         raise typer.BadParameter("name the touches to retry, or give --all", param_hint="KEYS")
     if (channel or playbook) and not all_:
         raise typer.BadParameter("--channel and --playbook go with --all", param_hint="--all")
-    who = _who(by)
+    who = csm_identity(by)
     retried = retry_failed(state(ctx).engine(), keys or [], by=who, now=_now(), channel=channel, playbook=playbook)
     if not retried:
         console.print("no failed touches to retry", markup=False)

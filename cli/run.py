@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
@@ -10,6 +9,7 @@ from rich.table import Table
 
 from ._app import app, console, state
 from ._output import Format, TableOrJson, echo_json
+from ._who import AsCsm, csm_identity
 from .playbooks import find_playbook
 
 
@@ -68,12 +68,7 @@ def play(
             "holds); the timeline records who overrode them.",
         ),
     ] = False,
-    by: Annotated[
-        str | None,
-        typer.Option(
-            "--by", envvar="RETAIN_CSM", help="Who runs this play, for the timeline. Default: RETAIN_CSM, else $USER."
-        ),
-    ] = None,
+    by: AsCsm = None,
 ) -> None:
     """Run a playbook for one account now (a CSM's ad-hoc play) and print what happened.
 
@@ -93,7 +88,7 @@ def play(
         dry_run=dry_run,
         channels=build_channels(st.settings),
         override_quiet_hours=now,
-        by=by or os.environ.get("USER") or None,
+        by=csm_identity(by),
     )
     for line in result:
         console.print(line, markup=False, soft_wrap=True)
@@ -101,7 +96,8 @@ def play(
 
 @app.command("status")
 def status(ctx: typer.Context, fmt: TableOrJson = Format.table) -> None:
-    """Per playbook: enrolled, active, holdout, completed by outcome, and touches by channel and state."""
+    """Per playbook: enrolled, active, holdout, the revisions the active enrollments run, completed by
+    outcome, and touches by channel and state."""
     from flows.reports.status import playbook_status
 
     data = playbook_status(state(ctx).engine())
@@ -112,6 +108,7 @@ def status(ctx: typer.Context, fmt: TableOrJson = Format.table) -> None:
     table.add_column("playbook", no_wrap=True)
     for column in ("enrolled", "active", "holdout"):
         table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("active by revision", no_wrap=True)
     table.add_column("ended, by outcome")
     table.add_column("touches, by channel", ratio=1)  # the widest: what room is left is its
     for playbook, row in sorted(data.items()):
@@ -120,7 +117,16 @@ def status(ctx: typer.Context, fmt: TableOrJson = Format.table) -> None:
             f"{channel}: " + ", ".join(f"{s} {n}" for s, n in sorted(states.items()))
             for channel, states in sorted(row.touches.items())
         )
-        table.add_row(playbook, str(row.enrolled), str(row.active), str(row.holdout), ended or "-", touches or "-")
+        revisions = "\n".join(f"{revision[:8]} {n}" for revision, n in sorted(row.revisions.items()))
+        table.add_row(
+            playbook,
+            str(row.enrolled),
+            str(row.active),
+            str(row.holdout),
+            revisions or "-",
+            ended or "-",
+            touches or "-",
+        )
     console.print(table)
     if not data:
         console.print("nothing has run yet: try `retain demo` or `retain run PLAYBOOK`")

@@ -18,7 +18,7 @@ from flows.engine.revisions import holdout_salt, today_in
 from models import Account, Enrollment, EnrollmentStatus, ProductEvent, TimelineEvent, execute, table_of
 from models.playbook import reentry_after
 from models.tables import HOLDOUT_BUCKETS
-from playbooks import AUDIENCE, EVENT, CompiledPlaybook, to_sql
+from playbooks import AUDIENCE, EVENT, CompiledPlaybook, clause_columns, read_clauses, to_sql
 
 __all__ = ["enroll"]
 
@@ -72,9 +72,15 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
         .where(enr.c.playbook == pb.id, enr.c.started_at == as_of, enr.c.holdout == true(), enr.c.step_id.is_not(None))
         .values(step_id=None, next_due_at=None)
     )
+    # the new enrollments and, in the same query, why each entered: every clause of the audience
+    # and the values it read, computed in SQL for all of them at once
+    audience_expr = pb.expression("audience")
+    why = clause_columns(audience_expr, now=as_of, today=today)
     new = execute(
         s,
-        select(enr.c.id, enr.c.account_id, enr.c.holdout).where(
+        select(enr.c.id, enr.c.account_id, enr.c.holdout, *(column.label(name) for name, column in why))
+        .select_from(enr.join(acct, acct.c.id == enr.c.account_id))
+        .where(
             enr.c.playbook == pb.id,
             enr.c.started_at == as_of,
             enr.c.source == source,
@@ -85,21 +91,31 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
             ),
         ),
     ).all()
-    values = [
-        {
-            "account_id": a,
-            "enrollment_id": e,
-            "playbook": pb.id,
-            "at": as_of,
-            "kind": "enrolled",
-            "summary": f"enrolled in {pb.spec.name}" + (" (holdout: never contacted)" if h else ""),
-            "detail": {"revision": pb.revision, "holdout": bool(h), "source": source},
-        }
-        for e, a, h in new
-    ]
+    values = []
+    for row in new:
+        held = read_clauses(audience_expr, row._mapping)
+        values.append(
+            {
+                "account_id": row.account_id,
+                "enrollment_id": row.id,
+                "playbook": pb.id,
+                "at": as_of,
+                "kind": "enrolled",
+                "summary": f"enrolled in {pb.spec.name}"
+                + (" (holdout: never contacted)" if row.holdout else "")
+                + ": "
+                + "; ".join(c.line() for c in held),
+                "detail": {
+                    "revision": pb.revision,
+                    "holdout": bool(row.holdout),
+                    "source": source,
+                    "audience": [c.to_dict() for c in held],
+                },
+            }
+        )
     if values:
         s.connection().execute(insert(table_of(TimelineEvent)), values)
-    holdouts = sum(1 for _, _, h in new if h)
+    holdouts = sum(1 for row in new if row.holdout)
     return len(new), holdouts
 
 

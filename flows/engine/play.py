@@ -32,7 +32,7 @@ from models import (
     session,
     utcnow,
 )
-from playbooks import CompiledPlaybook, env_for, evaluate
+from playbooks import CompiledPlaybook, env_for, explain
 
 __all__ = ["find_account", "run_play"]
 
@@ -99,44 +99,8 @@ def run_play(
                 s.add(active)
                 account_id = account.id
             else:
-                inside = (
-                    evaluate(pb.expression("audience"), env_for(s, account, now=now, today=today_in(pb, now))) is True
-                )
-                if not inside and not force:
-                    raise RetainError(
-                        f"{account.external_id} is not in the audience of {pb.id} ({pb.spec.audience.strip()}); "
-                        "use --force to enroll it anyway"
-                    )
-                enrollment = Enrollment.model_validate(
-                    {
-                        "playbook": pb.id,
-                        "revision": pb.revision,
-                        "account_id": account.id,
-                        "step_id": pb.spec.steps[0].id,
-                        "next_due_at": now,
-                        "started_at": now,
-                        "source": "play",
-                        "state": {},
-                    }
-                )
-                s.add(enrollment)
-                s.flush()
-                enrollment_id = enrollment.id
+                enrollment_id = _enroll(s, pb, account, now=now, force=force, by=by)
                 account_id = account.id
-                forced = "" if inside else " (forced: outside the audience)"
-                s.add(
-                    TimelineEvent.model_validate(
-                        {
-                            "account_id": account.id,
-                            "enrollment_id": enrollment_id,
-                            "playbook": pb.id,
-                            "at": now,
-                            "kind": "enrolled",
-                            "summary": f"enrolled in {pb.spec.name} by a CSM play{forced}",
-                            "detail": {"revision": pb.revision, "source": "play", "by": by},
-                        }
-                    )
-                )
             if override is not None:
                 delivery, quiet = override
                 s.add(
@@ -177,6 +141,60 @@ def run_play(
             lines.append("delivered: " + ", ".join(f"{k} {v}" for k, v in sorted(sent.items())))
         lines += _held_back(engine, enrollment_id, after=shown)
     return lines
+
+
+def _enroll(s: Session, pb: CompiledPlaybook, account: Account, *, now: datetime, force: bool, by: str | None) -> int:
+    """A new enrollment of ``account`` by a play, and the timeline line that says why it entered
+    (each clause of the audience and the values it read) and who played it. Outside the audience
+    (without ``force``) it refuses, naming each clause that does not hold and its values."""
+    who = by or "a CSM"
+    env = env_for(s, account, now=now, today=today_in(pb, now))
+    why = explain(pb.expression("audience"), env)
+    inside = all(clause.held is True for clause in why)
+    if not inside and not force:
+        failing = [clause for clause in why if clause.held is not True]
+        raise RetainError(
+            f"{account.external_id} is not in the audience of {pb.id}: "
+            + "; ".join(f"{c.line()} is {'unknown' if c.held is None else 'false'}" for c in failing)
+            + "; use --force to enroll it anyway"
+        )
+    enrollment = Enrollment.model_validate(
+        {
+            "playbook": pb.id,
+            "revision": pb.revision,
+            "account_id": account.id,
+            "step_id": pb.spec.steps[0].id,
+            "next_due_at": now,
+            "started_at": now,
+            "source": "play",
+            "state": {},
+        }
+    )
+    s.add(enrollment)
+    s.flush()
+    enrollment_id = enrollment.id
+    forced = "" if inside else " (forced: outside the audience)"
+    held = "; ".join(c.line() + ("" if c.held else " [did not hold]") for c in why)
+    s.add(
+        TimelineEvent.model_validate(
+            {
+                "account_id": account.id,
+                "enrollment_id": enrollment_id,
+                "playbook": pb.id,
+                "at": now,
+                "kind": "enrolled",
+                "summary": f"enrolled in {pb.spec.name} by {who}{forced}: {held}",
+                "detail": {
+                    "revision": pb.revision,
+                    "source": "play",
+                    "by": by,
+                    "audience": [c.to_dict() for c in why],
+                },
+            }
+        )
+    )
+    assert enrollment_id is not None
+    return enrollment_id
 
 
 def _quiet_hours_override(delivery: DeliveryPolicy, playbook: str) -> tuple[DeliveryPolicy, str] | None:

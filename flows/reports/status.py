@@ -27,6 +27,8 @@ class PlaybookStatus:
     active: int = 0
     holdout: int = 0
     ended: dict[str, int] = field(default_factory=dict)
+    #: active enrollments by the playbook revision they run (each is pinned to the one it started on)
+    revisions: dict[str, int] = field(default_factory=dict)
     touches: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -42,7 +44,14 @@ def playbook_status(engine: Engine) -> dict[str, PlaybookStatus]:
     touches = select(col(Touch.playbook), col(Touch.channel), col(Touch.status), func.count()).group_by(
         col(Touch.playbook), col(Touch.channel), col(Touch.status)
     )
+    revisions = (
+        select(col(Enrollment.playbook), col(Enrollment.revision), func.count())
+        .where(col(Enrollment.status) == EnrollmentStatus.ACTIVE)
+        .group_by(col(Enrollment.playbook), col(Enrollment.revision))
+    )
     with engine.connect() as conn:
+        for playbook, revision, n in conn.execute(revisions):
+            found.setdefault(playbook, PlaybookStatus()).revisions[revision] = n
         for playbook, status, holdout, outcome, n in conn.execute(enrollments):
             row = found.setdefault(playbook, PlaybookStatus())
             row.enrolled += n

@@ -218,6 +218,41 @@ def test_enroll_is_one_statement_and_respects_the_audience(engine: Engine, state
     assert count(engine, TL, TL.c.kind == "enrolled") == 30
 
 
+def test_the_enrolled_line_says_which_audience_clauses_held_and_their_values(engine: Engine) -> None:
+    big = add_accounts(engine, 3, prefix="big", arr=12_000.0, renewal_date=date(2027, 4, 15))
+    add_accounts(engine, 2, prefix="small", arr=100.0)
+    pb = playbook(
+        """
+        playbook: why
+        name: Why
+        lifecycle: custom
+        audience: account.status == "active" and account.arr >= 5000 and days_until(account.renewal_date) <= 90
+        steps:
+          - id: bye
+            kind: exit
+        """
+    )
+    with session(engine) as s:
+        assert enroll(s, pb, T0) == (3, 0)
+    rows = timeline(engine, TL.c.kind == "enrolled")
+    assert sorted(r.account_id for r in rows) == big
+    expected = [
+        {"clause": 'account.status == "active"', "held": True, "values": {"account.status": "active"}},
+        {"clause": "account.arr >= 5000", "held": True, "values": {"account.arr": 12000}},
+        {
+            "clause": "days_until(account.renewal_date) <= 90",
+            "held": True,
+            "values": {"days_until(account.renewal_date)": 45},
+        },
+    ]
+    assert all(r.detail["audience"] == expected for r in rows)
+    assert rows[0].summary == (
+        'enrolled in Why: account.status == "active" (account.status = "active"); '
+        "account.arr >= 5000 (account.arr = 12000); "
+        "days_until(account.renewal_date) <= 90 (days_until(account.renewal_date) = 45)"
+    )
+
+
 def test_reentry_never(engine: Engine) -> None:
     add_accounts(engine, 5)
     pb = simple("never")
