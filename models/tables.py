@@ -322,6 +322,8 @@ class Touch(SQLModel, table=True):
     reason: str | None = None  # why suppressed, deferred or failed
     attempts: int = 0
     not_before: datetime | None = _ts()  # deferred by the contact policy until then
+    #: the receiver asked not to be asked again before then (Retry-After, back-off): wall clock
+    retry_not_before: datetime | None = _ts()
     lease_until: datetime | None = _ts()
     claimed_by: str | None = Field(default=None, max_length=200)  # the delivery run holding the lease
     provider_id: str | None = Field(default=None, max_length=300)

@@ -11,6 +11,11 @@ it is sent again only through a channel whose receiver drops a repeat of the sam
 (``Idempotency-Key``); otherwise it becomes ``unknown`` and is shown to people, never silently
 sent twice.
 
+A wait between two tries (a short ``Retry-After``, a back-off) is recorded on the touch before it
+is waited out (``Touch.retry_not_before``, wall clock; the touch is ``pending`` meanwhile, since
+nothing is in flight): a run killed while waiting leaves it behind, and no claim takes the touch
+before then.
+
 Business times (``sent_at``, ``delivered_at``, policy decisions) follow the tick's ``as_of``, so a
 simulated run behaves as a real one; leases follow the wall clock.
 """
@@ -202,6 +207,7 @@ def _claim(
         t.c.status == TouchStatus.PENDING,
         or_(t.c.not_before.is_(None), t.c.not_before <= as_of),
         or_(t.c.lease_until.is_(None), t.c.lease_until < wall),
+        or_(t.c.retry_not_before.is_(None), t.c.retry_not_before <= wall),  # Retry-After, on the wall clock
     ]
     conditions += [t.c[name] == value for name, value in scope.items() if value is not None]
     if exclude:
@@ -355,8 +361,9 @@ async def _send_and_record(
     async with limit.in_flight:
         if not _mark_sending(engine, row, as_of, policy):
             return "skipped"  # another worker took it after its lease ran out
-        status, detail, retry_in = await _send_one(row, channel, policy, limit)
-        _finish(engine, row, as_of, policy, status, detail, retry_in)
+        status, detail, retry_in = await _send_one(engine, row, channel, policy, limit)
+        if status != "skipped":
+            _finish(engine, row, as_of, policy, status, detail, retry_in)
     return status
 
 
@@ -403,10 +410,42 @@ def _mark_sending(engine: Engine, row: dict[str, Any], as_of: datetime, policy: 
     return bool(done.rowcount)
 
 
+def _wait_recorded(engine: Engine, row: dict[str, Any], seconds: float, policy: DeliveryPolicy) -> None:
+    """Before waiting between two tries: the touch is back to ``pending`` (nothing is in flight,
+    so a crash now leaves nothing in doubt), still leased by this run, and the earliest moment the
+    receiver may be asked again is recorded: a run that dies while waiting leaves it behind, and the
+    next run's claim respects it (a Retry-After survives a crash)."""
+    t = table_of(Touch)
+    wall = utcnow()
+    with _transaction(engine) as conn:
+        conn.execute(
+            update(t)
+            .where(t.c.id == row["id"], t.c.status == TouchStatus.SENDING)
+            .values(
+                status=TouchStatus.PENDING,
+                retry_not_before=wall + timedelta(seconds=seconds),
+                lease_until=wall + timedelta(seconds=seconds) + policy.lease,
+            )
+        )
+
+
+def _resume_sending(engine: Engine, row: dict[str, Any], policy: DeliveryPolicy) -> bool:
+    """After the wait: ``sending`` again, if this run still holds the touch."""
+    t = table_of(Touch)
+    with _transaction(engine) as conn:
+        done = conn.execute(
+            update(t)
+            .where(t.c.id == row["id"], t.c.status == TouchStatus.PENDING, t.c.claimed_by == claimer())
+            .values(status=TouchStatus.SENDING, lease_until=utcnow() + policy.lease)
+        )
+    return bool(done.rowcount)
+
+
 async def _send_one(
-    row: dict[str, Any], channel: Channel, policy: DeliveryPolicy, limit: _Limits
+    engine: Engine, row: dict[str, Any], channel: Channel, policy: DeliveryPolicy, limit: _Limits
 ) -> tuple[str, str | None, float | None]:
-    """(status, detail, retry in seconds) for one touch: delivered, retry, unknown or failed."""
+    """(status, detail, retry in seconds) for one touch: delivered, retry, unknown or failed
+    (or skipped: another run took it over while this one waited)."""
     try:
         payload = resolve_secrets(row["payload"]) if policy.resolve_secrets else row["payload"]
     except ConfigError as exc:
@@ -437,7 +476,8 @@ async def _send_one(
                 return "retry", str(exc), None
             wait = _backoff(policy, attempt)
             _say(logging.INFO, row, "may have been delivered; resending in %.1f s (repeats are dropped): %s", wait, exc)
-            await asyncio.sleep(wait)
+            if not await _wait_out(engine, row, wait, policy):
+                return "skipped", None, None
         except RetryableError as exc:
             if exc.retry_after is not None and exc.retry_after > policy.backoff_cap:
                 _say(logging.WARNING, row, "Retry-After %.0f s, retrying in a later run: %s", exc.retry_after, exc)
@@ -448,11 +488,19 @@ async def _send_one(
             wait = exc.retry_after if exc.retry_after is not None else _backoff(policy, attempt)
             why = "back-off" if exc.retry_after is None else "Retry-After"
             _say(logging.WARNING, row, "try %d failed, retrying in %.1f s (%s): %s", attempt, wait, why, exc)
-            await asyncio.sleep(wait)
+            if not await _wait_out(engine, row, wait, policy):
+                return "skipped", None, None
         except IntegrationError as exc:
             _say(logging.ERROR, row, "failed for good: %s", exc)
             return TouchStatus.FAILED, str(exc), None
     return "retry", "no attempt made", None
+
+
+async def _wait_out(engine: Engine, row: dict[str, Any], seconds: float, policy: DeliveryPolicy) -> bool:
+    """Record the wait, wait, and take the touch up again; False when it is no longer this run's."""
+    _wait_recorded(engine, row, seconds, policy)
+    await asyncio.sleep(seconds)
+    return _resume_sending(engine, row, policy)
 
 
 def _say(level: int, row: dict[str, Any], what: str, *args: object) -> None:
@@ -480,7 +528,9 @@ def _finish(
     if status != TouchStatus.DELIVERED and detail is not None:
         detail = redact(detail)  # the one redaction step for what is stored about a failure
     if status == TouchStatus.DELIVERED:
-        values.update(status=TouchStatus.DELIVERED, delivered_at=as_of, provider_id=detail, reason=None)
+        values.update(
+            status=TouchStatus.DELIVERED, delivered_at=as_of, provider_id=detail, reason=None, retry_not_before=None
+        )
     elif status == "retry" and row["attempts"] < policy.max_attempts:
         later = timedelta(seconds=retry_in) if retry_in is not None else policy.later
         values.update(status=TouchStatus.PENDING, not_before=as_of + later, reason=f"will retry: {detail}")

@@ -558,3 +558,64 @@ def socket_that_refuses() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/refused"
+
+
+def test_a_run_killed_while_waiting_out_a_retry_after_leaves_it_to_the_next_run(tmp_path: Path, receivers: Any) -> None:
+    """A receiver answers 429 with ``Retry-After: 5``; the delivery run waiting it out is killed with
+    SIGKILL. The next run, at once, does not ask again before the 5 s are over (the wait was recorded
+    on the touch, not only slept); once they are, the touch goes, with the same key."""
+    srv: Receiver = receivers()
+    srv.script, srv.retry_after = {"/limited": [429]}, "5"
+    engine = make_database(tmp_path / "wait.db", [f"{srv.url}/limited"])
+    source = tmp_path / "hook.yaml"
+    source.write_text(textwrap.dedent(PLAYBOOK).lstrip())
+    job = {
+        "name": "waiting",
+        "db": f"sqlite:///{tmp_path / 'wait.db'}",
+        "playbook": str(source),
+        "as_of": T0.isoformat(),
+        "secret": SECRET,
+        "die": "none",
+        "log": str(tmp_path / "child.log"),
+        "mode": "outbox",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        tick(engine, hook_playbook(), T0)  # writes the touch; no channels: nothing sent yet
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(job) + "\n")
+        proc.stdin.close()
+        pid = json.loads(proc.stdout.readline())["pid"]
+        deadline = time.monotonic() + 90
+        while not srv.snapshot() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (first,) = srv.snapshot()
+        assert first.status == 429
+        time.sleep(max(0.0, first.at + 1.5 - time.monotonic()))  # well inside the 5 s wait
+        os.kill(pid, signal.SIGKILL)
+        assert json.loads(proc.stdout.readline())["exit"] == -signal.SIGKILL, (tmp_path / "child.log").read_text()
+        killed_at = time.monotonic()
+        assert killed_at < first.at + 5, "the kill must land within the wait"
+
+        # the next run comes at once: the killed claimer is known to be gone, its Retry-After is not
+        assert deliver(engine, webhook(), as_of=T0) == {}
+        (row,) = touch_rows(engine)
+        assert (row.status, row.claimed_by) == ("pending", None)
+        assert row.retry_not_before is not None and row.retry_not_before > utcnow()
+        assert len(srv.snapshot()) == 1, "asked again before its Retry-After"
+
+        while time.monotonic() < first.at + 5:
+            time.sleep(0.1)
+        assert deliver(engine, webhook(), as_of=T0) == {"delivered": 1}
+        _, second = srv.snapshot()
+        assert second.key == first.key and second.at - first.at >= 5
+        assert touch_rows(engine)[0].status == "delivered"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        engine.dispose()
