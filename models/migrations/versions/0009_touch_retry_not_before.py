@@ -3,8 +3,8 @@
 A delivery run that waits out a short ``Retry-After`` records the moment first, so that a run
 killed while waiting leaves it behind and the next run does not ask the receiver again too early.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-02 10:50:00.000000
 
 """
@@ -16,8 +16,8 @@ import models._types
 
 
 # revision identifiers, used by Alembic.
-revision: str = '0008'
-down_revision: Union[str, Sequence[str], None] = '0007'
+revision: str = '0009'
+down_revision: Union[str, Sequence[str], None] = '0008'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
