@@ -20,6 +20,7 @@ __all__ = ["app", "main", "run"]
 def _register() -> None:
     # imported for their side effect: each module adds its commands to ``app``
     from . import accounts, data, database, demo, deployments, health, outbox, playbooks, report, revenue, run, surveys  # noqa: F401
+    from . import web as _web  # noqa: F401  (retain web)
 
 
 _register()

@@ -3,6 +3,7 @@ schedule on this machine, with no setup)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -58,11 +59,18 @@ def sync(
 def serve(
     ctx: typer.Context,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many flow runs at once.")] = None,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web", help="Also run `retain web` (on RETAIN_WEB_HOST:RETAIN_WEB_PORT) for as long as this runs."
+        ),
+    ] = False,
 ) -> None:
     """Run every playbook on its schedule, on this machine, until Ctrl-C.
 
     Uses the Prefect server at PREFECT_API_URL when one is configured; otherwise starts a local
-    one on 127.0.0.1 for as long as this runs (Prefect's ephemeral API has no scheduler)."""
+    one on 127.0.0.1 for as long as this runs (Prefect's ephemeral API has no scheduler). With
+    --web, the inbound web app (unsubscribe and survey links, webhooks) runs beside them."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.engine.tick import valid_playbooks
@@ -85,7 +93,14 @@ def serve(
     deployments = runner_deployments(playbooks.values())
     names = ", ".join(sorted(playbooks))
     configured = PREFECT_API_URL.value()
-    with prefect_environment(st.settings, start_temporary_server=False):
+    beside: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if web:
+        from integrations.web.server import WebThread, web_server
+
+        settings = st.settings
+        beside = WebThread(web_server(st.engine(), settings, host=settings.web_host, port=settings.web_port))
+        console.print(f"retain web on http://{settings.web_host}:{settings.web_port}", markup=False)
+    with beside, prefect_environment(st.settings, start_temporary_server=False):
         if configured:
             console.print(f"serving {names} against {configured} (Ctrl-C stops)", markup=False, soft_wrap=True)
             serve_until_stopped(deployments, limit=limit)

@@ -37,10 +37,37 @@ class Settings(BaseSettings):
     smtp_connections: int = Field(default=2, ge=1, le=20)
     #: the From header, e.g. ``Acme Success <success@acme.com>``; required with ``smtp_url``
     email_from: str | None = None
-    #: base of the one-click unsubscribe link (``List-Unsubscribe``): ``<url>?t=<token>``
+    #: base of the unsubscribe link (``List-Unsubscribe`` and the link in every email):
+    #: ``<url>?t=<token>``; default ``<public_url>/unsubscribe``
     unsubscribe_url: str | None = None
     #: HMAC key of the unsubscribe tokens; required with ``unsubscribe_url``
     unsubscribe_secret: SecretStr | None = None
+
+    # --- the inbound web app (``retain web``): pages for people, webhooks for providers ---
+    #: where people and providers reach ``retain web`` (https:// anywhere links leave the machine)
+    public_url: str = "http://localhost:8000"
+    #: base of the survey links, default ``<public_url>/survey``
+    survey_base_url: str | None = None
+    #: HMAC key of the survey tokens
+    survey_secret: SecretStr | None = None
+    #: how many days the links in an email stay valid (unsubscribe, survey)
+    link_days: int = Field(default=90, ge=1, le=3650)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8000, ge=1, le=65535)
+    #: the largest request body ``retain web`` reads, in bytes
+    web_max_body: int = Field(default=1_000_000, ge=1024)
+    #: requests per minute from one client address (beyond: 429 with Retry-After)
+    web_rate_limit: int = Field(default=120, ge=1)
+    #: proxies whose X-Forwarded-For names the client (comma-separated addresses, or ``*``)
+    web_forwarded_allow_ips: str = "127.0.0.1"
+    #: HMAC key of the generic provider events webhook (``X-Retain-Signature``)
+    events_webhook_secret: SecretStr | None = None
+    #: SendGrid's Event Webhook verification key (the base64 public key SendGrid shows)
+    sendgrid_verification_key: str | None = None
+    #: the password (basic auth, any user) of the inbound-parse (replies) webhook
+    inbound_webhook_secret: SecretStr | None = None
+    #: the write key of the Segment-spec endpoints (basic auth user, as Segment sends it)
+    segment_write_key: SecretStr | None = None
 
     # --- Slack: an incoming webhook, or a bot token (which can also message people by email) ---
     slack_webhook_url: SecretStr | None = None

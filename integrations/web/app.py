@@ -1,0 +1,64 @@
+"""The inbound web app (``retain web``): one ASGI application, one module per route group.
+
+:func:`create_app` builds it on a database engine and the settings. Every route is guarded by a
+body size limit and a per-address rate limit (:mod:`._limits`); a link that was forged, altered
+or has expired gets a page that says so (and changes nothing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from sqlalchemy.engine import Engine
+from starlette.responses import Response
+
+from integrations.links import ExpiredLink, InvalidLink, LinkConfig
+from integrations.web import health
+from integrations.web._limits import BodyLimit, RateLimit, TokenBuckets
+from integrations.web._pages import page
+from integrations.web._state import Web
+from models import Settings, utcnow
+
+__all__ = ["create_app"]
+
+
+def _invalid_link(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ExpiredLink):
+        return page(
+            "error.html",
+            status=410,
+            title="This link has expired",
+            message=f"The link was valid through {exc.valid_through:%B %-d, %Y}. Nothing was changed.",
+            hint="Reply to the email you received, or use the link in a newer one.",
+        )
+    return page(
+        "error.html",
+        status=400,
+        title="This link is not valid",
+        message="The link was changed or cut short (some email programs break long links). Nothing was changed.",
+        hint="Open the link from the email again, or copy all of it into the address bar.",
+    )
+
+
+def create_app(
+    engine: Engine,
+    settings: Settings | None = None,
+    *,
+    links: LinkConfig | None = None,
+    now: Callable[[], datetime] | None = None,
+    rate_clock: Callable[[], float] | None = None,
+) -> Any:
+    """The ASGI application. ``links`` defaults to the environment's (the same the emails were
+    written with); ``now`` and ``rate_clock`` let tests travel in time."""
+    settings = settings or Settings()
+    app = FastAPI(title="Retain", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.web = Web(engine, settings, links or LinkConfig.from_environment(), now or utcnow)
+    app.add_exception_handler(InvalidLink, _invalid_link)
+    app.include_router(health.router)
+    buckets = TokenBuckets(settings.web_rate_limit, clock=rate_clock or time.monotonic)
+    # outermost first: the rate limit refuses before a body is read
+    return RateLimit(BodyLimit(app, settings.web_max_body), buckets)

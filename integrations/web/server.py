@@ -1,0 +1,71 @@
+"""Running the app: a uvicorn server on a host and port, refused beyond this machine while the
+links are signed with the local-only default secrets."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+
+import uvicorn
+from sqlalchemy.engine import Engine
+
+from integrations.links import LinkConfig
+from integrations.web.app import create_app
+from models import ConfigError, Settings
+
+__all__ = ["WebThread", "check_exposure", "is_loopback", "web_server"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, links: LinkConfig) -> None:
+    """Refuse to listen beyond this machine while a link secret is the public default (anyone
+    could then sign a link for anyone)."""
+    defaults = links.default_secrets()
+    if defaults and not is_loopback(host):
+        raise ConfigError(
+            f"retain web on {host} would accept links signed with the local-only default secrets: "
+            f"set {' and '.join(defaults)} to long random values (the same the emails are written with), "
+            "or listen on 127.0.0.1"
+        )
+
+
+def web_server(engine: Engine, settings: Settings, *, host: str, port: int, log_level: str = "info") -> uvicorn.Server:
+    """A uvicorn server for the app (``.run()`` serves until Ctrl-C or ``should_exit``)."""
+    links = LinkConfig.from_environment()
+    check_exposure(host, links)
+    config = uvicorn.Config(
+        create_app(engine, settings, links=links),
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.web_forwarded_allow_ips,
+        server_header=False,
+        log_level=log_level,
+        lifespan="off",
+    )
+    return uvicorn.Server(config)
+
+
+class WebThread:
+    """The server in a thread of its own, beside something else (``retain serve --web``)."""
+
+    def __init__(self, server: uvicorn.Server) -> None:
+        self.server = server
+        self.thread = threading.Thread(target=server.run, name="retain-web", daemon=True)
+
+    def __enter__(self) -> WebThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
