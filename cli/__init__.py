@@ -19,7 +19,21 @@ __all__ = ["app", "main", "run"]
 
 def _register() -> None:
     # imported for their side effect: each module adds its commands to ``app``
-    from . import accounts, data, database, demo, deployments, health, outbox, playbooks, report, revenue, run, surveys  # noqa: F401
+    from . import (  # noqa: F401
+        accounts,
+        data,
+        database,
+        demo,
+        deployments,
+        health,
+        outbox,
+        playbooks,
+        replies,
+        report,
+        revenue,
+        run,
+        surveys,
+    )
     from . import web as _web  # noqa: F401  (retain web)
 
 

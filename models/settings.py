@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     #: the write key of the Segment-spec endpoints (basic auth user, as Segment sends it)
     segment_write_key: SecretStr | None = None
 
+    # --- replies from a mailbox (``retain replies poll``); its password is a secret, never here ---
+    #: ``imaps://user@host:993/INBOX``; the password in ``RETAIN_SECRET_MAILBOX_PASSWORD`` or the
+    #: Prefect Secret block ``retain-mailbox-password``
+    mailbox_url: str | None = None
+
     # --- Slack: an incoming webhook, or a bot token (which can also message people by email) ---
     slack_webhook_url: SecretStr | None = None
     slack_bot_token: SecretStr | None = None

@@ -56,6 +56,7 @@ __all__ = [
     "Enrollment",
     "EnrollmentStatus",
     "HealthScore",
+    "InboundMessage",
     "Outcome",
     "PlaybookRevision",
     "ProductEvent",
@@ -306,7 +307,11 @@ class TouchStatus(StrEnum):
 class Touch(SQLModel, table=True):
     """One side effect, written before it happens (the outbox). ``key`` makes it happen once."""
 
-    __table_args__ = (Index("ix_touch_status_not_before", "status", "not_before"),)
+    __table_args__ = (
+        Index("ix_touch_status_not_before", "status", "not_before"),
+        # a reply names the message it answers by its Message-ID, which an email touch keeps here
+        Index("ix_touch_provider_id", "provider_id"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=200, unique=True)
     enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id", index=True)
@@ -455,6 +460,25 @@ class SyncRun(SQLModel, table=True):
     rows_refused: int = 0  # rows of the batch that was refused (nothing of it written)
     message: str | None = None  # why the run stopped: the refusal or the failure, for a person
     problems: list[str] = _json(list)  # the refused rows' problems, as located lines (at most 100)
+
+
+class InboundMessage(SQLModel, table=True):
+    """A message from a mailbox that answered a touch: a reply or an automatic reply (out of office,
+    ``Auto-Submitted``). Its Message-ID is unique, so a message is processed once whatever the
+    mailbox's cursor says (a folder rebuilt with a new UIDVALIDITY, two pollers)."""
+
+    __tablename__ = "inbound_message"
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=300, unique=True)
+    mailbox: str = Field(max_length=400)
+    uid: int = Field(sa_type=BigInteger)
+    kind: str = Field(max_length=20)  # reply | auto_reply
+    reason: str | None = Field(default=None, max_length=200)  # why it is an automatic reply
+    touch_id: int = Field(foreign_key="touch.id", index=True)
+    from_address: str | None = Field(default=None, max_length=320)
+    subject: str | None = Field(default=None, max_length=500)
+    received_at: datetime = _ts(nullable=False)
+    processed_at: datetime = _ts(nullable=False, default=utcnow)
 
 
 class TimelineEvent(SQLModel, table=True):

@@ -1,7 +1,7 @@
 """Sources in: CSV imports of accounts and contacts, billing exports (revenue), suppression lists,
-usage, support tickets and product events (CSV or JSON Lines), and replies logged by hand, all
-read by one reader (:func:`read_csv`, or JSON Lines through it), all or nothing, with row-numbered
-errors.
+usage, support tickets and product events (CSV or JSON Lines), and replies logged by hand or read
+from a mailbox (IMAP). Files are read by one reader (:func:`read_csv`, or JSON Lines through it),
+all or nothing, with row-numbered errors.
 
 Code outside this package imports from here, never from the modules inside it.
 """
@@ -53,7 +53,17 @@ from integrations.sources.billing import (
     spread_cents,
 )
 from integrations.sources.events import EventRecord, EventsResult, activation_event, import_events, land_events
-from integrations.sources.replies import ReplyResult, mark_replied
+from integrations.sources.mailbox import (
+    Answer,
+    Mailbox,
+    PollResult,
+    automatic_reason,
+    configured_mailbox,
+    parse_mailbox_url,
+    poll_mailbox,
+    read_answer,
+)
+from integrations.sources.replies import ReplyResult, mark_replied, set_replied
 from integrations.sources.suppression import (
     SuppressionResult,
     apply_suppressions,
@@ -73,6 +83,7 @@ __all__ = [
     "ACCOUNT_COLUMNS",
     "CHUNK",
     "CONTACT_COLUMNS",
+    "Answer",
     "BillingColumns",
     "CsvFile",
     "CsvRecord",
@@ -80,6 +91,8 @@ __all__ = [
     "EventsResult",
     "ImportResult",
     "LandResult",
+    "Mailbox",
+    "PollResult",
     "ReplyResult",
     "RevenueImportResult",
     "SourceStatus",
@@ -89,9 +102,11 @@ __all__ = [
     "UsageDay",
     "activation_event",
     "apply_suppressions",
+    "automatic_reason",
     "chunks",
     "column_key",
     "commit_batch",
+    "configured_mailbox",
     "describe_changes",
     "finish_run",
     "flag_duplicates",
@@ -110,11 +125,15 @@ __all__ = [
     "mark_replied",
     "parse_date",
     "parse_email",
+    "parse_mailbox_url",
     "parse_money",
     "parse_timestamp",
+    "poll_mailbox",
     "quote_cell",
+    "read_answer",
     "read_csv",
     "read_cursor",
+    "set_replied",
     "settle_problems",
     "spread_cents",
     "start_run",

@@ -5,21 +5,25 @@ this playbook sent to this account": the latest touch to a contact (email or sur
 account's enrollments in the playbook that went out (``sent_at`` set). Its ``replied_at`` is set,
 which is what ``touches("<step>").replied`` reads in ``branch`` and ``wait_for`` conditions, and
 the account's timeline says who logged it. Logging a reply twice changes nothing.
+
+Replies read from a mailbox (:mod:`integrations.sources.mailbox`) set ``replied_at`` through the
+same :func:`set_replied`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from integrations.sources._batches import write_all_or_nothing
 from models import Account, NotFoundError, TimelineEvent, Touch, table_of
 
-__all__ = ["ReplyResult", "mark_replied"]
+__all__ = ["ReplyResult", "mark_replied", "set_replied"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,18 @@ class ReplyResult:
         if self.already:
             return f"touch {self.key} ({self.account}, {where}) was already marked replied at {self.replied_at:%Y-%m-%d %H:%M} UTC"
         return f"touch {self.key} ({self.account}, {where}) marked replied at {self.replied_at:%Y-%m-%d %H:%M} UTC"
+
+
+def set_replied(conn: Connection, replied: Mapping[int, datetime]) -> None:
+    """Set ``replied_at`` (what ``touches("<step>").replied`` reads in ``branch`` and ``wait_for``)
+    of these touches, id -> when, where it is not set yet: the first reply's time stays."""
+    if replied:
+        conn.execute(
+            update(_TOUCH)
+            .where(_TOUCH.c.id == bindparam("b_touch"), _TOUCH.c.replied_at.is_(None))
+            .values(replied_at=bindparam("b_at")),
+            [{"b_touch": touch, "b_at": at} for touch, at in replied.items()],
+        )
 
 
 def _find(conn: Connection, key: str | None, account: str | None, playbook: str | None) -> dict[str, object]:
@@ -92,7 +108,8 @@ def mark_replied(
         replied_at = touch["replied_at"] if already else now
         assert isinstance(replied_at, datetime)
         if not already:
-            conn.execute(update(_TOUCH).where(_TOUCH.c.id == touch["id"]).values(replied_at=now))
+            assert isinstance(touch["id"], int)
+            set_replied(conn, {touch["id"]: now})
             conn.execute(
                 insert(table_of(TimelineEvent)),
                 {"account_id": touch["account_id"], "at": now, "kind": "replied", "playbook": touch["playbook"],

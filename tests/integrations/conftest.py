@@ -29,6 +29,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 class Tls:
     server: ssl.SSLContext
     client: ssl.SSLContext  # trusts only the test certificate
+    cert_file: Path  # for servers that read PEM files (dovecot)
+    key_file: Path
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +66,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(folder / "cert.pem", folder / "key.pem")
     client = ssl.create_default_context(cadata=cert_pem.decode())
-    return Tls(server=server, client=client)
+    return Tls(server=server, client=client, cert_file=folder / "cert.pem", key_file=folder / "key.pem")
 
 
 # --- SMTP -------------------------------------------------------------------------------------
@@ -276,3 +278,187 @@ def http_server() -> Iterator[HttpServer]:
 def closed_port() -> int:
     """A port on 127.0.0.1 where nothing listens (connections are refused)."""
     return free_port()
+
+
+# --- IMAP (dovecot) -------------------------------------------------------------------------------
+
+MAILBOX_USER, MAILBOX_PASSWORD = "success@acme.example", "imap-S3CRET"
+
+
+@dataclass(frozen=True)
+class Dovecot:
+    """A real IMAP server (Debian's dovecot) on 127.0.0.1 with one mailbox, ``MAILBOX_USER``: plain
+    IMAP on ``imap_port``, TLS on ``imaps_port`` (the session's test certificate), and LMTP on
+    ``lmtp_port``, through which mail is delivered into it."""
+
+    imap_port: int
+    imaps_port: int
+    lmtp_port: int
+    log: Path
+
+    def url(self, *, tls: bool = False, query: str = "starttls=false") -> str:
+        user = MAILBOX_USER.replace("@", "%40")
+        if tls:
+            return f"imaps://{user}@127.0.0.1:{self.imaps_port}/INBOX"
+        return f"imap://{user}@127.0.0.1:{self.imap_port}/INBOX" + (f"?{query}" if query else "")
+
+    def deliver(self, raw: bytes, mail_from: str = "") -> None:
+        """Deliver one message into the mailbox (LMTP), as a mail server would."""
+        import smtplib
+
+        with smtplib.LMTP("127.0.0.1", self.lmtp_port, timeout=10) as lmtp:
+            lmtp.sendmail(mail_from, [MAILBOX_USER], raw)
+
+
+def _dovecot_unavailable(reason: str) -> None:
+    """Skip an IMAP test with the reason, or, under ``CI=true`` (.ci/run installs dovecot), fail it."""
+    from tests.conftest import in_ci
+
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: the IMAP tests must run, not skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _dovecot_config(base: Path, tls: Tls, ports: dict[str, int]) -> str:
+    """A dovecot of its own: its own folder, ports and passwd-file user, run as this user (as root,
+    its processes and the mail belong to ``nobody``: dovecot never keeps mail as root)."""
+    import grp
+    import os
+    import pwd
+
+    if os.geteuid() == 0:
+        account = pwd.getpwnam("nobody")
+        os.chown(base / "mail", account.pw_uid, account.pw_gid)
+    else:
+        account = pwd.getpwuid(os.getuid())
+    group = grp.getgrgid(account.pw_gid).gr_name
+    return f"""\
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+protocols = imap lmtp
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <{tls.cert_file}
+ssl_key = <{tls.key_file}
+auth_mechanisms = plain login
+disable_plaintext_auth = no
+default_internal_user = {account.pw_name}
+default_internal_group = {group}
+default_login_user = {account.pw_name}
+first_valid_uid = {min(account.pw_uid, 500)}
+first_valid_gid = {min(account.pw_gid, 500)}
+mail_location = maildir:{base}/mail/%n
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%n {base}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={account.pw_uid} gid={account.pw_gid} home={base}/mail/%n
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {ports["imap"]}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {ports["imaps"]}
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {ports["lmtp"]}
+  }}
+}}
+"""
+
+
+@pytest.fixture(scope="session")
+def dovecot(tls: Tls) -> Iterator[Dovecot]:
+    """Debian's dovecot, started for the session with its own configuration in a temporary folder,
+    stopped after. Skips (fails under CI=true) when dovecot is not installed
+    (``apt-get install dovecot-imapd dovecot-lmtpd``) or does not start."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    binary = shutil.which("dovecot") or next((p for p in ("/usr/sbin/dovecot",) if Path(p).exists()), None)
+    if binary is None:
+        _dovecot_unavailable("dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd)")
+    assert binary is not None
+    # not under pytest's temporary folder: as root, the mail belongs to nobody, who must reach it
+    base = Path(tempfile.mkdtemp(prefix="retain-dovecot-"))
+    base.chmod(0o755)
+    (base / "mail").mkdir()
+    (base / "passwd").write_text(f"{MAILBOX_USER.split('@')[0]}:{{PLAIN}}{MAILBOX_PASSWORD}\n")
+    ports = {"imap": free_port(), "imaps": free_port(), "lmtp": free_port()}
+    (base / "dovecot.conf").write_text(_dovecot_config(base, tls, ports))
+    log = base / "dovecot.log"
+    with (base / "stderr.log").open("wb") as stderr:
+        process = subprocess.Popen(
+            [binary, "-F", "-c", str(base / "dovecot.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # its children in one group of its own, stopped together
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", ports["imap"]), timeout=1) as probe:
+                    if probe.recv(100).startswith(b"* OK"):
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                said = (base / "stderr.log").read_text(errors="replace") + (
+                    log.read_text(errors="replace") if log.exists() else ""
+                )
+                _dovecot_unavailable(f"dovecot did not start: {said[-800:]}")
+            time.sleep(0.1)
+        yield Dovecot(ports["imap"], ports["imaps"], ports["lmtp"], log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class MailRelay:
+    """What the handler of an SMTP server that delivers into the dovecot mailbox keeps: the
+    customers' side, who answer Retain's email by SMTP."""
+
+    dovecot: Dovecot
+    delivered: int = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import asyncio
+
+        await asyncio.to_thread(self.dovecot.deliver, envelope.original_content, envelope.mail_from)
+        self.delivered += 1
+        return "250 2.0.0 Ok: delivered"
+
+
+@pytest.fixture
+def mail_relay(dovecot: Dovecot) -> Iterator[SmtpServer]:
+    """An SMTP server on 127.0.0.1 (aiosmtpd) that delivers every message into the dovecot
+    mailbox through LMTP. ``.sink`` is the :class:`MailRelay`."""
+    relay = MailRelay(dovecot)
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port(), ready_timeout=5)
+    controller.start()
+    try:
+        yield SmtpServer("127.0.0.1", controller.port, relay)  # type: ignore[arg-type]
+    finally:
+        controller.stop()

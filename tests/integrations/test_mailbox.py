@@ -1,0 +1,241 @@
+"""Replies from a mailbox, against a real IMAP server (dovecot on 127.0.0.1, mail delivered into it
+by SMTP through LMTP): the shipped renewal playbook on data brought in by ``retain … import``, its
+first note sent by SMTP, and the customer's answers read by ``retain replies poll``."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col
+
+import cli
+from cli._app import console
+from integrations.sources import automatic_reason, parse_mailbox_url, poll_mailbox, sync_status
+from models import (
+    Account,
+    ConfigError,
+    Enrollment,
+    InboundMessage,
+    SyncCursor,
+    TimelineEvent,
+    Touch,
+    make_engine,
+    table_of,
+)
+from tests.integrations.conftest import MAILBOX_PASSWORD, Dovecot, SmtpServer, Tls
+
+SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "samples"
+Retain = Callable[..., str]
+
+
+def _message(**headers: str) -> EmailMessage:
+    message = EmailMessage()
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content("Thanks, see you on the call.\n")
+    return message
+
+
+def _send(relay: SmtpServer, message: EmailMessage) -> None:
+    """The customer's mail client: SMTP to their server, which delivers into the mailbox."""
+    with smtplib.SMTP(relay.host, relay.port, timeout=10) as smtp:
+        smtp.send_message(message)
+
+
+@pytest.fixture
+def retain(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    smtp_server: SmtpServer,
+    dovecot: Dovecot,
+) -> Retain:
+    """``retain ARGS…`` on a new SQLite file, email sent through a real SMTP server and replies read
+    from the dovecot mailbox; returns stdout and asserts the command succeeded."""
+    url = f"sqlite:///{tmp_path / 'retain.db'}"
+    monkeypatch.setenv("RETAIN_DATABASE_URL", url)
+    monkeypatch.setenv("RETAIN_OUTBOX_DIR", str(tmp_path / "outbox"))
+    monkeypatch.setenv("RETAIN_SMTP_URL", smtp_server.url(query="starttls=false"))
+    monkeypatch.setenv("RETAIN_EMAIL_FROM", "Acme Success <success@acme.example>")
+    monkeypatch.setenv("RETAIN_MAILBOX_URL", dovecot.url())
+    monkeypatch.setenv("RETAIN_SECRET_MAILBOX_PASSWORD", MAILBOX_PASSWORD)
+    monkeypatch.setattr(console, "width", 200)
+
+    def run(*args: str | Path) -> str:
+        code = cli.main(list(map(str, args)))
+        out = capsys.readouterr()
+        assert code == 0, (args, out.out, out.err)
+        return out.out
+
+    run("init")
+    return run
+
+
+def _engine() -> Engine:
+    return make_engine(os.environ["RETAIN_DATABASE_URL"])
+
+
+def test_a_reply_ends_the_renewal_silence_branch_and_an_out_of_office_does_not(
+    retain: Retain, smtp_server: SmtpServer, mail_relay: SmtpServer
+) -> None:
+    retain("accounts", "import", SAMPLES / "accounts.csv")
+    retain("contacts", "import", SAMPLES / "contacts.csv")
+    # umbrella renews in 51 days: kickoff, then the first note after three days, then the silence
+    # branch (wait_for a reply, 10 days at most)
+    retain("run", "renewal", "--as-of", "2027-03-10T15:00:00Z", "--no-prefect")
+    retain("run", "renewal", "--as-of", "2027-03-14T13:31:00Z", "--no-prefect")
+    retain("run", "renewal", "--as-of", "2027-03-15T14:00:00Z", "--no-prefect")
+    [note] = [m.message for m in smtp_server.sink.messages if m.rcpt_tos == ["uma@umbrella.example"]]
+    sent_id = note["Message-ID"]
+    engine = _engine()
+
+    def enrollment() -> Enrollment:
+        with Session(engine) as s:
+            umbrella = s.execute(select(Account).where(Account.external_id == "umbrella")).scalar_one()
+            return s.execute(select(Enrollment).where(Enrollment.account_id == umbrella.id)).scalar_one()
+
+    assert enrollment().step_id == "first_reply"
+
+    # Uma is away: her mail system answers by itself; a newsletter arrives too
+    _send(mail_relay, _message(From="Uma Ullmann <uma@umbrella.example>", To="success@acme.example",
+                               Subject=f"Automatic reply: {note['Subject']}", In_Reply_To=sent_id,
+                               Auto_Submitted="auto-replied", Message_ID=make_msgid(domain="umbrella.example")))  # fmt: skip
+    _send(mail_relay, _message(From="news@vendor.example", To="success@acme.example", Subject="Our spring news",
+                               Message_ID=make_msgid(domain="vendor.example")))  # fmt: skip
+    out = retain("replies", "poll")
+    assert "2 new messages, 0 replies, 1 automatic replies, 1 not about a Retain email (left alone)" in out
+    retain("run", "renewal", "--as-of", "2027-03-15T18:00:00Z", "--no-prefect")
+    assert enrollment().step_id == "first_reply"  # still waiting: an out-of-office is no answer
+
+    # back at her desk, she answers
+    reply = _message(From="Uma Ullmann <uma@umbrella.example>", To="success@acme.example",
+                     Subject=f"Re: {note['Subject']}", In_Reply_To=sent_id, References=sent_id,
+                     Message_ID=make_msgid(domain="umbrella.example"))  # fmt: skip
+    _send(mail_relay, reply)
+    assert "1 new messages, 1 replies, 0 automatic replies, 0 not about a Retain email" in retain("replies", "poll")
+    assert "0 new messages, 0 replies" in retain("replies", "poll")  # polling again finds nothing new
+    assert mail_relay.sink.delivered == 3  # type: ignore[attr-defined]
+
+    # the next tick ends the silence branch: on track, no escalation; the 60-day note goes out
+    retain("run", "renewal", "--as-of", "2027-03-15T20:00:00Z", "--no-prefect")
+    assert enrollment().step_id == "breathing_room"
+    with Session(engine) as s:
+        touch = s.execute(select(Touch).where(Touch.step_id == "first_note")).scalar_one()
+        assert touch.provider_id == sent_id and touch.replied_at == touch.sent_at  # the reply came "now"
+        steps = ["first_note", "first_reply", "on_track"]
+        timeline = s.execute(select(TimelineEvent).where(col(TimelineEvent.step_id).in_(steps))).scalars().all()
+    said = [(e.kind, e.summary) for e in timeline]
+    assert ("auto_reply", "automatic reply to first_note from uma@umbrella.example (Auto-Submitted: auto-replied): not counted as a reply") in said  # fmt: skip
+    assert ("replied", "reply to first_note from uma@umbrella.example (mailbox)") in said
+    assert ("wait_for", 'first_reply: condition met: touches("first_note").replied') in said
+    assert ("branch", "on_track: yes -> until_60") in said
+
+    # the folder rebuilt (a new UIDVALIDITY): everything is read again, and nothing counted twice
+    source = parse_mailbox_url(os.environ["RETAIN_MAILBOX_URL"]).source
+    with engine.begin() as conn:
+        cursor = conn.execute(select(SyncCursor.cursor).where(SyncCursor.source == source)).scalar_one()
+        assert cursor is not None and cursor.endswith(":3")  # UIDVALIDITY:UID of the last message read
+        conn.execute(update(table_of(SyncCursor)).where(SyncCursor.source == source).values(cursor="1:3"))
+    out = retain("replies", "poll")
+    assert "(its UIDVALIDITY changed: read from the start): 3 new messages, 0 replies, 0 automatic replies, 1 not about a Retain email (left alone), 2 processed before" in out  # fmt: skip
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(table_of(InboundMessage))).scalar_one() == 2
+        assert conn.execute(select(func.count()).select_from(table_of(TimelineEvent)).where(TimelineEvent.kind == "replied")).scalar_one() == 1  # fmt: skip
+        [status] = sync_status(conn)
+    # each poll is a sync run of the mailbox: 4 so far, the last one ok; 2 answers taken in in all
+    assert (status.source, status.kind, status.status, status.runs) == (source, "mailbox", "ok", 4)
+    assert status.message is not None and "2 processed before" in status.message
+    engine.dispose()
+
+
+def test_over_tls_a_wrong_password_is_a_clear_error_kept_for_status(
+    dovecot: Dovecot, tls: Tls, sqlite_engine: Engine
+) -> None:
+    mailbox = parse_mailbox_url(dovecot.url(tls=True))
+    now = datetime(2027, 3, 15, 12, 0, tzinfo=UTC)
+    result = poll_mailbox(sqlite_engine, mailbox, now=now, password=MAILBOX_PASSWORD, ssl_context=tls.client)
+    assert result.uidvalidity is not None and result.line().startswith(
+        "mailbox imaps://success%40acme.example@127.0.0.1:"
+    )
+    with pytest.raises(
+        ConfigError, match=r"refused the login of 'success@acme.example'.*RETAIN_SECRET_MAILBOX_PASSWORD"
+    ):
+        poll_mailbox(sqlite_engine, mailbox, now=now, password="wrong", ssl_context=tls.client)
+    with sqlite_engine.connect() as conn:
+        [status] = sync_status(conn)
+    assert status.status == "failed" and status.message is not None and "refused the login" in status.message
+    # a server whose certificate the client does not trust is refused, not read
+    with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
+        poll_mailbox(sqlite_engine, mailbox, now=now, password=MAILBOX_PASSWORD)
+
+
+# --- what a message is, what a URL says -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"Subject": "Re: Planning your renewal"}, None),
+        ({"Subject": "Re: Planning your renewal", "Auto-Submitted": "no"}, None),
+        (
+            {"Subject": "Re: renewal", "Auto-Submitted": "auto-replied; owner-email=uma@umbrella.example"},
+            "Auto-Submitted: auto-replied",
+        ),
+        ({"Subject": "Re: renewal", "Auto-Submitted": "auto-generated"}, "Auto-Submitted: auto-generated"),
+        ({"Subject": "Re: renewal", "X-Autoreply": "yes"}, "X-Autoreply"),
+        ({"Subject": "Re: renewal", "X-Autorespond": "vacation"}, "X-Autorespond"),
+        ({"Subject": "Re: renewal", "Precedence": "auto_reply"}, "Precedence: auto_reply"),
+        ({"Subject": "Re: renewal", "Precedence": "Bulk"}, "Precedence: bulk"),
+        ({"Subject": "Re: renewal", "Precedence": "junk"}, "Precedence: junk"),
+        ({"Subject": "Re: renewal", "Precedence": "list"}, None),
+        ({"Subject": "Re: renewal", "X-Auto-Response-Suppress": "DR, OOF"}, "X-Auto-Response-Suppress: OOF"),
+        ({"Subject": "Out of Office: Planning your renewal"}, "out-of-office subject ('out of office')"),
+        ({"Subject": "Automatic reply: Planning your renewal"}, "out-of-office subject ('automatic reply')"),
+        ({"Subject": "Abwesenheitsnotiz: Ihre Verlängerung"}, "out-of-office subject ('abwesenheitsnotiz')"),
+        ({"Subject": "Réponse automatique : votre renouvellement"}, "out-of-office subject ('réponse automatique')"),
+    ],
+)
+def test_automatic_replies_are_told_apart(headers: dict[str, str], reason: str | None) -> None:
+    message = EmailMessage()
+    for name, value in headers.items():
+        message[name] = value
+    assert automatic_reason(message) == reason
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("pop3://me@host/INBOX", "RETAIN_MAILBOX_URL must start with imaps://"),
+        ("imaps://me:hunter2@host/INBOX", "RETAIN_MAILBOX_URL holds a password: take it out of the URL"),
+        ("imaps://host/INBOX", "RETAIN_MAILBOX_URL names no user"),
+        ("imaps://me@host:nine/INBOX", "RETAIN_MAILBOX_URL: the port is not a number"),
+        ("imaps://me@host/INBOX?starttls=true", "imaps:// is TLS already"),
+        ("imap://me@host/INBOX?folder=x", "the options are starttls=true|false|auto and secret=<name>, not 'folder'"),
+    ],
+)
+def test_a_bad_mailbox_url_says_what_is_wrong_and_never_repeats_a_password(url: str, error: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_mailbox_url(url)
+    assert error in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_a_mailbox_url_names_the_folder_and_the_secret() -> None:
+    mailbox = parse_mailbox_url("imap://cs%40acme.example@mail.acme.example/Customer%20replies?secret=cs_mailbox")
+    assert (mailbox.username, mailbox.port, mailbox.folder, mailbox.secret) == (
+        "cs@acme.example",
+        143,
+        "Customer replies",
+        "cs_mailbox",
+    )
+    assert mailbox.use_tls is False and mailbox.start_tls is None
+    assert str(mailbox) == "imap://cs%40acme.example@mail.acme.example:143/Customer%20replies"
+    assert str(parse_mailbox_url("imaps://me@host")) == "imaps://me@host:993/INBOX"
