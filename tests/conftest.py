@@ -107,3 +107,36 @@ def engine(request: pytest.FixtureRequest) -> Engine:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_engine")
     return request.getfixturevalue("pg_clean")
+
+
+#: settings that keep a test's Prefect to itself: quiet, no analytics, time to start on 2 cores
+PREFECT_HERMETIC = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One temporary Prefect server (``prefect_test_harness``) for every test of the session."""
+    import prefect.settings as ps
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    mp = pytest.MonkeyPatch()
+    # the server runs as a subprocess and reads the environment; this process reads settings
+    for name, value in {**PREFECT_HERMETIC, "PREFECT_HOME": str(home)}.items():
+        mp.setenv(name, value)
+    updates = {
+        ps.PREFECT_HOME: str(home),
+        ps.PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 90,
+        ps.PREFECT_LOGGING_LEVEL: "WARNING",
+        ps.PREFECT_SERVER_ANALYTICS_ENABLED: False,
+    }
+    try:
+        with ps.temporary_settings(updates=updates), prefect_test_harness(server_startup_timeout=None):
+            yield
+    finally:
+        mp.undo()

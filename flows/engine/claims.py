@@ -6,23 +6,35 @@ start time, ``;flow_run=…`` its Prefect flow run, each when known). A lease no
 after ``RETAIN_LEASE_SECONDS`` (300 by default). When the holder ran on this host, in this PID
 namespace, and its process no longer exists (or its pid now belongs to a newer process, or it is a
 zombie), the claim is taken over at once: a re-run after a crash does not wait out the lease.
-A holder on another host is never judged: its lease is waited out.
+
+A holder's process on another host is never judged by its pid; when the holder was a Prefect flow
+run, whoever orchestrates (the Prefect layer, ``flows.orchestration.claims``) may hand the engine a
+:data:`RunsOver`: the flow runs it knows have ended (Crashed, Failed, Cancelled, Completed, or
+unknown to the Prefect server every run reports to). Their claims are taken over at once too.
+Otherwise the lease is waited out.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
+from collections.abc import Callable, Collection, Iterable
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
 
 from models import Settings
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "claimer", "default_lease", "is_gone"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "RunsOver", "claimer", "default_lease", "gone_holders", "is_gone"]
 
 DEFAULT_LEASE_SECONDS = 300
+
+#: Given Prefect flow run ids, those known to have ended (a run that may still run is not among them)
+RunsOver = Callable[[Collection[str]], Collection[str]]
+
+_log = logging.getLogger(__name__)
 
 
 def default_lease() -> timedelta:
@@ -99,3 +111,33 @@ def is_gone(holder: str | None) -> bool:
         return False
     state, started = stat
     return state in ("Z", "X") or ("started" in fields and fields["started"] != started)
+
+
+def _flow_run_of(holder: str) -> str | None:
+    for part in holder.split(";")[1:]:
+        name, _, value = part.partition("=")
+        if name == "flow_run" and value:
+            return value
+    return None
+
+
+def gone_holders(holders: Iterable[str], runs_over: RunsOver | None = None) -> list[str]:
+    """The holders among ``holders`` known to have stopped: by their process (:func:`is_gone`), or,
+    asked once for the whole lot, by their Prefect flow run (``runs_over``). A failing question is
+    logged and taken as "not known": those leases are waited out."""
+    holders = sorted(set(holders))
+    gone = [h for h in holders if is_gone(h)]
+    if runs_over is None:
+        return gone
+    mine = _flow_run_id()
+    by_run = {h: run for h in holders if h not in gone and (run := _flow_run_of(h)) and run != mine}
+    if not by_run:
+        return gone
+    try:
+        over = set(runs_over(sorted(set(by_run.values()))))
+    except Exception as exc:  # a Prefect server that does not answer must not stop a delivery
+        _log.warning(
+            "could not ask whether the flow runs holding claims have ended (%s): waiting out their leases", exc
+        )
+        return gone
+    return sorted(gone + [h for h, run in by_run.items() if run in over])

@@ -37,7 +37,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 
-from flows.engine.claims import claimer, default_lease, is_gone
+from flows.engine.claims import RunsOver, claimer, default_lease, gone_holders
 from flows.engine.policy import ContactPolicy, decide, unsubscribe_reason
 from integrations.channels import Channel, Delivery, redact, resolve_secrets
 from models import (
@@ -79,13 +79,21 @@ class DeliveryPolicy:
     later: timedelta = timedelta(minutes=15)  # a still-failing touch is tried again this much later
     contact_policies: dict[str | None, ContactPolicy] = field(default_factory=dict)
     resolve_secrets: bool = True  # a simulation hands channels the payload with its secret markers
+    #: which Prefect flow runs holding claims have ended (handed in by the Prefect layer), see
+    #: :func:`flows.engine.claims.gone_holders`
+    runs_over: RunsOver | None = None
 
     def contact_policy(self, playbook: str | None) -> ContactPolicy | None:
         return self.contact_policies.get(playbook, self.contact_policies.get(None))
 
 
 def recover_interrupted(
-    engine: Engine, channels: dict[str, Channel], *, now: datetime | None = None, max_attempts: int = 8
+    engine: Engine,
+    channels: dict[str, Channel],
+    *,
+    now: datetime | None = None,
+    max_attempts: int = 8,
+    runs_over: RunsOver | None = None,
 ) -> Counter[str]:
     """Touches left ``sending`` by a dead process: back to ``pending`` where the channel dedupes by
     key (``failed`` once ``max_attempts`` sends were cut short: a touch whose send kills the
@@ -93,22 +101,24 @@ def recover_interrupted(
     process held on pending touches end too.
 
     A claim is dead once its lease has run out, or at once when its claimer is known to be gone
-    (a process of this host that no longer runs: :func:`flows.engine.claims.is_gone`)."""
+    (a process of this host that no longer runs, or, asked through ``runs_over``, a Prefect flow
+    run that has ended: :func:`flows.engine.claims.gone_holders`)."""
     wall = now or utcnow()
     t = table_of(Touch)
     counts: Counter[str] = Counter()
-    with session(engine) as s:
-        holders = execute(
-            s,
+    with engine.connect() as conn:
+        holders = conn.execute(
             select(t.c.claimed_by)
             .where(
                 t.c.status.in_([TouchStatus.PENDING, TouchStatus.SENDING]),
                 t.c.lease_until >= wall,
                 t.c.claimed_by.is_not(None),
             )
-            .distinct(),
+            .distinct()
         ).scalars()
-        gone = sorted(holder for holder in holders if is_gone(holder))
+        held = [holder for holder in holders if holder]
+    gone = gone_holders(held, runs_over)  # (outside any transaction: it may ask Prefect)
+    with session(engine) as s:
         dead = or_(t.c.lease_until < wall, t.c.claimed_by.in_(gone)) if gone else t.c.lease_until < wall
         s.exec(update(t).where(t.c.status == TouchStatus.PENDING, dead).values(lease_until=None, claimed_by=None))
         stale = execute(
@@ -177,7 +187,7 @@ async def _deliver(
 ) -> Counter[str]:
     counts: Counter[str] = Counter()
     # a dead run's sends: "resent", "unknown", or "failed" when cut short too often
-    counts.update(recover_interrupted(engine, channels, max_attempts=policy.max_attempts))
+    counts.update(recover_interrupted(engine, channels, max_attempts=policy.max_attempts, runs_over=policy.runs_over))
     limits = {name: _Limits.of(channel, policy) for name, channel in channels.items()}
     seen: set[int] = set()
     try:

@@ -37,6 +37,7 @@ from flows.engine.tick import (
 )
 from flows.orchestration._plainly import check, plainly
 from flows.orchestration._signals import cancelled_when_interrupted, leave_ctrl_c_to_the_runner
+from flows.orchestration.claims import with_prefect_claims
 from integrations.channels import build_channels
 from models import Enrollment, Settings, Touch, make_engine, require_schema, session
 from playbooks import CompiledPlaybook, load_policy
@@ -100,7 +101,7 @@ def advance_task(
 @task(name="deliver", cache_policy=NO_CACHE)
 @plainly
 def deliver_task(engine: Engine, pb: CompiledPlaybook, as_of: datetime, settings: Settings) -> dict[str, int]:
-    policy = delivery_policy([pb], load_policy(settings.resolved_playbooks_dir()))
+    policy = with_prefect_claims(delivery_policy([pb], load_policy(settings.resolved_playbooks_dir())))
     return dict(deliver(engine, build_channels(settings), as_of=as_of, playbook=pb.id, policy=policy))
 
 
@@ -180,7 +181,7 @@ def deliver_all_task(engine: Engine, as_of: datetime, settings: Settings) -> dic
     playbooks, problems = valid_playbooks(settings.resolved_playbooks_dir())
     for problem in problems:
         get_run_logger().warning("%s", problem.format())
-    policy = delivery_policy(playbooks.values(), load_policy(settings.resolved_playbooks_dir()))
+    policy = with_prefect_claims(delivery_policy(playbooks.values(), load_policy(settings.resolved_playbooks_dir())))
     return dict(deliver(engine, build_channels(settings), as_of=as_of, policy=policy))
 
 

@@ -1,14 +1,13 @@
 """The Prefect flow ``run_playbook`` through a real (temporary) Prefect API: one task run per
 phase, whatever the number of accounts; a readable flow run name; a dry run keeps nothing.
 
-One ``prefect_test_harness`` for the whole session (it costs seconds to start), with hermetic
+One Prefect API for the whole session (``prefect_api`` in tests/conftest.py), with hermetic
 settings: a temporary ``PREFECT_HOME``, quiet logs, no analytics.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,6 @@ from models import Account, Enrollment, Settings, make_engine, table_of, upgrade
 from playbooks import compile_file
 
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
-
-HERMETIC = {
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-}
 
 PLAYBOOK = """\
 playbook: bulk
@@ -48,30 +40,6 @@ steps:
 """
 
 PHASES = {"compile", "settle", "enroll", "advance", "deliver", "summarize"}
-
-
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One temporary Prefect server (``prefect_test_harness``) for every test of the session."""
-    import prefect.settings as ps
-    from prefect.testing.utilities import prefect_test_harness
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    mp = pytest.MonkeyPatch()
-    # the server runs as a subprocess and reads the environment; this process reads settings
-    for name, value in {**HERMETIC, "PREFECT_HOME": str(home)}.items():
-        mp.setenv(name, value)
-    updates = {
-        ps.PREFECT_HOME: str(home),
-        ps.PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 90,
-        ps.PREFECT_LOGGING_LEVEL: "WARNING",
-        ps.PREFECT_SERVER_ANALYTICS_ENABLED: False,
-    }
-    try:
-        with ps.temporary_settings(updates=updates), prefect_test_harness(server_startup_timeout=None):
-            yield
-    finally:
-        mp.undo()
 
 
 @pytest.fixture
