@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date
 from typing import Annotated
 
@@ -16,6 +16,7 @@ from rich.text import Text
 
 from ._app import app, console, state
 from ._output import Format
+from .deployments import port_option
 from .run import status
 
 
@@ -70,6 +71,7 @@ def demo(
     reset: Annotated[
         bool, typer.Option("--reset", help="Delete every Retain row in the database first (and the file outbox).")
     ] = False,
+    port: Annotated[int | None, port_option("to watch the demo in (instead of Prefect's temporary API)")] = None,
 ) -> None:
     """Seed a synthetic book of business and run the five playbooks over it, day by day.
 
@@ -78,13 +80,19 @@ def demo(
     (retain-demo, a task per simulated week) on Prefect's temporary local API. Email, Slack and CRM
     go to JSON-lines files in the outbox folder; webhooks go to a receiver on 127.0.0.1 started for
     the demo. Nothing leaves this machine."""
+    from prefect.settings import PREFECT_API_URL
+
     from flows import demo as demo_flows
     from flows.orchestration.demo import demo_flow
+    from flows.orchestration.deployments import local_prefect_api
     from flows.orchestration.runtime import prefect_environment
     from models import ConfigError
 
     st = state(ctx)
     first_day = _start_date(start)
+    configured = PREFECT_API_URL.value()
+    if configured and port is not None:
+        raise ConfigError(f"--port is for a local Prefect server, but PREFECT_API_URL is set ({configured})")
     engine = st.engine(require=False)
     deleted = demo_flows.prepare(engine, st.settings, reset=reset)
     where = engine.url.render_as_string(hide_password=True)
@@ -96,17 +104,27 @@ def demo(
         markup=False,
         soft_wrap=True,
     )
+    server = ExitStack()
+    if port is not None:
+        console.print(f"starting a local Prefect server on 127.0.0.1:{port} …", markup=False)
+        api = server.enter_context(local_prefect_api(port))
+        console.print(
+            f"Prefect server at {api.api_url.removesuffix('/api')} until the demo ends", markup=False, soft_wrap=True
+        )
     began = time.perf_counter()
     totals = {"enrolled": 0, "delivered": 0}
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
+    with (
+        server,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress,
+    ):
         bar = progress.add_task("starting Prefect", total=days, detail="")
 
         def on_day(report: demo_flows.DayReport, total: int) -> None:

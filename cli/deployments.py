@@ -4,9 +4,8 @@ schedule on this machine, with no setup)."""
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,21 +22,59 @@ def sync(
         bool, typer.Option("--check", help="Change nothing; exit 1 if the file is out of date (for CI).")
     ] = False,
     file: Annotated[Path, typer.Option("--file", help="The file to write.", dir_okay=False)] = Path("prefect.yaml"),
+    work_pool: Annotated[
+        str | None,
+        typer.Option(
+            "--work-pool",
+            envvar="RETAIN_WORK_POOL",
+            help="The Prefect work pool of every deployment. Default: the file's own, else 'retain'.",
+        ),
+    ] = None,
+    code_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--code-dir",
+            envvar="RETAIN_CODE_DIR",
+            help="Where the code is on every worker's machine (a path, or '{{ $VAR }}' read from the worker's "
+            "environment). Default: the file's own, else the directory the worker was started in.",
+        ),
+    ] = None,
+    git_repository: Annotated[
+        str | None,
+        typer.Option(
+            "--git-repository",
+            envvar="RETAIN_GIT_REPOSITORY",
+            help="Instead of --code-dir: a git repository every flow run clones its code from.",
+        ),
+    ] = None,
+    git_branch: Annotated[
+        str | None, typer.Option("--git-branch", envvar="RETAIN_GIT_BRANCH", help="The branch to clone.")
+    ] = None,
 ) -> None:
-    """Write prefect.yaml: one deployment per playbook, with the cron and time zone of its schedule."""
-    from flows.orchestration.deployments import prefect_yaml_problems, render_prefect_yaml
+    """Write prefect.yaml: one deployment per playbook, with the cron and time zone of its schedule,
+    on a work pool, with a pull step that finds the code on the worker's machine.
+
+    Then: `prefect work-pool create retain --type process`, `prefect --no-prompt deploy --all`, and
+    `prefect worker start --pool retain` on each machine (docs/workers.md)."""
+    from flows.orchestration.deployments import prefect_yaml_problems, pull_steps, render_prefect_yaml
     from playbooks import load_playbooks
 
     playbooks = load_playbooks(state(ctx).playbooks_dir)
-    text = render_prefect_yaml(playbooks.values())
+    pull = None  # the file's own, unless one of these says otherwise
+    if code_dir is not None or git_repository is not None or git_branch is not None:
+        pull = pull_steps(code_dir, repository=git_repository, branch=git_branch)
     current = file.read_text(encoding="utf-8") if file.exists() else None
+    text = render_prefect_yaml(playbooks.values(), work_pool=work_pool, pull=pull, current=current)
     if check:
         problems = prefect_yaml_problems(current) if current is not None else []
         for problem in problems:
             err_console.print(f"{file}: {problem}", markup=False, soft_wrap=True)
         if current != text:
+            given = " with the same options" if work_pool is not None or pull is not None else ""
             err_console.print(
-                f"{file} is out of date with the playbooks: run `retain deployments sync`", markup=False, soft_wrap=True
+                f"{file} is out of date with the playbooks: run `retain deployments sync`{given}",
+                markup=False,
+                soft_wrap=True,
             )
             raise typer.Exit(1)
         if problems:
@@ -55,6 +92,17 @@ def sync(
     )
 
 
+def port_option(what: str) -> Any:
+    """``--port`` of the local Prefect server (``retain serve``, ``retain demo``)."""
+    return typer.Option(
+        "--port",
+        min=1,
+        max=65535,
+        help=f"The port of the local Prefect server {what} on 127.0.0.1 (its dashboard and API). "
+        "Default: a free one. Not with PREFECT_API_URL set.",
+    )
+
+
 @app.command("serve")
 def serve(
     ctx: typer.Context,
@@ -65,24 +113,25 @@ def serve(
             "--web", help="Also run `retain web` (on RETAIN_WEB_HOST:RETAIN_WEB_PORT) for as long as this runs."
         ),
     ] = False,
+    port: Annotated[int | None, port_option("started for serving")] = None,
 ) -> None:
     """Run every playbook on its schedule, on this machine, until Ctrl-C.
 
     Uses the Prefect server at PREFECT_API_URL when one is configured; otherwise starts a local
-    one on 127.0.0.1 for as long as this runs (Prefect's ephemeral API has no scheduler). With
-    --web, the inbound web app (unsubscribe and survey links, webhooks) runs beside them."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    one on 127.0.0.1 (on --port) for as long as this runs (Prefect's ephemeral API has no
+    scheduler). With --web, the inbound web app (unsubscribe and survey links, webhooks) runs
+    beside them."""
+    from prefect.settings import PREFECT_API_URL
 
     from flows.engine.tick import valid_playbooks
-    from flows.orchestration.deployments import (
-        drain_prefect_workers,
-        local_prefect_server,
-        runner_deployments,
-        serve_until_stopped,
-    )
+    from flows.orchestration.deployments import local_prefect_api, runner_deployments, serve_until_stopped
     from flows.orchestration.runtime import prefect_environment
+    from models import ConfigError
 
     st = state(ctx)
+    configured = PREFECT_API_URL.value()
+    if configured and port is not None:
+        raise ConfigError(f"--port is for a local Prefect server, but PREFECT_API_URL is set ({configured})")
     st.engine()  # fail now, with the fix to run, if the database has no schema
     playbooks, problems = valid_playbooks(st.playbooks_dir)
     for problem in problems:  # a broken playbook is not served; the others are
@@ -92,7 +141,6 @@ def serve(
         raise typer.Exit(1)
     deployments = runner_deployments(playbooks.values())
     names = ", ".join(sorted(playbooks))
-    configured = PREFECT_API_URL.value()
     beside: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if web:
         from integrations.web.server import WebThread, web_server
@@ -105,27 +153,14 @@ def serve(
             console.print(f"serving {names} against {configured} (Ctrl-C stops)", markup=False, soft_wrap=True)
             serve_until_stopped(deployments, limit=limit)
         else:
-            console.print("starting a local Prefect server on 127.0.0.1 …", markup=False)
-            saved = os.environ.get("PREFECT_API_URL")
-            try:
-                with local_prefect_server() as server:
-                    # flow runs are subprocesses: they read the environment; this process reads settings
-                    os.environ["PREFECT_API_URL"] = server.api_url
-                    console.print(
-                        f"serving {names}; Prefect server at {server.api_url.removesuffix('/api')} (Ctrl-C stops both)",
-                        markup=False,
-                        soft_wrap=True,
-                    )
-                    try:
-                        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-                            serve_until_stopped(deployments, limit=limit)
-                    finally:
-                        drain_prefect_workers()
-            finally:
-                if saved is None:
-                    os.environ.pop("PREFECT_API_URL", None)
-                else:
-                    os.environ["PREFECT_API_URL"] = saved
+            console.print(f"starting a local Prefect server on 127.0.0.1{f':{port}' if port else ''} …", markup=False)
+            with local_prefect_api(port) as server:
+                console.print(
+                    f"serving {names}; Prefect server at {server.api_url.removesuffix('/api')} (Ctrl-C stops both)",
+                    markup=False,
+                    soft_wrap=True,
+                )
+                serve_until_stopped(deployments, limit=limit)
             console.print("stopped the local Prefect server", markup=False)
     # serving ends only when stopped (Ctrl-C or SIGTERM): runs in flight were cancelled
     err_console.print("stopped")

@@ -11,12 +11,15 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from cli import main
 from flows.orchestration.deployments import (
+    DEFAULT_PULL,
+    DEFAULT_WORK_POOL,
     ENTRYPOINT,
     HEALTH_CRON,
     OUTBOX_CRON,
@@ -25,6 +28,7 @@ from flows.orchestration.deployments import (
     deployment_specs,
     local_prefect_server,
     prefect_yaml_problems,
+    pull_steps,
     render_prefect_yaml,
     runner_deployments,
     stop_process,
@@ -79,8 +83,10 @@ def test_prefects_own_loader_reads_every_deployment_and_schedule(shipped: dict[s
     from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
     from rich.console import Console
 
-    configs, _ = _load_deploy_configs_and_actions(PREFECT_YAML, console=Console(quiet=True))
+    configs, actions = _load_deploy_configs_and_actions(PREFECT_YAML, console=Console(quiet=True))
     assert sorted(c["name"] for c in configs) == sorted([*shipped, "outbox", "health", "reports"])
+    assert {c["work_pool"]["name"] for c in configs} == {DEFAULT_WORK_POOL}
+    assert actions["pull"] == DEFAULT_PULL
     for config in configs:
         if config["name"] in ("outbox", "health", "reports"):
             (schedule,) = [_schedule_config_to_deployment_schedule(s) for s in config["schedules"]]
@@ -177,6 +183,141 @@ def test_sync_writes_and_check_fails_when_out_of_date(tmp_path: Path, capsys: py
     assert "out of date" in capsys.readouterr().err
 
 
+def _sync(target: Path, *options: str) -> int:
+    return main(["--playbooks-dir", str(BUNDLED_PLAYBOOKS_DIR), "deployments", "sync", "--file", str(target), *options])
+
+
+def test_every_deployment_names_its_pool_and_the_file_a_pull_step_of_no_ones_machine() -> None:
+    data = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
+    assert {d["name"]: d["work_pool"] for d in data["deployments"]} == {
+        d["name"]: {"name": DEFAULT_WORK_POOL} for d in data["deployments"]
+    }
+    # the directory the worker runs in: nothing of the machine that wrote the file
+    assert data["pull"] == DEFAULT_PULL == [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]
+    assert str(ROOT) not in PREFECT_YAML.read_text(encoding="utf-8")
+
+
+def test_sync_options_set_the_pool_and_the_code_and_are_kept(tmp_path: Path) -> None:
+    target = tmp_path / "prefect.yaml"
+    assert _sync(target, "--work-pool", "big-pool", "--code-dir", "/srv/retain") == 0
+    data = yaml.safe_load(target.read_text(encoding="utf-8"))
+    assert {d["work_pool"]["name"] for d in data["deployments"]} == {"big-pool"}
+    assert data["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "/srv/retain"}}]
+    assert prefect_yaml_problems(target.read_text(encoding="utf-8"), root=ROOT) == []
+    # CI checks with no options: the file's own pool and pull step are what it should say
+    assert _sync(target, "--check") == 0
+    written = target.read_text(encoding="utf-8")
+    assert _sync(target) == 0 and target.read_text(encoding="utf-8") == written
+    # a git repository instead of a directory
+    repo = "https://git.example.com/acme/retain.git"
+    assert _sync(target, "--git-repository", repo, "--git-branch", "release") == 0
+    data = yaml.safe_load(target.read_text(encoding="utf-8"))
+    assert data["pull"] == [{"prefect.deployments.steps.git_clone": {"repository": repo, "branch": "release"}}]
+    assert {d["work_pool"]["name"] for d in data["deployments"]} == {"big-pool"}
+    assert prefect_yaml_problems(target.read_text(encoding="utf-8"), root=ROOT) == []
+    assert _sync(target, "--check") == 0
+
+
+def test_sync_options_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "prefect.yaml"
+    monkeypatch.setenv("RETAIN_WORK_POOL", "from-env")
+    monkeypatch.setenv("RETAIN_CODE_DIR", "{{ $RETAIN_CHECKOUT }}")
+    assert _sync(target) == 0
+    data = yaml.safe_load(target.read_text(encoding="utf-8"))
+    assert {d["work_pool"]["name"] for d in data["deployments"]} == {"from-env"}
+    # filled in from each worker's environment when its run starts, not here
+    assert data["pull"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $RETAIN_CHECKOUT }}"}}
+    ]
+
+
+def test_check_accepts_a_hand_set_work_pool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "prefect.yaml"
+    assert _sync(target) == 0
+    data = yaml.safe_load(target.read_text(encoding="utf-8"))
+    for dep in data["deployments"]:
+        if dep["name"] == "outbox":  # the outbox on its own pool, with a queue and an environment
+            dep["work_pool"] = {"name": "senders", "work_queue_name": "mail", "job_variables": {"env": {"A": "1"}}}
+    text = render_prefect_yaml(load_playbooks(BUNDLED_PLAYBOOKS_DIR).values(), current=yaml.safe_dump(data))
+    target.write_text(text, encoding="utf-8")
+    assert _sync(target, "--check") == 0
+    assert _sync(target) == 0 and target.read_text(encoding="utf-8") == text
+    kept = {d["name"]: d["work_pool"] for d in yaml.safe_load(text)["deployments"]}
+    assert kept["outbox"] == {"name": "senders", "work_queue_name": "mail", "job_variables": {"env": {"A": "1"}}}
+    assert kept["renewal"] == {"name": "retain"}
+    # --work-pool moves every deployment and keeps the rest of each one's pool settings
+    assert _sync(target, "--work-pool", "one") == 0
+    kept = {d["name"]: d["work_pool"] for d in yaml.safe_load(target.read_text(encoding="utf-8"))["deployments"]}
+    assert kept["outbox"] == {"name": "one", "work_queue_name": "mail", "job_variables": {"env": {"A": "1"}}}
+    assert _sync(target, "--check", "--work-pool", "two") == 1
+    assert "with the same options" in capsys.readouterr().err
+
+
+def test_contradictory_code_places_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "prefect.yaml"
+    assert _sync(target, "--code-dir", "/srv/retain", "--git-repository", "https://git.example.com/r.git") == 1
+    assert "not both" in capsys.readouterr().err
+    assert _sync(target, "--git-branch", "main") == 1
+    assert "needs a git repository" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_a_file_without_pool_or_pull_or_with_a_broken_step_is_reported() -> None:
+    data = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
+    del data["pull"]
+    for dep in data["deployments"]:
+        del dep["work_pool"]
+    problems = prefect_yaml_problems(yaml.safe_dump(data))
+    assert any(p.startswith("no work_pool name in check_in, farewell") and "ask for one" in p for p in problems)
+    assert any(p.startswith("no pull step for check_in") and "deployer's own directory" in p for p in problems)
+    data["pull"] = [
+        {"prefect.deployments.steps.set_working_directry": {"directory": "."}},
+        {"prefect.deployments.steps.git_clone": {"repo": "x"}},
+        {"prefect.deployments.steps.set_working_directory": {"directory": ".", "id": "here"}},
+    ]
+    problems = prefect_yaml_problems(yaml.safe_dump(data))
+    assert "pull[0]: unknown step 'prefect.deployments.steps.set_working_directry'" in problems
+    assert any(p.startswith("pull[1]: prefect.deployments.steps.git_clone:") and "repo" in p for p in problems)
+    assert not any(p.startswith("pull[2]") for p in problems)
+
+
+def test_the_pull_steps_run_as_a_worker_runs_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's own step runner, on this machine: the default stays in the worker's directory;
+    ``{{ $VAR }}`` comes from the worker's environment; git_clone clones a real repository."""
+    import asyncio
+    import os
+
+    from prefect.deployments.steps.core import run_step
+
+    def run_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:  # as a flow run does, without its events
+        output: dict[str, Any] = {}
+        for step in steps:
+            output.update(asyncio.run(run_step(step, output)))
+        return output
+
+    work = tmp_path / "worker"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert run_steps(pull_steps()) == {"directory": str(work)}
+    assert Path.cwd() == work
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    monkeypatch.setenv("RETAIN_CHECKOUT", str(checkout))
+    run_steps(pull_steps("{{ $RETAIN_CHECKOUT }}"))
+    assert Path.cwd() == checkout
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "marker.txt").write_text("retain")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for argv in (["init", "-q", "-b", "release"], ["add", "marker.txt"], ["commit", "-q", "-m", "x"]):
+        subprocess.run([*git, *argv], cwd=source, check=True)
+    monkeypatch.chdir(work)
+    output = run_steps(pull_steps(repository=f"file://{source}", branch="release"))
+    assert (Path(output["directory"]) / "marker.txt").read_text() == "retain"
+    assert Path(output["directory"]).resolve().parent == work.resolve()
+    os.chdir(work)
+
+
 # --- the local server helper ----------------------------------------------------------------------
 
 HEALTHY = """
@@ -215,6 +356,37 @@ def test_local_server_waits_for_health_and_stops_on_exit(tmp_path: Path) -> None
             assert answer.read() == b"true"
         process = server.process
     assert process.poll() == -signal.SIGTERM  # terminated, not killed
+
+
+def test_local_server_on_the_port_asked_for_and_a_taken_port_refused(tmp_path: Path) -> None:
+    import socket
+
+    from flows.orchestration.deployments import free_port
+
+    port = free_port()
+    with local_prefect_server(port=port, command=_script(tmp_path, "healthy", HEALTHY), startup_timeout=20) as server:
+        assert server.api_url == f"http://127.0.0.1:{port}/api"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        with (
+            pytest.raises(ConfigError, match=rf"port {busy} on 127.0.0.1 is taken: choose another --port"),
+            local_prefect_server(port=busy, command=_script(tmp_path, "healthy", HEALTHY)),
+        ):
+            pytest.fail("never reached")
+
+
+def test_port_with_a_configured_server_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert main(["serve", "--port", "4999"]) == 1
+        assert "--port is for a local Prefect server, but PREFECT_API_URL is set" in capsys.readouterr().err
+        assert main(["demo", "--port", "4999"]) == 1
+        assert "--port is for a local Prefect server, but PREFECT_API_URL is set" in capsys.readouterr().err
 
 
 def test_local_server_is_killed_when_it_ignores_terminate(tmp_path: Path) -> None:
