@@ -33,6 +33,7 @@ def _register() -> None:
         revenue,
         run,
         surveys,
+        sync,
     )
     from . import web as _web  # noqa: F401  (retain web)
 

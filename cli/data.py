@@ -98,12 +98,13 @@ def import_events_command(
     events; onboarded_at is set by the first activation event declared in the playbooks folder's
     sources.yaml (activation_event: ...). All or nothing, every bad line listed.
     """
-    from integrations.sources import activation_event, import_events
+    from integrations.sources import import_events
     from models import utcnow
+    from playbooks import load_sources
 
     st = state(ctx)
     engine = st.engine()
-    activation = activation or activation_event(st.playbooks_dir)
+    activation = activation or load_sources(st.playbooks_dir).activation_event
     _run(lambda: import_events(engine, file, now=utcnow(), activation=activation, dry_run=dry_run))
 
 

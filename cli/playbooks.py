@@ -22,6 +22,8 @@ app.add_typer(playbooks_app, name="playbooks")
 #: the JSON Schema for editors, shipped inside the ``playbooks`` package (the repository's root holds
 #: a copy for the playbooks' modelines; a test keeps both equal to the models)
 SCHEMA_FILE = "playbook.schema.json"
+#: the JSON Schema of sources.yaml, shipped beside it
+SOURCES_SCHEMA_FILE = "sources.schema.json"
 
 
 @playbooks_app.command("validate")
@@ -39,8 +41,13 @@ def validate(
     for target in targets:
         if not target.exists():
             raise typer.BadParameter(f"no such file or folder: {target}", param_hint="PATHS")
-    compiled, problems = validate_paths(targets)
+    from playbooks import sources_problems
+
+    named_sources = [t for t in targets if t.is_file() and t.name in ("sources.yaml", "sources.yml")]
+    compiled, problems = validate_paths([t for t in targets if t not in named_sources])
     problems += _folder_files_problems(targets)
+    for path in named_sources:
+        problems += sources_problems(path)
     if fmt is Format.json:
         echo_json(
             {
@@ -69,8 +76,8 @@ def validate(
 
 
 def _folder_files_problems(targets: list[Path]) -> list[Problem]:
-    """A playbooks folder's contact policy and health model are checked with its playbooks."""
-    from playbooks import health_problems, policy_problems
+    """A playbooks folder's contact policy, health model and sources are checked with its playbooks."""
+    from playbooks import health_problems, policy_problems, sources_file, sources_problems
 
     problems: list[Problem] = []
     for folder in (t for t in targets if t.is_dir()):
@@ -78,6 +85,8 @@ def _folder_files_problems(targets: list[Path]) -> list[Problem]:
             problems += policy_problems(folder / "policy.yaml")
         if (folder / "health.yaml").exists():
             problems += health_problems(folder / "health.yaml")
+        if (sources := sources_file(folder)) is not None:
+            problems += sources_problems(sources)
     return problems
 
 
@@ -226,9 +235,13 @@ def schema(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of printing.")
     ] = None,
+    sources: Annotated[
+        bool, typer.Option("--sources", help="The schema of sources.yaml (the SQL sources) instead of playbooks'.")
+    ] = False,
 ) -> None:
-    """Print (or write) the JSON Schema that editors use to check playbooks as you type."""
-    text = schema_text()
+    """Print (or write) the JSON Schema that editors use to check playbooks (or, with --sources,
+    sources.yaml) as you type."""
+    text = schema_text(SOURCES_SCHEMA_FILE if sources else SCHEMA_FILE)
     if output:
         output.write_text(text, encoding="utf-8")
         console.print(f"wrote {output}", markup=False, soft_wrap=True)
@@ -236,6 +249,6 @@ def schema(
         echo_text(text)
 
 
-def schema_text() -> str:
-    """The JSON Schema shipped with Retain (inside the installed ``playbooks`` package)."""
-    return resources.files("playbooks").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+def schema_text(name: str = SCHEMA_FILE) -> str:
+    """A JSON Schema shipped with Retain (inside the installed ``playbooks`` package)."""
+    return resources.files("playbooks").joinpath(name).read_text(encoding="utf-8")

@@ -1,6 +1,6 @@
 """The playbook language and what CS ops write.
 
-This package reads the YAML that CS ops commit (playbooks, the contact policy, the health model),
+This package reads the YAML that CS ops commit (playbooks, the contact policy, the health model, the sources),
 validates it into typed models with every error at ``file:line:col``, and compiles it: audience
 and condition expressions into SQL (and a Python evaluator that agrees with it), templates into
 sandboxed Jinja, steps into a plan the engine runs. The shipped playbooks, templates, policy and
@@ -42,6 +42,7 @@ from playbooks._expr import (
 )
 from playbooks._health import HEALTH_FILE, health_file, health_problems, load_health
 from playbooks._policy import POLICY_FILE, load_policy, policy_problems
+from playbooks._sources import SOURCES_FILE, load_sources, load_sources_file, sources_file, sources_problems
 from playbooks._templates import TEMPLATE_VARIABLES, RenderLimits, render
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "EVENT",
     "HEALTH_FILE",
     "POLICY_FILE",
+    "SOURCES_FILE",
     "TEMPLATE_VARIABLES",
     "Clause",
     "CompiledPlaybook",
@@ -73,12 +75,16 @@ __all__ = [
     "load_playbook",
     "load_playbooks",
     "load_policy",
+    "load_sources",
+    "load_sources_file",
     "mermaid",
     "parse",
     "playbook_files",
     "policy_problems",
     "read_clauses",
     "render",
+    "sources_file",
+    "sources_problems",
     "step_summary",
     "to_sql",
     "validate_paths",

@@ -81,6 +81,7 @@ from integrations.sources._batches import (
     write_all_or_nothing,
 )
 from integrations.sources._csv import (
+    CsvFile,
     CsvRecord,
     flag_duplicates,
     parse_date,
@@ -109,6 +110,8 @@ __all__ = [
     "ImportResult",
     "import_accounts",
     "import_contacts",
+    "land_accounts",
+    "land_contacts",
 ]
 
 logger = logging.getLogger(__name__)  # what each import did, for the run's log
@@ -366,8 +369,31 @@ def import_accounts(
     ``skip_invalid``; with ``dry_run`` nothing is written and the counts say what would be.
     ``now`` (aware) stamps ``updated_at`` and the timeline; by default the current time.
     """
-    now = now or utcnow()
+    moment = now or utcnow()
     csv_file = read_csv(path, "accounts", _required(_AccountRow))
+    results: list[ImportResult] = []
+
+    def write(conn: Connection) -> None:
+        results.append(
+            land_accounts(conn, csv_file, now=moment, label=Path(path).name, skip_invalid=skip_invalid, dry_run=dry_run)
+        )
+
+    write_all_or_nothing(engine, csv_file.name, write)
+    return _logged(results[0])
+
+
+def land_accounts(
+    conn: Connection,
+    csv_file: CsvFile,
+    *,
+    now: datetime,
+    label: str,
+    skip_invalid: bool = False,
+    dry_run: bool = False,
+) -> ImportResult:
+    """Upsert the accounts of ``csv_file``'s records (from a file, or a SQL source's batch) in the
+    caller's transaction; ``label`` names where they came from on the timeline. Errors,
+    ``skip_invalid`` and ``dry_run`` as for :func:`import_accounts`."""
     custom_columns = tuple(c for c in csv_file.headers if c not in _AccountRow.model_fields)
     rows = validate_rows(csv_file, _AccountRow)
     flag_duplicates(csv_file, lambda r: r.cells.get("external_id"), "external_id", lambda k: f"external_id {k!r}")
@@ -377,57 +403,51 @@ def import_accounts(
 
     file_columns = sorted(c for c in csv_file.headers if c in _AccountRow.model_fields and c != "external_id")
     read_columns = [_ACCOUNT.c.id, _ACCOUNT.c.external_id, *(_ACCOUNT.c[c] for c in file_columns), _ACCOUNT.c.custom]
-    label = Path(path).name
     inserts: list[dict[str, Any]] = []
     updates: list[tuple[int, dict[str, Any]]] = []
     events: list[dict[str, Any]] = []
     unchanged = 0
 
-    def plan(conn: Connection) -> None:
-        nonlocal unchanged
-        existing: dict[str, dict[str, Any]] = {}
-        for chunk in chunks((row.external_id for _, row in rows), CHUNK):
-            for found in conn.execute(select(*read_columns).where(_ACCOUNT.c.external_id.in_(chunk))).mappings():
-                existing[found["external_id"]] = dict(found)
-        for record, row in rows:
-            values = row.model_dump(include=row.model_fields_set)
-            custom = {c: record.cells[c] for c in custom_columns if c in record.cells}
-            old = existing.get(row.external_id)
-            if old is None:
-                inserts.append(
-                    {
-                        "plan": None, "arr": 0.0, "currency": "USD", "status": AccountStatus.ACTIVE.value,
-                        "lifecycle_stage": None, "segment": None, "industry": None, "country": None,
-                        "timezone": None, "csm_email": None, "csm_name": None, "signup_date": None,
-                        "onboarded_at": None, "renewal_date": None, "renewed_at": None, "cancelled_at": None,
-                        "churned_at": None, "reactivated_at": None, "health": None, "health_score": None,
-                        "seats": None, **values, "custom": custom, "created_at": now, "updated_at": now,
-                    }
-                )  # fmt: skip
-                continue
-            changes = {c: (old[c], v) for c, v in values.items() if c != "external_id" and old[c] != v}
-            new_values = {c: new for c, (_, new) in changes.items()}
-            merged = {**old["custom"], **custom}
-            if merged != old["custom"]:
-                changes.update(
-                    {f"custom.{c}": (old["custom"].get(c), v) for c, v in custom.items() if old["custom"].get(c) != v}
-                )
-                new_values["custom"] = merged
-            if not changes:
-                unchanged += 1
-                continue
-            updates.append((old["id"], new_values))
-            events.append(
-                import_event(
-                    old["id"], now, f"updated from {label}: {describe_changes(changes)}",
-                    {"file": label, "changes": {c: [json_safe(o), json_safe(n)] for c, (o, n) in changes.items()}},
-                )
+    existing: dict[str, dict[str, Any]] = {}
+    for chunk in chunks((row.external_id for _, row in rows), CHUNK):
+        for found in conn.execute(select(*read_columns).where(_ACCOUNT.c.external_id.in_(chunk))).mappings():
+            existing[found["external_id"]] = dict(found)
+    for record, row in rows:
+        values = row.model_dump(include=row.model_fields_set)
+        custom = {c: record.cells[c] for c in custom_columns if c in record.cells}
+        old = existing.get(row.external_id)
+        if old is None:
+            inserts.append(
+                {
+                    "plan": None, "arr": 0.0, "currency": "USD", "status": AccountStatus.ACTIVE.value,
+                    "lifecycle_stage": None, "segment": None, "industry": None, "country": None,
+                    "timezone": None, "csm_email": None, "csm_name": None, "signup_date": None,
+                    "onboarded_at": None, "renewal_date": None, "renewed_at": None, "cancelled_at": None,
+                    "churned_at": None, "reactivated_at": None, "health": None, "health_score": None,
+                    "seats": None, **values, "custom": custom, "created_at": now, "updated_at": now,
+                }
             )  # fmt: skip
+            continue
+        changes = {c: (old[c], v) for c, v in values.items() if c != "external_id" and old[c] != v}
+        new_values = {c: new for c, (_, new) in changes.items()}
+        merged = {**old["custom"], **custom}
+        if merged != old["custom"]:
+            changes.update(
+                {f"custom.{c}": (old["custom"].get(c), v) for c, v in custom.items() if old["custom"].get(c) != v}
+            )
+            new_values["custom"] = merged
+        if not changes:
+            unchanged += 1
+            continue
+        updates.append((old["id"], new_values))
+        events.append(
+            import_event(
+                old["id"], now, f"updated from {label}: {describe_changes(changes)}",
+                {"file": label, "changes": {c: [json_safe(o), json_safe(n)] for c, (o, n) in changes.items()}},
+            )
+        )  # fmt: skip
 
-    def write(conn: Connection) -> None:
-        plan(conn)
-        if dry_run:
-            return
+    if not dry_run:
         if inserts:
             # a plain batched insert, then the new ids read back: RETURNING makes PostgreSQL's
             # batches several times slower
@@ -439,19 +459,15 @@ def import_accounts(
             update_in_batches(conn, _ACCOUNT, updates, now)
         if events:
             conn.execute(insert(_TIMELINE), events)
-
-    write_all_or_nothing(engine, csv_file.name, write)
-    return _logged(
-        ImportResult(
-            file=csv_file.name,
-            kind="accounts",
-            inserted=len(inserts),
-            updated=len(updates),
-            unchanged=unchanged,
-            problems=problems,
-            custom_columns=custom_columns,
-            dry_run=dry_run,
-        )
+    return ImportResult(
+        file=csv_file.name,
+        kind="accounts",
+        inserted=len(inserts),
+        updated=len(updates),
+        unchanged=unchanged,
+        problems=problems,
+        custom_columns=custom_columns,
+        dry_run=dry_run,
     )
 
 
@@ -537,8 +553,30 @@ def import_contacts(
     ("unknown account 'acme-x'"). Errors, ``skip_invalid``, ``dry_run`` and ``now`` as for
     :func:`import_accounts`.
     """
-    now = now or utcnow()
+    moment = now or utcnow()
     csv_file = read_csv(path, "contacts", _required(_ContactRow))
+    results: list[ImportResult] = []
+
+    def write(conn: Connection) -> None:
+        results.append(
+            land_contacts(conn, csv_file, now=moment, label=Path(path).name, skip_invalid=skip_invalid, dry_run=dry_run)
+        )
+
+    write_all_or_nothing(engine, csv_file.name, write)
+    return _logged(results[0])
+
+
+def land_contacts(
+    conn: Connection,
+    csv_file: CsvFile,
+    *,
+    now: datetime,
+    label: str,
+    skip_invalid: bool = False,
+    dry_run: bool = False,
+) -> ImportResult:
+    """Upsert the contacts of ``csv_file``'s records (from a file, or a SQL source's batch) in the
+    caller's transaction; as :func:`import_contacts` does."""
     ignored = tuple(header for column, header in csv_file.headers.items() if column not in _ContactRow.model_fields)
     rows = validate_rows(csv_file, _ContactRow)
 
@@ -552,32 +590,26 @@ def import_contacts(
         c for c in csv_file.headers if c in _ContactRow.model_fields and c not in ("account_external_id", "email")
     )
     read_columns = [_CONTACT.c.id, _CONTACT.c.account_id, _CONTACT.c.email, *(_CONTACT.c[c] for c in file_columns)]
-    changes = _ContactChanges(Path(path).name, now)
-    problems: tuple[RowProblem, ...] = ()
+    changes = _ContactChanges(label, now)
 
-    def plan(conn: Connection) -> None:
-        nonlocal problems, rows
-        account_ids = _account_ids(conn, {row.account_external_id for _, row in rows})
-        for record, row in rows:
-            if row.account_external_id not in account_ids:
-                message = f"unknown account {row.account_external_id!r}"
-                csv_file.problems.append(RowProblem(record.line, message, csv_file.header("account_external_id")))
-        problems = settle_problems(csv_file, skip_invalid)
-        bad_lines = {p.row for p in problems}
-        rows = [(record, row) for record, row in rows if record.line not in bad_lines]
+    account_ids = _account_ids(conn, {row.account_external_id for _, row in rows})
+    for record, row in rows:
+        if row.account_external_id not in account_ids:
+            message = f"unknown account {row.account_external_id!r}"
+            csv_file.problems.append(RowProblem(record.line, message, csv_file.header("account_external_id")))
+    problems = settle_problems(csv_file, skip_invalid)
+    bad_lines = {p.row for p in problems}
+    rows = [(record, row) for record, row in rows if record.line not in bad_lines]
 
-        existing: dict[tuple[int, str], dict[str, Any]] = {}
-        for ids in chunks({account_ids[row.account_external_id] for _, row in rows}, CHUNK):
-            for found in conn.execute(select(*read_columns).where(_CONTACT.c.account_id.in_(ids))).mappings():
-                existing[(found["account_id"], found["email"].lower())] = dict(found)
-        for _, row in rows:
-            account_id = account_ids[row.account_external_id]
-            changes.add(account_id, row, existing.get((account_id, row.email)))
+    existing: dict[tuple[int, str], dict[str, Any]] = {}
+    for ids in chunks({account_ids[row.account_external_id] for _, row in rows}, CHUNK):
+        for found in conn.execute(select(*read_columns).where(_CONTACT.c.account_id.in_(ids))).mappings():
+            existing[(found["account_id"], found["email"].lower())] = dict(found)
+    for _, row in rows:
+        account_id = account_ids[row.account_external_id]
+        changes.add(account_id, row, existing.get((account_id, row.email)))
 
-    def write(conn: Connection) -> None:
-        plan(conn)
-        if dry_run:
-            return
+    if not dry_run:
         if changes.inserts:
             conn.execute(insert(_CONTACT), changes.inserts)
         if changes.updates:
@@ -586,24 +618,20 @@ def import_contacts(
             conn.execute(insert(_TIMELINE), changes.events)
         if changes.inserts:  # an address on the suppression list is unsubscribed the moment it arrives
             apply_suppressions(conn, now, {row["email"].lower() for row in changes.inserts})
-
-    write_all_or_nothing(engine, csv_file.name, write)
     notes: tuple[str, ...] = ()
     if kept := changes.kept_unsubscribed:
         notes = (
             f"{kept} contact{' stays' if kept == 1 else 's stay'} unsubscribed although the "
             "file says otherwise: an import never re-subscribes anyone",
         )
-    return _logged(
-        ImportResult(
-            file=csv_file.name,
-            kind="contacts",
-            inserted=len(changes.inserts),
-            updated=len(changes.updates),
-            unchanged=changes.unchanged,
-            problems=problems,
-            ignored_columns=ignored,
-            notes=notes,
-            dry_run=dry_run,
-        )
+    return ImportResult(
+        file=csv_file.name,
+        kind="contacts",
+        inserted=len(changes.inserts),
+        updated=len(changes.updates),
+        unchanged=changes.unchanged,
+        problems=problems,
+        ignored_columns=ignored,
+        notes=notes,
+        dry_run=dry_run,
     )

@@ -34,7 +34,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from integrations.sources._batches import CHUNK, chunks, update_in_batches, write_all_or_nothing
-from integrations.sources._csv import flag_duplicates, parse_date, parse_timestamp, quote_cell, settle_problems
+from integrations.sources._csv import CsvFile, flag_duplicates, parse_date, parse_timestamp, quote_cell, settle_problems
 from integrations.sources._csv import validate_rows as _validate_rows
 from integrations.sources._records import read_records
 from models import Account, DataImportError, RowProblem, SupportTicket, UsageMetric, table_of
@@ -48,6 +48,8 @@ __all__ = [
     "import_usage",
     "land_tickets",
     "land_usage",
+    "ticket_records",
+    "usage_days",
 ]
 
 logger = logging.getLogger(__name__)
@@ -183,6 +185,21 @@ def _write_changes(conn: Connection, table: Table, inserts: list[dict[str, Any]]
 def import_usage(engine: Engine, path: str | Path, *, dry_run: bool = False) -> LandResult:
     """Import a usage file (CSV or JSON Lines; see the module's documentation), all or nothing."""
     records = read_records(path, "usage", ["account_external_id", "metric"])
+    days = usage_days(records)
+    result = LandResult(records.name, "usage")
+
+    def work(conn: Connection) -> None:
+        nonlocal result
+        result = land_usage(conn, records.name, days, write=not dry_run)
+
+    write_all_or_nothing(engine, records.name, work)
+    logger.info("%s", result.line())
+    return result
+
+
+def usage_days(records: CsvFile) -> list[UsageDay]:
+    """The daily values of usage records (raw events summed per UTC day); every bad record a
+    problem, raised at once as :class:`DataImportError`."""
     rows = _validate_rows(records, _UsageRow)
     flag_duplicates(
         records,
@@ -211,16 +228,7 @@ def import_usage(engine: Engine, path: str | Path, *, dry_run: bool = False) -> 
             RowProblem(raw[key].line, f"{key[2]} of {key[1]!r} has a daily value on row {daily[key].line} too")
         )
     settle_problems(records, skip_invalid=False)
-    days = [*daily.values(), *raw.values()]
-    result = LandResult(records.name, "usage")
-
-    def work(conn: Connection) -> None:
-        nonlocal result
-        result = land_usage(conn, records.name, days, write=not dry_run)
-
-    write_all_or_nothing(engine, records.name, work)
-    logger.info("%s", result.line())
-    return result
+    return [*daily.values(), *raw.values()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,19 +315,7 @@ def land_tickets(conn: Connection, source: str, tickets: Sequence[TicketRecord],
 def import_tickets(engine: Engine, path: str | Path, *, dry_run: bool = False) -> LandResult:
     """Import a tickets file (CSV or JSON Lines; see the module's documentation), all or nothing."""
     records = read_records(path, "tickets", ["external_id", "account_external_id", "opened_at"])
-    rows = _validate_rows(records, _TicketRow)
-    flag_duplicates(records, lambda r: r.cells.get("external_id"), "external_id", lambda k: f"ticket {k!r}")
-    problems = settle_problems(records, skip_invalid=False)
-    assert not problems
-    tickets = [
-        TicketRecord(
-            record.line,
-            row.external_id,
-            row.account_external_id,
-            row.model_dump(include=row.model_fields_set - {"external_id", "account_external_id"}),
-        )
-        for record, row in rows
-    ]
+    tickets = ticket_records(records)
     result = LandResult(records.name, "tickets")
 
     def work(conn: Connection) -> None:
@@ -329,3 +325,20 @@ def import_tickets(engine: Engine, path: str | Path, *, dry_run: bool = False) -
     write_all_or_nothing(engine, records.name, work)
     logger.info("%s", result.line())
     return result
+
+
+def ticket_records(records: CsvFile) -> list[TicketRecord]:
+    """The tickets of ``records``; every bad record a problem, raised at once as :class:`DataImportError`."""
+    rows = _validate_rows(records, _TicketRow)
+    flag_duplicates(records, lambda r: r.cells.get("external_id"), "external_id", lambda k: f"ticket {k!r}")
+    problems = settle_problems(records, skip_invalid=False)
+    assert not problems
+    return [
+        TicketRecord(
+            record.line,
+            row.external_id,
+            row.account_external_id,
+            row.model_dump(include=row.model_fields_set - {"external_id", "account_external_id"}),
+        )
+        for record, row in rows
+    ]

@@ -95,7 +95,9 @@ __all__ = [
     "RevenueImportResult",
     "Spread",
     "import_revenue",
+    "land_revenue",
     "parse_money",
+    "revenue_of",
     "spread_cents",
 ]
 
@@ -616,6 +618,15 @@ def _read_revenue(
     path: str | Path, columns: BillingColumns, *, spread: Spread, service_end_exclusive: bool
 ) -> _RevenueFile:
     csv_file = read_csv(path, "billing", _required_columns(columns))
+    return revenue_of(csv_file, columns, spread=spread, service_end_exclusive=service_end_exclusive)
+
+
+def revenue_of(
+    csv_file: CsvFile, columns: BillingColumns, *, spread: Spread = Spread.MONTH, service_end_exclusive: bool = False
+) -> _RevenueFile:
+    """The invoices and credit notes of ``csv_file``'s records (a file, or a SQL source's batch),
+    read and checked on their own: lines, currency, monthly entries; problems are kept in
+    ``csv_file`` (raised by :func:`land_revenue`)."""
     layout = _layout(columns, csv_file)
     if layout.fixed_currency is not None:
         try:
@@ -711,10 +722,9 @@ def _count_changes(
 
 
 def _create_accounts(
-    conn: Connection, revenue: _RevenueFile, unknown: list[str], now: datetime, id_of: dict[str, int]
+    conn: Connection, revenue: _RevenueFile, unknown: list[str], now: datetime, id_of: dict[str, int], label: str
 ) -> list[dict[str, Any]]:
     """Insert the unknown customers as accounts (their ids into ``id_of``); their timeline events."""
-    label = Path(revenue.csv_file.name).name
     blank = Account.model_validate({"external_id": "-", "name": "-"}).model_dump(
         exclude={"id", "holdout_bucket", "external_id", "name"}
     )
@@ -819,44 +829,77 @@ def import_revenue(
     """
     moment = now or utcnow()
     revenue = _read_revenue(path, columns, spread=spread, service_end_exclusive=service_end_exclusive)
+    results: list[RevenueImportResult] = []
+
+    def write(conn: Connection) -> None:
+        results.append(
+            land_revenue(
+                conn, revenue, now=moment, label=Path(path).name, create_accounts=create_accounts, dry_run=dry_run,
+                data_through=data_through,
+            )
+        )  # fmt: skip
+
+    write_all_or_nothing(engine, revenue.csv_file.name, write)
+    result = results[0]
+    logger.info(
+        "%s: revenue %d rows, %d accounts (%d created), entries %d added, %d changed, %d removed%s",
+        result.file,
+        result.rows,
+        result.accounts,
+        result.created_accounts,
+        result.added,
+        result.changed,
+        result.removed,
+        " (dry run: nothing written)" if dry_run else "",
+    )
+    return result
+
+
+def land_revenue(
+    conn: Connection,
+    revenue: _RevenueFile,
+    *,
+    now: datetime,
+    label: str,
+    create_accounts: bool = False,
+    dry_run: bool = False,
+    data_through: date | None = None,
+) -> RevenueImportResult:
+    """Replace the revenue of ``revenue``'s accounts over its months, in the caller's transaction
+    (see :func:`import_revenue`); ``label`` names where it came from on the timeline."""
     csv_file, customers = revenue.csv_file, revenue.customers
     counts: dict[str, int] = defaultdict(int)
     through: list[date] = []
-
-    def write(conn: Connection) -> None:
-        known = _known_accounts(conn, customers)
-        unknown = [c for c in customers if c not in known]
-        if unknown and not create_accounts:
-            _refuse_unknown(revenue, unknown)
-        settle_problems(csv_file, skip_invalid=False)
-        counts["created"] = len(unknown)
-        existing = {}
-        if revenue.months is not None:
-            existing = _existing_revenue(conn, (account_id for account_id, _ in known.values()), revenue.months)
-        id_of = {customer: account_id for customer, (account_id, _) in known.items()}
-        _count_changes(revenue, existing, id_of, counts)
-        plan_updates = [
-            (known[customer][0], {"plan": plan})
-            for customer, plan in revenue.plans.items()
-            if customer in known and known[customer][1] != plan
-        ]
-        counts["plans"] = len(plan_updates)
-        if dry_run:
-            return
-        events = _create_accounts(conn, revenue, unknown, moment, id_of) if unknown else []
+    known = _known_accounts(conn, customers)
+    unknown = [c for c in customers if c not in known]
+    if unknown and not create_accounts:
+        _refuse_unknown(revenue, unknown)
+    settle_problems(csv_file, skip_invalid=False)
+    counts["created"] = len(unknown)
+    existing = {}
+    if revenue.months is not None:
+        existing = _existing_revenue(conn, (account_id for account_id, _ in known.values()), revenue.months)
+    id_of = {customer: account_id for customer, (account_id, _) in known.items()}
+    _count_changes(revenue, existing, id_of, counts)
+    plan_updates = [
+        (known[customer][0], {"plan": plan})
+        for customer, plan in revenue.plans.items()
+        if customer in known and known[customer][1] != plan
+    ]
+    counts["plans"] = len(plan_updates)
+    if not dry_run:
+        events = _create_accounts(conn, revenue, unknown, now, id_of, label) if unknown else []
         _replace_revenue(conn, revenue, id_of)
         if plan_updates:
             old_plan = {account_id: plan for account_id, plan in known.values()}
-            events += _update_plans(conn, plan_updates, old_plan, moment, Path(path).name)
+            events += _update_plans(conn, plan_updates, old_plan, now, label)
         if events:
             conn.execute(insert(_TIMELINE), events)
         day = data_through or revenue.latest_day
         if day is not None:
-            through.append(_record_data_through(conn, day, moment, given=data_through is not None))
-
-    write_all_or_nothing(engine, csv_file.name, write)
+            through.append(_record_data_through(conn, day, now, given=data_through is not None))
     first_month, last_month = revenue.months or (None, None)
-    result = RevenueImportResult(
+    return RevenueImportResult(
         file=csv_file.name,
         currency=revenue.currency,
         rows=len(revenue.lines),
@@ -875,15 +918,3 @@ def import_revenue(
         dry_run=dry_run,
         data_through=through[0] if through else (data_through or revenue.latest_day),
     )
-    logger.info(
-        "%s: revenue %d rows, %d accounts (%d created), entries %d added, %d changed, %d removed%s",
-        result.file,
-        result.rows,
-        result.accounts,
-        result.created_accounts,
-        result.added,
-        result.changed,
-        result.removed,
-        " (dry run: nothing written)" if dry_run else "",
-    )
-    return result

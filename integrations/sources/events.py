@@ -33,56 +33,30 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from integrations.sources._batches import CHUNK, chunks, import_event, write_all_or_nothing
-from integrations.sources._csv import parse_timestamp, quote_cell, settle_problems, validate_rows
+from integrations.sources._csv import CsvFile, parse_timestamp, quote_cell, settle_problems, validate_rows
 from integrations.sources._records import read_records
 from integrations.sources.activity import account_ids
-from models import Account, ConfigError, ProductEvent, ProductUser, TimelineEvent, table_of
+from models import Account, ProductEvent, ProductUser, TimelineEvent, table_of
 
 __all__ = [
-    "SOURCES_FILE",
     "EventRecord",
     "EventsResult",
-    "activation_event",
+    "event_records",
     "import_events",
     "land_events",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: the data sources' settings in the playbooks folder (beside policy.yaml and health.yaml)
-SOURCES_FILE = "sources.yaml"
-_SOURCES_KEYS = ("activation_event",)
-
 _ACCOUNT: Table = table_of(Account)
 _EVENT: Table = table_of(ProductEvent)
 _USER: Table = table_of(ProductUser)
 _TIMELINE: Table = table_of(TimelineEvent)
-
-
-def activation_event(playbooks_dir: Path) -> str | None:
-    """The declared activation event of a playbooks folder (``sources.yaml``), or None."""
-    path = playbooks_dir / SOURCES_FILE
-    if not path.exists():
-        return None
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read it: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys ({', '.join(_SOURCES_KEYS)})")
-    unknown = sorted(set(map(str, data)) - set(_SOURCES_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(_SOURCES_KEYS)})")
-    value = data.get("activation_event")
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise ConfigError(f"{path}: activation_event must be an event name, e.g. 'Onboarding Completed'")
-    return value.strip() if isinstance(value, str) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,9 +291,7 @@ def import_events(
 ) -> EventsResult:
     """Import a file of Segment calls (JSON Lines or CSV; see the module's documentation), all or nothing."""
     records = read_records(path, "events", ["type", "user_id", "timestamp"])
-    rows = validate_rows(records, _EventRow)
-    settle_problems(records, skip_invalid=False)
-    events = [_record(record.line, row) for record, row in rows]
+    events = event_records(records)
     result = EventsResult(records.name)
 
     def work(conn: Connection) -> None:
@@ -329,3 +301,11 @@ def import_events(
     write_all_or_nothing(engine, records.name, work)
     logger.info("%s", result.line())
     return result
+
+
+def event_records(records: CsvFile) -> list[EventRecord]:
+    """The Segment calls of ``records``; every bad record a problem, raised at once as
+    :class:`DataImportError`."""
+    rows = validate_rows(records, _EventRow)
+    settle_problems(records, skip_invalid=False)
+    return [_record(record.line, row) for record, row in rows]

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from models import ConfigError, SyncCursor, SyncRun, table_of
@@ -35,6 +35,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "finish_run",
+    "forget_cursor",
     "read_cursor",
     "start_run",
     "sync_status",
@@ -88,6 +89,12 @@ def read_cursor(conn: Connection, source: str) -> Any:
     """The cursor of ``source``'s last committed batch, or None (never synced, or reset)."""
     row = conn.execute(select(_CURSOR.c.cursor, _CURSOR.c.cursor_type).where(_CURSOR.c.source == source)).first()
     return None if row is None else decode_cursor(row.cursor, row.cursor_type)
+
+
+def forget_cursor(engine: Engine, source: str) -> None:
+    """``source``'s next run reads from the start (its runs are kept)."""
+    with engine.begin() as conn:
+        conn.execute(delete(_CURSOR).where(_CURSOR.c.source == source))
 
 
 def start_run(engine: Engine, source: str, kind: str, *, now: datetime) -> int:
