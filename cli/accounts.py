@@ -131,7 +131,7 @@ def import_contacts_command(
 
     All or nothing: if any row is bad, nothing is written and every bad row is listed as FILE: row N, column 'x': message (the header is row 1). --skip-invalid writes the good rows instead.
 
-    A blank cell, or a column the file lacks, leaves the stored value alone. An import can unsubscribe a contact but never re-subscribes one.
+    A blank cell, or a column the file lacks, leaves the stored value alone. unsubscribed=no resubscribes a contact a file or a person unsubscribed, never one that unsubscribed itself through the link in an email, bounced or complained.
     """
     from integrations.sources import import_contacts
 
@@ -165,6 +165,35 @@ def unsubscribe_command(
         raise typer.BadParameter(str(exc), param_hint="EMAIL") from exc
     what = "everything" if channel == "all" else f"{channel} messages"
     console.print(f"{email.lower()}: unsubscribed from {what}; {result.contacts} contact(s) updated", markup=False)
+
+
+@contacts_app.command("resubscribe")
+def resubscribe_command(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The address, in any account.")],
+    channel: Annotated[
+        _Channel, typer.Option("--channel", help="What to allow again: everything, or one kind of message.")
+    ] = "all",  # type: ignore[assignment]
+    force: Annotated[
+        bool, typer.Option("--force", help="Also lift a bounce or a spam complaint the email provider reported.")
+    ] = False,
+    by: Annotated[str | None, typer.Option("--by", help="Who asks, for the timeline (default: cli).")] = None,
+) -> None:
+    """Resubscribe an address: every contact with it may be written to again (on that channel).
+    Recorded on each account's timeline. A bounce or spam complaint reported by the email
+    provider stays unless --force."""
+    from integrations.sources import resubscribe
+
+    try:
+        result = resubscribe(state(ctx).engine(), email, channel=str(channel), by=by or "cli", force=force)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="EMAIL") from exc
+    for why in result.kept:
+        err_console.print(f"stays unsubscribed: {why} (--force lifts it)", markup=False, soft_wrap=True)
+    what = "everything" if channel == "all" else f"{channel} messages"
+    console.print(f"{email.lower()}: resubscribed to {what}; {result.contacts} contact(s) updated", markup=False)
+    if result.kept:
+        raise typer.Exit(1)
 
 
 @contacts_app.command("suppress")

@@ -13,13 +13,12 @@ import contextlib
 import email.policy
 import email.utils
 import hashlib
-import hmac
 import logging
 import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -27,6 +26,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiosmtplib
 
 from integrations.channels.base import Delivery, Receipt
+from integrations.links import (
+    DEFAULT_LINK_DAYS,
+    InvalidLink,
+    last_valid_day,
+    sign,
+    unsubscribe_subject,
+    verify,
+    with_token,
+)
 from models import ConfigError, IntegrationError, MaybeDeliveredError, RetryableError
 
 __all__ = [
@@ -113,25 +121,19 @@ def message_id(key: str, domain: str) -> str:
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+def unsubscribe_token(secret: str, subject: str, valid_through: date | None = None) -> str:
+    """The token of an unsubscribe link (see :mod:`integrations.links`): ``subject`` (what
+    :func:`~integrations.links.unsubscribe_subject` makes: the kind of message and who) signed
+    for ``unsubscribe``, valid through ``valid_through`` (default: 90 days from today)."""
+    return sign(secret, "unsubscribe", subject, valid_through or last_valid_day(datetime.now(UTC), DEFAULT_LINK_DAYS))
 
 
-def unsubscribe_token(secret: str, subject: str) -> str:
-    """``<subject>.<mac>`` (both base64url): who unsubscribes (``contact:<id>`` or ``email:<address>``)
-    and an HMAC-SHA256 of it, so a link cannot be forged for someone else."""
-    mac = hmac.new(secret.encode(), subject.encode(), hashlib.sha256).digest()[:16]
-    return f"{_b64(subject.encode())}.{_b64(mac)}"
-
-
-def verify_unsubscribe_token(secret: str, token: str) -> str | None:
-    """What the unsubscribe endpoint runs: the subject of a genuine token, else ``None``."""
-    encoded, _, _mac = token.partition(".")
+def verify_unsubscribe_token(secret: str, token: str, today: date | None = None) -> str | None:
+    """The subject of a genuine token (not past its last day when ``today`` is given), else ``None``."""
     try:
-        subject = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
+        return verify(secret, "unsubscribe", token, today)[0]
+    except InvalidLink:
         return None
-    return subject if hmac.compare_digest(unsubscribe_token(secret, subject), token) else None
 
 
 def _addresses(value: Any, what: str) -> list[str]:
@@ -223,12 +225,9 @@ class SmtpEmailChannel:
             message["Message-ID"] = message_id(delivery.key, self.domain)
             message["X-Retain-Key"] = delivery.key
             links = [f"<mailto:unsubscribe@{self.domain}?subject=unsubscribe>"]
-            if self._unsubscribe_url and self._unsubscribe_secret:
-                contact_id = delivery.meta.get("contact_id")
-                subject = f"contact:{contact_id}" if contact_id is not None else f"email:{to[0].lower()}"
-                token = unsubscribe_token(self._unsubscribe_secret, subject)
-                joiner = "&" if "?" in self._unsubscribe_url else "?"
-                links.insert(0, f"<{self._unsubscribe_url}{joiner}t={token}>")
+            link = self._unsubscribe_link(delivery, to[0])
+            if link.startswith("https://"):  # RFC 8058: one-click unsubscribe only over https
+                links.insert(0, f"<{link}>")
                 message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
             message["List-Unsubscribe"] = ", ".join(links)
             # quoted-printable keeps the message 7-bit clean whatever the server supports
@@ -238,6 +237,21 @@ class SmtpEmailChannel:
         except (ValueError, TypeError) as exc:  # a header the email package refuses
             raise IntegrationError(f"email to {', '.join(to)}: cannot compose the message: {exc}") from exc
         return message
+
+    def _unsubscribe_link(self, delivery: Delivery, to: str) -> str:
+        """The touch's own signed link (written with it, shown in its body), else one made here
+        from ``unsubscribe_url`` and ``unsubscribe_secret`` (for payloads written without one)."""
+        written = delivery.payload.get("unsubscribe_url")
+        if isinstance(written, str) and written:
+            return written
+        if not (self._unsubscribe_url and self._unsubscribe_secret):
+            return ""
+        kind = str(delivery.payload.get("kind") or "email")
+        contact_id = delivery.meta.get("contact_id")
+        subject = unsubscribe_subject(
+            kind, contact_id=contact_id if isinstance(contact_id, int) else None, email=_envelope_address(to)
+        )
+        return with_token(self._unsubscribe_url, unsubscribe_token(self._unsubscribe_secret, subject))
 
     # --- sending -----------------------------------------------------------------------------
 

@@ -71,9 +71,15 @@ from integrations.sources.mailbox import (
 )
 from integrations.sources.replies import ReplyResult, mark_replied, set_replied
 from integrations.sources.suppression import (
+    CHANNELS,
+    PROVIDER_SOURCES,
+    ResubscribeResult,
     SuppressionResult,
     apply_suppressions,
     import_suppression_list,
+    resubscribe,
+    resubscribe_addresses,
+    suppression_of,
     unsubscribe,
 )
 from integrations.sources.sync_state import (
@@ -88,8 +94,10 @@ from integrations.sources.sync_state import (
 
 __all__ = [
     "ACCOUNT_COLUMNS",
+    "CHANNELS",
     "CHUNK",
     "CONTACT_COLUMNS",
+    "PROVIDER_SOURCES",
     "Answer",
     "BillingColumns",
     "CsvFile",
@@ -101,6 +109,7 @@ __all__ = [
     "Mailbox",
     "PollResult",
     "ReplyResult",
+    "ResubscribeResult",
     "RevenueImportResult",
     "SourceStatus",
     "Spread",
@@ -144,11 +153,14 @@ __all__ = [
     "read_answer",
     "read_csv",
     "read_cursor",
+    "resubscribe",
+    "resubscribe_addresses",
     "revenue_of",
     "set_replied",
     "settle_problems",
     "spread_cents",
     "start_run",
+    "suppression_of",
     "sync_status",
     "ticket_records",
     "unsubscribe",

@@ -39,8 +39,10 @@ What a value means:
   ``health_score``: 0 to 100; ``seats``: a whole number; ``currency``: a three-letter code.
 * ``timezone``: an IANA zone (``Europe/Berlin``), any case; ``country``: ISO 3166 alpha-2 (``DE``).
 * emails are checked for a sane shape and stored in lower case.
-* ``is_primary``, ``unsubscribed``: true/false, yes/no, y/n, 1/0. An import can unsubscribe a
-  contact but never re-subscribes one: opting back in is the contact's act, not a stale export's.
+* ``is_primary``, ``unsubscribed``: true/false, yes/no, y/n, 1/0. ``unsubscribed=false``
+  resubscribes a contact that a file or a person unsubscribed (on the timeline), never one that
+  unsubscribed itself through the link in an email, bounced or complained: a stale export
+  cannot undo the contact's own act (the result's notes name them).
 
 All or nothing: every row is validated before anything is written, and one bad row means nothing
 is written; :class:`models.DataImportError` then lists every bad row at once. With
@@ -92,7 +94,12 @@ from integrations.sources._csv import (
     settle_problems,
     validate_rows,
 )
-from integrations.sources.suppression import apply_suppressions
+from integrations.sources.suppression import (
+    PROVIDER_SOURCES,
+    ResubscribeResult,
+    apply_suppressions,
+    resubscribe_addresses,
+)
 from models import (
     Account,
     AccountStatus,
@@ -494,7 +501,17 @@ class _ContactChanges:
     updates: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     unchanged: int = 0
-    kept_unsubscribed: int = 0
+    resubscribe: set[str] = field(default_factory=set)  # addresses the file resubscribes
+    resubscribed_only: set[str] = field(default_factory=set)  # rows whose only change is that
+    resubscribed: ResubscribeResult = field(default_factory=lambda: ResubscribeResult(0))
+
+    def lift_suppressions(self, conn: Connection) -> None:
+        """Resubscribe the addresses the file resubscribes. A file never undoes what the contact
+        asked for (through the link in an email) or what the provider reported."""
+        if self.resubscribe:
+            self.resubscribed = resubscribe_addresses(
+                conn, self.resubscribe, self.now, by=f"import of {self.label}", keep=("link", *PROVIDER_SOURCES)
+            )
 
     def add(self, account_id: int, row: _ContactRow, old: dict[str, Any] | None) -> None:
         """One valid row, against the contact the database holds (``old``), if any."""
@@ -521,11 +538,16 @@ class _ContactChanges:
             return
         values.pop("email")
         if old.get("unsubscribed") and values.get("unsubscribed") is False:
-            self.kept_unsubscribed += 1  # re-subscribing is the contact's act, not an import's
+            # the file says this contact may be written to again: lifted with its address's
+            # suppression, on the timeline (a bounce or a complaint stays; see ``write``)
+            self.resubscribe.add(row.email.lower())
             del values["unsubscribed"]
         changes = {c: (old[c], v) for c, v in values.items() if old[c] != v}
         if not changes:
-            self.unchanged += 1
+            if row.email.lower() in self.resubscribe:
+                self.resubscribed_only.add(row.email.lower())
+            else:
+                self.unchanged += 1
             return
         new_values = {c: new for c, (_, new) in changes.items()}
         if new_values.get("unsubscribed"):
@@ -616,20 +638,20 @@ def land_contacts(
             update_in_batches(conn, _CONTACT, changes.updates, None)
         if changes.events:
             conn.execute(insert(_TIMELINE), changes.events)
+        changes.lift_suppressions(conn)
         if changes.inserts:  # an address on the suppression list is unsubscribed the moment it arrives
             apply_suppressions(conn, now, {row["email"].lower() for row in changes.inserts})
     notes: tuple[str, ...] = ()
-    if kept := changes.kept_unsubscribed:
-        notes = (
-            f"{kept} contact{' stays' if kept == 1 else 's stay'} unsubscribed although the "
-            "file says otherwise: an import never re-subscribes anyone",
-        )
+    resubscribed = changes.resubscribed
+    if resubscribed.contacts:
+        notes += (f"{resubscribed.contacts} contact(s) resubscribed (the file says unsubscribed=false)",)
+    notes += tuple(f"stays unsubscribed: {why}" for why in resubscribed.kept)
     return ImportResult(
         file=csv_file.name,
         kind="contacts",
         inserted=len(changes.inserts),
-        updated=len(changes.updates),
-        unchanged=changes.unchanged,
+        updated=len(changes.updates) + len(changes.resubscribed_only - resubscribed.kept_addresses),
+        unchanged=changes.unchanged + len(changes.resubscribed_only & resubscribed.kept_addresses),
         problems=problems,
         ignored_columns=ignored,
         notes=notes,

@@ -15,14 +15,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from integrations.sources._batches import write_all_or_nothing
 from integrations.sources._csv import parse_email, read_csv
 from models import Contact, DataImportError, RowProblem, Suppression, TimelineEvent, table_of, utcnow
 
-__all__ = ["CHANNELS", "SuppressionResult", "apply_suppressions", "import_suppression_list", "unsubscribe"]
+__all__ = [
+    "CHANNELS",
+    "PROVIDER_SOURCES",
+    "ResubscribeResult",
+    "SuppressionResult",
+    "apply_suppressions",
+    "import_suppression_list",
+    "resubscribe",
+    "resubscribe_addresses",
+    "suppression_of",
+    "unsubscribe",
+]
 
 logger = logging.getLogger(__name__)  # what each unsubscribe and list import did, for the run's log
 
@@ -106,9 +117,17 @@ def apply_suppressions(conn: Connection, now: datetime, emails: set[str] | None 
 
 
 def unsubscribe(
-    engine: Engine, email: str, *, channel: str = "all", reason: str | None = None, now: datetime | None = None
+    engine: Engine,
+    email: str,
+    *,
+    channel: str = "all",
+    reason: str | None = None,
+    now: datetime | None = None,
+    source: str = "manual",
 ) -> SuppressionResult:
-    """Unsubscribe an address (from everything, or from ``email`` / ``survey`` messages)."""
+    """Unsubscribe an address (from everything, or from ``email`` / ``survey`` messages).
+    ``source`` says who asked: ``manual`` (a person at the CLI), ``link`` (the contact, through
+    the link in an email), ``bounce`` or ``complaint`` (the email provider)."""
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
     address = parse_email(email.strip()).lower()
@@ -117,7 +136,7 @@ def unsubscribe(
 
     def work(conn: Connection) -> None:
         nonlocal result
-        written = _suppress(conn, address, channel, reason, "manual", moment)
+        written = _suppress(conn, address, channel, reason, source, moment)
         result = SuppressionResult(int(written), apply_suppressions(conn, moment, {address}))
 
     write_all_or_nothing(engine, address, work)
@@ -180,3 +199,126 @@ def import_suppression_list(
 
 class _DryRun(Exception):
     """Rolls back a dry run's transaction."""
+
+
+# --- resubscribing ----------------------------------------------------------------------------------
+
+#: suppressions only a person at the CLI may lift (``--force``): the provider said the address
+#: bounced or its owner reported a message as spam
+PROVIDER_SOURCES = ("bounce", "complaint")
+_KINDS = tuple(c for c in CHANNELS if c != "all")
+
+
+@dataclass(frozen=True)
+class ResubscribeResult:
+    contacts: int  # contacts that may be written to again (on that channel)
+    kept: tuple[str, ...] = ()  # why an address stays suppressed (a bounce, a complaint)
+    kept_addresses: frozenset[str] = frozenset()
+
+
+def suppression_of(conn: Connection, email: str) -> tuple[list[str], str | None, str] | None:
+    """The suppression of an address: (channels, empty meaning everything; reason; source), or None."""
+    row = conn.execute(
+        select(_SUPPRESSION.c.channels, _SUPPRESSION.c.reason, _SUPPRESSION.c.source).where(
+            _SUPPRESSION.c.email == email.strip().lower()
+        )
+    ).first()
+    return None if row is None else (list(row[0] or []), row[1], row[2])
+
+
+def _without(channels: list[str], channel: str) -> list[str]:
+    """Channels suppressed after lifting ``channel``; ``[]`` here means none are left."""
+    if channel == "all":
+        return []
+    return [c for c in (channels or list(_KINDS)) if c != channel]
+
+
+_KEPT_BECAUSE = {
+    "bounce": "the email provider reported a bounce",
+    "complaint": "its owner reported a message as spam",
+    "link": "the contact unsubscribed through the link in an email",
+}
+
+
+def resubscribe_addresses(
+    conn: Connection,
+    emails: set[str],
+    now: datetime,
+    *,
+    channel: str = "all",
+    by: str,
+    keep: tuple[str, ...] = PROVIDER_SOURCES,
+) -> ResubscribeResult:
+    """Lift the suppression of ``emails`` (on ``channel``) and resubscribe every contact with one
+    of them, each on its account's timeline (``by`` says who: ``link``, ``import of x.csv``, a
+    person). Suppressions whose source is in ``keep`` stay (and are named in the result)."""
+    kept: list[str] = []
+    kept_addresses: set[str] = set()
+    changed = 0
+    for email in sorted(emails):
+        found = suppression_of(conn, email)
+        if found is not None and found[2] in keep:
+            because = _KEPT_BECAUSE.get(found[2], f"it was suppressed by {found[2]}")
+            kept.append(f"{email}: {because}" + (f" ({found[1]})" if found[1] else ""))
+            kept_addresses.add(email)
+            continue
+        if found is not None:
+            left = _without(found[0], channel)
+            if left:
+                conn.execute(update(_SUPPRESSION).where(_SUPPRESSION.c.email == email).values(channels=left))
+            else:
+                conn.execute(delete(_SUPPRESSION).where(_SUPPRESSION.c.email == email))
+        for contact_id, account_id, unsubscribed, current in conn.execute(
+            select(
+                _CONTACT.c.id, _CONTACT.c.account_id, _CONTACT.c.unsubscribed, _CONTACT.c.unsubscribed_channels
+            ).where(func.lower(_CONTACT.c.email) == email)
+        ).all():
+            if not unsubscribed and not current:
+                continue
+            if channel == "all":
+                values: dict[str, Any] = {"unsubscribed": False, "unsubscribed_channels": [], "unsubscribed_at": None}
+            else:
+                left = _without([] if unsubscribed else list(current or []), channel)
+                if left == sorted(current or []) and not unsubscribed:
+                    continue
+                values = {"unsubscribed": False, "unsubscribed_channels": left}
+                if not left:
+                    values["unsubscribed_at"] = None
+            conn.execute(update(_CONTACT).where(_CONTACT.c.id == contact_id).values(**values))
+            what = "everything" if channel == "all" else f"{channel} messages"
+            conn.execute(
+                insert(table_of(TimelineEvent)),
+                {"account_id": account_id, "at": now, "kind": "resubscribed", "playbook": None, "enrollment_id": None,
+                 "step_id": None, "summary": f"contact {email} resubscribed to {what} ({by})",
+                 "detail": {"email": email, "channels": [channel], "by": by}},
+            )  # fmt: skip
+            changed += 1
+    return ResubscribeResult(changed, tuple(kept), frozenset(kept_addresses))
+
+
+def resubscribe(
+    engine: Engine,
+    email: str,
+    *,
+    channel: str = "all",
+    by: str = "manual",
+    force: bool = False,
+    now: datetime | None = None,
+) -> ResubscribeResult:
+    """Resubscribe an address (to everything, or to ``email`` / ``survey`` messages): the
+    suppression is lifted and its contacts may be written to again; each change is on the
+    timeline. A bounce or complaint reported by the provider stays unless ``force``."""
+    keep = () if force else PROVIDER_SOURCES
+    if channel not in CHANNELS:
+        raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
+    address = parse_email(email.strip()).lower()
+    moment = now or utcnow()
+    result = ResubscribeResult(0)
+
+    def work(conn: Connection) -> None:
+        nonlocal result
+        result = resubscribe_addresses(conn, {address}, moment, channel=channel, by=by, keep=keep)
+
+    write_all_or_nothing(engine, address, work)
+    logger.info("resubscribed %s to %s (%s): %d contacts changed", address, channel, by, result.contacts)
+    return result

@@ -3,12 +3,14 @@ per-address rate limit (429 with ``Retry-After``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
 import time
 from collections.abc import Callable
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp as App
 from starlette.types import Message, Receive, Scope, Send
 
@@ -26,10 +28,6 @@ async def _plain(send: Send, status: int, message: str, headers: list[tuple[byte
         }
     )  # fmt: skip
     await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class BodyLimit:
@@ -55,28 +53,34 @@ class BodyLimit:
                     await _plain(send, 413, message)
                     return
         seen = 0
-        started = False
+        started = refused = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             event = await receive()
             if event.get("type") == "http.request":
                 seen += len(event.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    # answer now, and tell the route the client is gone: whatever it does next
+                    # (a parser that turns errors into 400s included) is not sent
+                    refused = True
+                    if not started:
+                        await _plain(send, 413, message)
+                    return {"type": "http.disconnect"}
             return event
 
         async def watched(event: Message) -> None:
             nonlocal started
+            if refused:
+                return
             if event["type"] == "http.response.start":
                 started = True
             await send(event)
 
-        try:
+        with contextlib.suppress(ClientDisconnect):
             await self.app(scope, counted, watched)
-        except _TooLarge:
-            if not started:
-                await _plain(send, 413, message)
 
 
 class TokenBuckets:

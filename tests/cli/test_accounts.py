@@ -190,7 +190,7 @@ def test_import_help_documents_the_columns_and_all_or_nothing(retain):
         assert words in text
     contacts_help = " ".join(retain("contacts", "import", "--help").out.split())
     assert "required account_external_id" in contacts_help
-    assert "never re-subscribes" in contacts_help
+    assert "unsubscribed=no resubscribes a contact a file or a person unsubscribed, never one that" in contacts_help
 
 
 def test_commands_say_to_run_init_on_a_new_database(tmp_path, capsys):
@@ -385,3 +385,26 @@ def test_show_an_account_with_nothing_around_it(retain, tmp_path):
     assert out.splitlines()[0] == "Solo [Ltd] (solo) · active"  # brackets are text, not markup
     for line in ["Contacts: none", "Active enrollments: none", "Open CSM tasks: none", "Recent outcomes: none"]:
         assert line in out
+
+
+def test_contacts_resubscribe_lifts_an_unsubscribe_and_keeps_a_bounce_unless_forced(imported, sqlite_url):
+    from integrations.sources import unsubscribe
+
+    email = "jane@acme.example"
+    assert imported("contacts", "unsubscribe", email, "--channel", "survey").code == 0
+    run = imported("contacts", "resubscribe", email.upper(), "--by", "Dana (CSM)")
+    assert run.code == 0 and run.out.strip() == f"{email}: resubscribed to everything; 1 contact(s) updated"
+    with Session(make_engine(sqlite_url)) as s:
+        events = s.exec(select(TimelineEvent.summary).where(TimelineEvent.kind == "resubscribed")).all()
+    assert events == [f"contact {email} resubscribed to everything (Dana (CSM))"]
+
+    unsubscribe(make_engine(sqlite_url), email, source="bounce", reason="550 mailbox unavailable")
+    kept = imported("contacts", "resubscribe", email)
+    assert kept.code == 1
+    assert (
+        "stays unsubscribed: jane@acme.example: the email provider reported a bounce (550 mailbox unavailable)"
+        in kept.err
+    )
+    forced = imported("contacts", "resubscribe", email, "--force")
+    assert forced.code == 0 and "1 contact(s) updated" in forced.out
+    assert imported("contacts", "resubscribe", "not-an-address").code == 2

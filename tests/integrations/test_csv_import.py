@@ -451,20 +451,29 @@ def test_contacts_reimport_matches_email_in_any_case_and_updates_what_changed(db
     )
 
 
-def test_an_import_unsubscribes_but_never_resubscribes(db, tmp_path):
+def test_an_import_unsubscribes_and_resubscribes_but_never_undoes_the_contact_s_own_act(db, tmp_path):
+    from integrations.sources import unsubscribe
+
     import_accounts(db, DATA / "accounts.csv", now=NOW)
     header = ["account_external_id", "email", "unsubscribed"]
-    import_contacts(db, write(tmp_path, table(header, ["acme", "a@acme.example", "no"]), "c.csv"), now=NOW)
-    import_contacts(db, write(tmp_path, table(header, ["acme", "a@acme.example", "yes"]), "c.csv"), now=LATER)
+    rows = [["acme", "a@acme.example", "no"], ["acme", "b@acme.example", "no"], ["acme", "c@acme.example", "no"]]
+    import_contacts(db, write(tmp_path, table(header, *rows), "c.csv"), now=NOW)
+    off = [[r[0], r[1], "yes"] for r in rows[:2]]
+    import_contacts(db, write(tmp_path, table(header, *off), "c.csv"), now=LATER)
     contact = contacts(db)[("acme", "a@acme.example")]
     assert (contact.unsubscribed, contact.unsubscribed_at) == (True, LATER)
+    unsubscribe(db, "c@acme.example", source="link", now=LATER)  # the contact's own act
+    unsubscribe(db, "b@acme.example", source="manual", now=LATER)  # a person's, at the CLI
 
-    result = import_contacts(db, write(tmp_path, table(header, ["acme", "a@acme.example", "no"]), "c.csv"), now=NOW)
-    assert (result.updated, result.unchanged) == (0, 1)
+    result = import_contacts(db, write(tmp_path, table(header, *rows), "c.csv"), now=NOW)
+    assert (result.updated, result.unchanged) == (2, 1)
     assert result.notes == (
-        "1 contact stays unsubscribed although the file says otherwise: an import never re-subscribes anyone",
+        "2 contact(s) resubscribed (the file says unsubscribed=false)",
+        "stays unsubscribed: c@acme.example: the contact unsubscribed through the link in an email",
     )
-    assert contacts(db)[("acme", "a@acme.example")].unsubscribed is True
+    after = contacts(db)
+    assert [after[("acme", f"{x}@acme.example")].unsubscribed for x in "abc"] == [False, False, True]
+    assert timeline(db, "acme")[-1].summary == "contact b@acme.example resubscribed to everything (import of c.csv)"
 
 
 def test_contacts_of_unknown_accounts_and_bad_rows_are_all_reported(sqlite_db, tmp_path):

@@ -148,19 +148,29 @@ def test_one_click_unsubscribe_headers(smtp_server: LocalSmtp) -> None:
     # checked in the raw bytes too: one line each, no encoded words (receivers do not decode them there)
     raw_headers = smtp_server.sink.messages[0].raw.split(b"\r\n\r\n")[0].decode("ascii")
     [unsubscribe] = [h for h in raw_headers.split("\r\n") if h.startswith("List-Unsubscribe:")]
-    token = unsubscribe_token(UNSUBSCRIBE_SECRET, "contact:42")
+    token = unsubscribe_token(UNSUBSCRIBE_SECRET, "email|contact:42")
     assert unsubscribe == (
         f"List-Unsubscribe: <{UNSUBSCRIBE_URL}?t={token}>, <mailto:unsubscribe@acme.com?subject=unsubscribe>"
     )
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw_headers.split("\r\n")
-    assert verify_unsubscribe_token(UNSUBSCRIBE_SECRET, token) == "contact:42"
+    assert verify_unsubscribe_token(UNSUBSCRIBE_SECRET, token) == "email|contact:42"
+
+
+def test_the_touch_s_own_unsubscribe_link_is_the_header_s() -> None:
+    channel = channel_for("smtp://127.0.0.1:1")
+    link = "https://retain.acme.com/unsubscribe?t=abc.20270601.xyz"
+    msg = channel.compose(Delivery("k", "email", email_delivery().payload | {"unsubscribe_url": link}))
+    assert msg["List-Unsubscribe"] == f"<{link}>, <mailto:unsubscribe@acme.com?subject=unsubscribe>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    local = Delivery("k", "email", email_delivery().payload | {"unsubscribe_url": "http://localhost:8000/u?t=x"})
+    assert channel.compose(local)["List-Unsubscribe-Post"] is None  # RFC 8058 one-click: https only
 
 
 def test_unsubscribe_tokens_cannot_be_forged() -> None:
-    token = unsubscribe_token("key", "email:dana@customer.io")
-    assert verify_unsubscribe_token("key", token) == "email:dana@customer.io"
+    token = unsubscribe_token("key", "email|email:dana@customer.io")
+    assert verify_unsubscribe_token("key", token) == "email|email:dana@customer.io"
     assert verify_unsubscribe_token("other key", token) is None
-    forged = unsubscribe_token("guess", "contact:1").split(".")[0] + "." + token.split(".")[1]
+    forged = unsubscribe_token("guess", "email|contact:1").split(".")[0] + "." + token.split(".", 1)[1]
     assert verify_unsubscribe_token("key", forged) is None
     assert verify_unsubscribe_token("key", "!!!") is None
 
@@ -168,7 +178,7 @@ def test_unsubscribe_tokens_cannot_be_forged() -> None:
 def test_without_a_contact_the_token_names_the_address_and_without_a_link_only_mailto() -> None:
     with_link = channel_for("smtp://127.0.0.1:1")
     delivery = Delivery("k", "email", email_delivery().payload | {"to": "CSM@Acme.com"})
-    token = unsubscribe_token(UNSUBSCRIBE_SECRET, "email:csm@acme.com")
+    token = unsubscribe_token(UNSUBSCRIBE_SECRET, "email|email:csm@acme.com")
     assert f"?t={token}>" in with_link.compose(delivery)["List-Unsubscribe"]
 
     mailto_only = channel_for("smtp://127.0.0.1:1", unsubscribe_url=None, unsubscribe_secret=None)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from email.utils import formataddr
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 from flows.engine.policy import unsubscribe_reason
+from integrations.links import LinkConfig
 from models import Contact
 from models.playbook import EmailStep, SurveyStep
 
 if TYPE_CHECKING:
     from flows.engine.wake import Wake
 
-__all__ = ["CHANNEL", "addressed_to", "chosen_contacts", "send"]
+__all__ = ["CHANNEL", "addressed_to", "chosen_contacts", "send", "unsubscribe_link", "with_unsubscribe_footer"]
 
 CHANNEL = "email"  # surveys go out by email too
 
@@ -57,3 +59,32 @@ def addressed_to(wake: Wake, contact: Contact | None) -> str | None:
     address = contact.email if contact else wake.account.csm_email
     name = contact.name if contact else wake.account.csm_name
     return formataddr((name, address)) if address and name else address
+
+
+def unsubscribe_link(wake: Wake, contact: Contact | None, kind: str) -> str:
+    """The signed link that unsubscribes ``contact`` from ``kind`` messages (``email``,
+    ``survey``); "" for a message to the CSM (no contact: nobody to unsubscribe)."""
+    if contact is None or contact.id is None:
+        return ""
+    return LinkConfig.from_environment().unsubscribe_link(kind, wake.as_of, contact_id=contact.id)
+
+
+_FOOTER_TEXT = {"email": "Don't want these emails?", "survey": "Don't want these surveys?"}
+
+
+def with_unsubscribe_footer(payload: dict[str, Any], link: str) -> dict[str, Any]:
+    """``payload`` with its unsubscribe link: kept for the ``List-Unsubscribe`` header, and shown
+    at the foot of the text and the HTML, unless the template already printed it."""
+    if not link:
+        return payload
+    text, html = payload.get("text"), payload.get("html")
+    words = _FOOTER_TEXT.get(str(payload.get("kind")), _FOOTER_TEXT["email"])
+    footer: dict[str, Any] = {"unsubscribe_url": link}
+    if isinstance(text, str) and link not in text:
+        footer["text"] = f"{text.rstrip()}\n\n--\n{words} Unsubscribe: {link}\n"
+    if isinstance(html, str) and escape(link) not in html and link not in html:
+        footer["html"] = (
+            f'{html}<hr><p style="font-size:13px;color:#555">{escape(words)} '
+            f'<a href="{escape(link)}">Unsubscribe</a></p>\n'
+        )
+    return {**payload, **footer}
