@@ -52,19 +52,21 @@ def sync(
     ] = None,
 ) -> None:
     """Write prefect.yaml: one deployment per playbook, with the cron and time zone of its schedule,
-    on a work pool, with a pull step that finds the code on the worker's machine.
+    and one per scheduled SQL source of sources.yaml (sync-<source>), on a work pool, with a pull
+    step that finds the code on the worker's machine.
 
     Then: `prefect work-pool create retain --type process`, `prefect --no-prompt deploy --all`, and
     `prefect worker start --pool retain` on each machine (docs/workers.md)."""
     from flows.orchestration.deployments import prefect_yaml_problems, pull_steps, render_prefect_yaml
-    from playbooks import load_playbooks
+    from playbooks import load_playbooks, load_sources
 
     playbooks = load_playbooks(state(ctx).playbooks_dir)
+    sources = load_sources(state(ctx).playbooks_dir).sources
     pull = None  # the file's own, unless one of these says otherwise
     if code_dir is not None or git_repository is not None or git_branch is not None:
         pull = pull_steps(code_dir, repository=git_repository, branch=git_branch)
     current = file.read_text(encoding="utf-8") if file.exists() else None
-    text = render_prefect_yaml(playbooks.values(), work_pool=work_pool, pull=pull, current=current)
+    text = render_prefect_yaml(playbooks.values(), work_pool=work_pool, pull=pull, current=current, sources=sources)
     if check:
         problems = prefect_yaml_problems(current) if current is not None else []
         for problem in problems:
@@ -139,7 +141,9 @@ def serve(
     if not playbooks:
         console.print(f"no playbooks in {st.playbooks_dir}: nothing to serve", markup=False, soft_wrap=True)
         raise typer.Exit(1)
-    deployments = runner_deployments(playbooks.values())
+    from playbooks import load_sources
+
+    deployments = runner_deployments(playbooks.values(), load_sources(st.playbooks_dir).sources)
     names = ", ".join(sorted(playbooks))
     beside: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if web:

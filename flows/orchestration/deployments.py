@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 import zoneinfo
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ import yaml
 from croniter import croniter
 
 from models import ConfigError
+from models.sources import SqlSource
 from playbooks import CompiledPlaybook
 
 __all__ = [
@@ -62,6 +63,7 @@ OUTBOX_ENTRYPOINT = "flows/orchestration/playbook.py:deliver_outbox"
 OUTBOX_CRON = "*/5 * * * *"
 HEALTH_ENTRYPOINT = "flows/orchestration/health.py:health"
 REPORTS_ENTRYPOINT = "flows/orchestration/reports.py:report_flow"
+SYNC_ENTRYPOINT = "flows/orchestration/sync.py:sync_flow"
 #: reports (revenue outcomes, retention, lift, surveys, health) once a day, after health scores
 REPORTS_CRON = "0 6 * * *"
 #: health scores once a day, early, before the playbooks' business-hours ticks read them
@@ -87,8 +89,11 @@ HEADER = (
 # --- prefect.yaml ---------------------------------------------------------------------------------
 
 
-def deployment_specs(playbooks: Iterable[CompiledPlaybook]) -> list[dict[str, Any]]:
-    """The deployments, by playbook id: plain data, keys in the order they are written."""
+def deployment_specs(
+    playbooks: Iterable[CompiledPlaybook], sources: Mapping[str, SqlSource] | None = None
+) -> list[dict[str, Any]]:
+    """The deployments, by playbook id, then one per scheduled SQL source (``sync-<source>``):
+    plain data, keys in the order they are written."""
     specs = []
     for pb in sorted(playbooks, key=lambda p: p.id):
         schedule = pb.spec.schedule
@@ -133,6 +138,19 @@ def deployment_specs(playbooks: Iterable[CompiledPlaybook]) -> list[dict[str, An
             "schedules": [{"cron": REPORTS_CRON, "timezone": "UTC", "active": True}],
         }
     )
+    for name, source in sorted((sources or {}).items()):
+        if source.schedule is None:
+            continue  # run by hand: retain sync NAME
+        specs.append(
+            {
+                "name": f"sync-{name}",
+                "description": f"Sync SQL source {name!r} ({source.kind}) from its cursor",
+                "tags": ["retain", "sync", source.kind],
+                "entrypoint": SYNC_ENTRYPOINT,
+                "parameters": {"source": name},
+                "schedules": [{"cron": source.schedule.cron, "timezone": source.schedule.timezone, "active": True}],
+            }
+        )
     return specs
 
 
@@ -197,6 +215,7 @@ def render_prefect_yaml(
     work_pool: str | None = None,
     pull: list[dict[str, Any]] | None = None,
     current: str | None = None,
+    sources: Mapping[str, SqlSource] | None = None,
 ) -> str:
     """The text of ``prefect.yaml``: the same playbooks and settings always give the same bytes.
 
@@ -204,7 +223,7 @@ def render_prefect_yaml(
     is, gives that deployment; else ``retain``) and the file has one ``pull`` step (``pull``; else
     ``current``'s; else the worker's own directory), so ``prefect deploy --all`` asks nothing."""
     kept_pools, kept_pull = _kept(current)
-    specs = deployment_specs(playbooks)
+    specs = deployment_specs(playbooks, sources)
     for spec in specs:
         pool = dict(kept_pools.get(spec["name"]) or {"name": DEFAULT_WORK_POOL})
         if work_pool is not None:
@@ -396,22 +415,27 @@ def _entrypoint_problems(root: Path, entrypoint: str, parameters: Any, where: st
 # --- serving -----------------------------------------------------------------------------------
 
 
-def runner_deployments(playbooks: Iterable[CompiledPlaybook]) -> list[Any]:
-    """``run_playbook.to_deployment(...)`` for every playbook, as ``prefect.yaml`` describes them."""
+def runner_deployments(
+    playbooks: Iterable[CompiledPlaybook], sources: Mapping[str, SqlSource] | None = None
+) -> list[Any]:
+    """``run_playbook.to_deployment(...)`` for every playbook (and ``sync_flow`` for every
+    scheduled SQL source), as ``prefect.yaml`` describes them."""
     from prefect.schedules import Cron
 
     from flows.orchestration.health import health
     from flows.orchestration.playbook import deliver_outbox, run_playbook
     from flows.orchestration.reports import report_flow
+    from flows.orchestration.sync import sync_flow
 
     flows = {
         ENTRYPOINT: run_playbook,
         OUTBOX_ENTRYPOINT: deliver_outbox,
         HEALTH_ENTRYPOINT: health,
         REPORTS_ENTRYPOINT: report_flow,
+        SYNC_ENTRYPOINT: sync_flow,
     }
     result = []
-    for spec in deployment_specs(playbooks):
+    for spec in deployment_specs(playbooks, sources):
         schedules = [Cron(s["cron"], timezone=s["timezone"]) for s in spec["schedules"]]
         result.append(
             flows[spec["entrypoint"]].to_deployment(  # type: ignore[attr-defined]

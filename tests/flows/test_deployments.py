@@ -414,3 +414,47 @@ def test_stop_process_on_a_finished_process() -> None:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     assert stop_process(process, 1) == 0
+
+
+# --- SQL sources ---------------------------------------------------------------------------------
+
+
+def test_one_deployment_per_scheduled_sql_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    folder = tmp_path / "playbooks"
+    shutil.copytree(BUNDLED_PLAYBOOKS_DIR, folder, ignore=shutil.ignore_patterns("*.json"))
+    (folder / "sources.yaml").write_text(
+        textwrap.dedent("""\
+            sources:
+              crm:
+                kind: accounts
+                url: {env: WAREHOUSE_URL}
+                query: SELECT id AS external_id, name, updated_at FROM accounts
+                cursor: updated_at
+                schedule: {cron: "*/15 * * * *", timezone: Europe/Berlin}
+              by_hand:
+                kind: usage
+                url: {env: WAREHOUSE_URL}
+                query: SELECT * FROM usage_daily
+                cursor: updated_at
+        """),
+        encoding="utf-8",
+    )
+    target = tmp_path / "prefect.yaml"
+    assert main(["--playbooks-dir", str(folder), "deployments", "sync", "--file", str(target)]) == 0
+    text = target.read_text(encoding="utf-8")
+    assert prefect_yaml_problems(text, root=ROOT) == []
+    deployments = {d["name"]: d for d in yaml.safe_load(text)["deployments"]}
+    assert "sync-by_hand" not in deployments  # no schedule: run by hand with `retain sync by_hand`
+    crm = deployments["sync-crm"]
+    assert (crm["entrypoint"], crm["parameters"], crm["work_pool"]) == (
+        "flows/orchestration/sync.py:sync_flow", {"source": "crm"}, {"name": DEFAULT_WORK_POOL},
+    )  # fmt: skip
+    assert crm["schedules"] == [{"cron": "*/15 * * * *", "timezone": "Europe/Berlin", "active": True}]
+    from playbooks import load_sources
+
+    served = {d.name: d for d in runner_deployments(load_playbooks(folder).values(), load_sources(folder).sources)}
+    (schedule,) = served["sync-crm"].schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("*/15 * * * *", "Europe/Berlin")
+    assert served["sync-crm"].parameters == {"source": "crm"}

@@ -292,3 +292,36 @@ def test_a_missing_url_variable_fails_the_source_and_says_which(
     assert "failed: source 'crm': $WAREHOUSE_URL is not set" in capsys.readouterr().out
     assert status(db, capsys)["crm"]["last_run"] == "failed"
     assert status(db, capsys)["billing"]["last_run"] is None  # declared, never run
+
+
+def test_the_prefect_flow_runs_a_source_and_fails_with_the_reason(
+    prefect_api: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.orchestration.runtime import prefect_environment
+    from flows.orchestration.sync import sync_flow
+    from models import Settings
+
+    wh = tmp_path / "warehouse.db"
+    with sqlite3.connect(wh) as conn:
+        conn.execute("CREATE TABLE t (external_id TEXT, name TEXT, seats TEXT, version INTEGER)")
+        conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", [("a", "A", "3", 1), ("b", "B", "4", 2)])
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "sources.yaml").write_text(
+        f"sources:\n  crm:\n    kind: accounts\n    url: sqlite:///{wh}\n    query: SELECT * FROM t\n"
+        "    cursor: version\n    schedule: {cron: '*/15 * * * *'}\n",
+        encoding="utf-8",
+    )
+    url = f"sqlite:///{tmp_path / 'retain.db'}"
+    assert cli.main(["--database-url", url, "init"]) == 0
+    settings = Settings(database_url=url, playbooks_dir=folder)
+    with prefect_environment(settings):
+        state = sync_flow(source="crm", return_state=True)
+        assert state.is_completed(), state
+        (result,) = state.result()
+        assert (result["source"], result["rows_in"], result["cursor"]) == ("crm", 2, "2")
+        with sqlite3.connect(wh) as conn:
+            conn.execute("INSERT INTO t VALUES ('c', 'C', 'many', 3)")
+        state = sync_flow(source="crm", return_state=True)
+    assert state.is_failed()
+    assert "crm (accounts): 0 rows in, 0 batches; stopped: 1 rows refused" in (state.message or "")
