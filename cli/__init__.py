@@ -34,6 +34,7 @@ def _register() -> None:
         run,
         surveys,
         sync,
+        tasks,
     )
     from . import web as _web  # noqa: F401  (retain web)
 

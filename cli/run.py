@@ -108,7 +108,7 @@ def status(ctx: typer.Context, fmt: TableOrJson = Format.table) -> None:
     table.add_column("playbook", no_wrap=True)
     for column in ("enrolled", "active", "holdout"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("active by revision", no_wrap=True)
+    table.add_column("revision", no_wrap=True)  # of the active enrollments, with how many run it
     table.add_column("ended, by outcome")
     table.add_column("touches, by channel", ratio=1)  # the widest: what room is left is its
     for playbook, row in sorted(data.items()):

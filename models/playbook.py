@@ -37,6 +37,8 @@ __all__ = [
     "STEP_MODELS",
     "UPDATABLE_ACCOUNT_FIELDS",
     "WAITING_KINDS",
+    "ApprovableStep",
+    "Approval",
     "BranchStep",
     "EmailStep",
     "Entry",
@@ -324,7 +326,45 @@ class StepBase(_Strict):
         raise NotImplementedError(f"{type(self).__name__} does not say what it does")
 
 
-class EmailStep(StepBase):
+#: who approves a draft: ``csm`` (the account's CSM) or an approver's email address
+Approver = Annotated[str, Field(min_length=1, max_length=320, pattern=r"^(csm|[^@\s]+@[^@\s]+)$")]
+
+
+class Approval(_Strict):
+    """A person approves each drafted message before it goes out (``approve: csm`` for short).
+
+    The message is rendered and checked against the contact policy, then waits as a draft that the
+    outbox does not deliver until ``by`` approves it (``retain approvals``). At ``deadline`` after
+    drafting, ``at_deadline`` decides: ``send`` it as drafted, ``skip`` it (the default) or
+    ``escalate``: a high-priority task for the approver, while the draft goes on waiting."""
+
+    by: Approver = "csm"
+    deadline: Duration | None = None
+    at_deadline: Literal["send", "skip", "escalate"] = "skip"
+
+    @model_validator(mode="after")
+    def _deadline_rules(self) -> Approval:
+        if self.deadline is None and "at_deadline" in self.model_fields_set:
+            raise ValueError("'at_deadline' needs a 'deadline' (e.g. deadline: 2 days)")
+        return self
+
+
+class ApprovableStep(StepBase):
+    """A step that writes to customers: it may wait for a person's approval (``approve:``)."""
+
+    approve: Approver | Approval | None = None
+
+    @property
+    def approval(self) -> Approval | None:
+        """``approve`` as an :class:`Approval` (``approve: csm`` is ``{by: csm}``), or None."""
+        return Approval(by=self.approve) if isinstance(self.approve, str) else self.approve
+
+    def _approval_note(self) -> str:
+        approval = self.approval
+        return "" if approval is None else f" (approved by {approval.by})"
+
+
+class EmailStep(ApprovableStep):
     """Sends an email to each selected contact (or the CSM)."""
 
     kind: Literal["email"]
@@ -336,7 +376,7 @@ class EmailStep(StepBase):
     cc_csm: StrictBool = False
 
     def summary(self) -> str:
-        return f"email {self.to}: {self.subject!r}"
+        return f"email {self.to}: {self.subject!r}{self._approval_note()}"
 
     @model_validator(mode="after")
     def _one_body(self) -> EmailStep:
@@ -379,12 +419,13 @@ class TaskStep(StepBase):
     priority: Literal["low", "normal", "high"] = "normal"
     assignee: Template | None = None  # default: the account's CSM
     crm: StrictBool = False
+    keep_open: StrictBool = False  # stays open when the enrollment ends (else closed with the reason)
 
     def summary(self) -> str:
         return f"task for the CSM ({self.priority}, due in {format_duration(self.due_in)}): {self.title!r}"
 
 
-class SurveyStep(StepBase):
+class SurveyStep(ApprovableStep):
     """Sends an NPS, CSAT or CES survey to each selected contact."""
 
     kind: Literal["survey"]
@@ -394,7 +435,7 @@ class SurveyStep(StepBase):
     question: Template | None = None
 
     def summary(self) -> str:
-        return f"{self.survey.upper()} survey"
+        return f"{self.survey.upper()} survey{self._approval_note()}"
 
 
 class WaitStep(StepBase):

@@ -302,6 +302,8 @@ class TouchStatus(StrEnum):
     SUPPRESSED = "suppressed"
     UNKNOWN = "unknown"  # a crash during a send through a channel that cannot dedupe
     DROPPED = "dropped"  # an unknown touch a person decided not to send (retain outbox resolve --drop)
+    DRAFT = "draft"  # waits for a person's approval (``approve:``): the outbox does not deliver it
+    REJECTED = "rejected"  # a draft a person rejected, or skipped at its approval deadline
 
 
 class Touch(SQLModel, table=True):
@@ -337,6 +339,13 @@ class Touch(SQLModel, table=True):
     delivered_at: datetime | None = _ts()
     replied_at: datetime | None = _ts()
     opened_at: datetime | None = _ts()
+    # approval (a step's ``approve:``): who may approve the draft, by when, and what happens then
+    approver: str | None = Field(default=None, max_length=320)
+    approve_by: datetime | None = _ts()
+    on_deadline: str | None = Field(default=None, max_length=10)  # send | skip | escalate
+    decided_by: str | None = Field(default=None, max_length=320)
+    decided_at: datetime | None = _ts()
+    draft: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # before an edit
 
 
 class Outcome(SQLModel, table=True):
@@ -361,23 +370,41 @@ class Outcome(SQLModel, table=True):
     key: str | None = Field(default=None, max_length=120)
 
 
+class TaskStatus(StrEnum):
+    OPEN = "open"
+    DONE = "done"  # a person (or the CRM) completed it
+    CLOSED = "closed"  # closed without being done: its enrollment ended (``closed_reason`` says how)
+
+
 class CsmTask(SQLModel, table=True):
     """A to-do for the account's CSM (a "CTA"), optionally mirrored in the CRM."""
 
     __tablename__ = "csm_task"
+    __table_args__ = (
+        Index("ix_csm_task_assignee_status", "assignee", "status"),
+        Index("ix_csm_task_enrollment_step", "enrollment_id", "step_id"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="account.id", index=True)
     enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id")
-    touch_id: int | None = Field(default=None, foreign_key="touch.id")
+    touch_id: int | None = Field(default=None, foreign_key="touch.id")  # the touch that creates it in the CRM
+    playbook: str | None = Field(default=None, max_length=100)
+    step_id: str | None = Field(default=None, max_length=100)  # the task step that made it: task("<step>")
     title: str = Field(max_length=500)
     body: str | None = None
     priority: str = Field(default="normal", max_length=10)  # low | normal | high
     assignee: str | None = Field(default=None, max_length=320)
-    status: str = Field(default="open", max_length=10)  # open | done
+    status: str = Field(default=TaskStatus.OPEN, max_length=10)  # open | done | closed
     due_at: datetime | None = _ts()
+    snoozed_until: datetime | None = _ts()  # out of the CSM's list until then
+    keep_open: bool = False  # stays open when its enrollment ends (the task step's keep_open)
+    notes: list[dict[str, Any]] = _json(list)  # [{at, by, text}]
     external_id: str | None = Field(default=None, max_length=200)  # the CRM's id
     created_at: datetime = _ts(nullable=False, default=utcnow)
+    updated_at: datetime | None = _ts()
     completed_at: datetime | None = _ts()
+    closed_by: str | None = Field(default=None, max_length=320)  # who completed or closed it (crm, retain)
+    closed_reason: str | None = None
 
 
 class HealthScore(SQLModel, table=True):

@@ -19,6 +19,7 @@ from sqlmodel import Session, col
 from flows.engine.advance import advance
 from flows.engine.outbox import DeliveryPolicy, deliver
 from flows.engine.revisions import RevisionCache, sync_revision, today_in
+from flows.engine.tasks import close_tasks_of_ended
 from flows.engine.tick import _bind, _default_delivery
 from integrations.channels import Channel
 from models import (
@@ -120,6 +121,8 @@ def run_play(
                 lines.append(f"{pb.id} has no quiet hours: nothing to override")
         assert enrollment_id is not None
         advance(bind, cache, pb.id, now, only={enrollment_id})
+        with session(bind) as s:
+            close_tasks_of_ended(s, now, playbook=pb.id)
         with session(bind) as s:
             events = (
                 execute(

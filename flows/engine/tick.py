@@ -24,6 +24,7 @@ from flows.engine.outbox import CUSTOMER_CHANNELS, DeliveryPolicy, deliver
 from flows.engine.policy import ContactPolicy, effective_policy
 from flows.engine.revisions import RevisionCache, sync_revision
 from flows.engine.settle import settle
+from flows.engine.tasks import close_tasks_of_ended
 from integrations.channels import Channel
 from models import Problem, Touch, TouchStatus, execute, session, table_of, utcnow
 from models.playbook import PolicySpec
@@ -160,6 +161,8 @@ def tick(
             report.enrolled, report.holdout = enroll(s, pb, as_of)
         result = advance(bind, cache, pb.id, as_of, worker=_worker())
         _fill(report, result)
+        with session(bind) as s:  # tasks of the enrollments that ended are closed with the reason
+            close_tasks_of_ended(s, as_of, playbook=pb.id)
         if window is not None:
             hold_for_the_window(bind, pb.id, as_of, window)
         if not dry_run and channels is not None:

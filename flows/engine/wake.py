@@ -189,8 +189,12 @@ class Wake:
         contact: Contact | None = None,
         *,
         suppressed: str | None = None,
-    ) -> None:
-        """A side effect written to the outbox (delivered later by ``flows.engine.outbox``)."""
+        approval: dict[str, Any] | None = None,
+    ) -> str:
+        """A side effect written to the outbox (delivered later by ``flows.engine.outbox``); its key.
+
+        ``approval`` (``approver``, ``approve_by``, ``on_deadline``) makes it a draft that waits for
+        a person's approval: the outbox delivers only what is pending."""
         key = self.touch_key(step_id, visit, contact)
         values = {
             "key": key,
@@ -202,18 +206,36 @@ class Wake:
             "step_id": step_id,
             "channel": channel,
             "priority": self.pb.spec.effective_priority,
-            "status": TouchStatus.SUPPRESSED if suppressed else TouchStatus.PENDING,
+            "status": TouchStatus.SUPPRESSED
+            if suppressed
+            else TouchStatus.DRAFT
+            if approval is not None
+            else TouchStatus.PENDING,
             "reason": suppressed,
             "payload": payload,
             "created_at": self.as_of,
+            "approver": None,
+            "approve_by": None,
+            "on_deadline": None,
+            **(approval if approval is not None and not suppressed else {}),
         }
         self.s.connection().execute(self.writes.touch, values)
         self.result.touches[f"{channel}:{values['status']}"] += 1
         who = contact.email if contact else payload.get("channel") or channel  # a Slack post names its channel
         if suppressed:
             self.record("suppressed", f"{step_id}: {channel} to {who} suppressed: {suppressed}", step_id, key=key)
+        elif approval is not None:
+            deadline = values["approve_by"]
+            by = f" by {deadline:%Y-%m-%d %H:%M} UTC (then: {values['on_deadline']})" if deadline else ""
+            self.record(
+                "draft",
+                f"{step_id}: {channel} to {who} drafted, waiting for approval by {values['approver']}{by}",
+                step_id,
+                key=key,
+            )
         else:
             self.record("touch", f"{step_id}: {channel} to {who} queued", step_id, key=key)
+        return key
 
     # -- the loop --
     def run(self) -> None:

@@ -24,6 +24,7 @@ from flows.engine.enroll import enroll
 from flows.engine.outbox import deliver
 from flows.engine.revisions import RevisionCache, sync_revision
 from flows.engine.settle import settle
+from flows.engine.tasks import close_tasks_of_ended
 from flows.engine.tick import (
     TickReport,
     _bind,
@@ -94,6 +95,8 @@ def advance_task(
     bind: Engine | Connection, pb: CompiledPlaybook, as_of: datetime, cache: RevisionCache
 ) -> AdvanceResult:
     result = advance(bind, cache, pb.id, as_of, worker=_worker())
+    with session(bind) as s:  # tasks of the enrollments that ended are closed with the reason
+        close_tasks_of_ended(s, as_of, playbook=pb.id)
     hold_for_the_window(bind, pb.id, as_of)  # customer touches compete by priority in the outbox run
     return result
 

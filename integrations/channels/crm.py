@@ -10,6 +10,7 @@ does a send interrupted by a crash; it is never retried.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ DEFAULT_COMPANY_ID_PROPERTY = "retain_external_id"
 #: HubSpot's association type "task to company"
 TASK_TO_COMPANY = 192
 
+_TASK_STATES = ("NOT_STARTED", "IN_PROGRESS", "WAITING", "DEFERRED", "COMPLETED")
 _PRIORITIES = {"low": "LOW", "normal": "MEDIUM", "medium": "MEDIUM", "high": "HIGH"}
 
 
@@ -80,6 +82,8 @@ class CrmTaskChannel:
 
     async def send(self, delivery: Delivery) -> Receipt:
         payload = delivery.payload
+        if payload.get("kind") == "crm_task_update":
+            return await self._update_task(payload)
         if payload.get("kind", "crm_task") != "crm_task":
             raise IntegrationError(f"crm: cannot send a {payload.get('kind')!r} payload")
         external_id = payload.get("company")
@@ -123,6 +127,34 @@ class CrmTaskChannel:
         if assignee and not owner_id:
             detail += f"; unassigned: no CRM owner has the email {assignee}"
         return Receipt(provider_id=str(answer.get("id")) if answer.get("id") else None, detail=detail)
+
+    async def _update_task(self, payload: dict[str, Any]) -> Receipt:
+        """``{"kind": "crm_task_update", "task": <CRM id>, "status": "COMPLETED"}``: a task closed in
+        Retain is closed in the CRM. Setting a status is idempotent, so a repeat does no harm."""
+        task_id = payload.get("task")
+        status = str(payload.get("status") or "COMPLETED")
+        if not isinstance(task_id, str) or not task_id:
+            raise IntegrationError("crm: the task update names no CRM task id")
+        if status not in _TASK_STATES:
+            raise IntegrationError(f"crm: unknown task status {status!r} ({', '.join(_TASK_STATES)})")
+        body = {"properties": {"hs_task_status": status}}
+        await self._call("PATCH", f"/crm/v3/objects/tasks/{task_id}", f"task {task_id}", body)
+        return Receipt(provider_id=task_id, detail=f"task {task_id} set to {status}")
+
+    async def task_states(self, ids: Sequence[str]) -> dict[str, str]:
+        """The status of each CRM task (``NOT_STARTED``, ``IN_PROGRESS``, ``WAITING``, ``DEFERRED``,
+        ``COMPLETED``) by id, read 100 at a time; a task the CRM no longer has is left out."""
+        states: dict[str, str] = {}
+        for start in range(0, len(ids), 100):
+            chunk = ids[start : start + 100]
+            body = {"properties": ["hs_task_status"], "inputs": [{"id": i} for i in chunk]}
+            answer = await self._call("POST", "/crm/v3/objects/tasks/batch/read", f"{len(chunk)} tasks", body)
+            for result in answer.get("results") or []:
+                if isinstance(result, dict) and result.get("id"):
+                    status = (result.get("properties") or {}).get("hs_task_status")
+                    if isinstance(status, str):
+                        states[str(result["id"])] = status
+        return states
 
     async def _company_id(self, external_id: str) -> str:
         if external_id not in self._companies:

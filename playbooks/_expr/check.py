@@ -84,6 +84,8 @@ RECORDS: dict[str, dict[str, str]] = {
     "enrollment": _fields(Enrollment, skip={"id", "revision", "next_due_at", "claimed_by", "claimed_until"}),
     "survey": {"score": NUMBER, "responded_at": TIMESTAMP, "comment": TEXT},  # last_survey(kind), or none
     "touches": {"count": NUMBER, "delivered": BOOL, "replied": BOOL, "opened": BOOL, "last_at": TIMESTAMP},
+    # task(step_id): the CSM tasks this enrollment's task step made (a loop may make several)
+    "task": {"count": NUMBER, "done": BOOL, "open": BOOL, "due_at": TIMESTAMP, "completed_at": TIMESTAMP},
     "event": {"name": TEXT, "user_id": TEXT, "occurred_at": TIMESTAMP},  # the event of entry.on_event
 }
 assert set(RECORDS["event"]) <= {c.name for c in table_of(ProductEvent).columns}
@@ -107,10 +109,22 @@ _FUNCTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "mrr_change": (("days",), NUMBER),
     "open_tickets": ((), NUMBER),
     "touches": (("step id",), "touches"),
+    "task": (("step id",), "task"),
 }
 #: functions that read data beyond the records (never constant)
 DATA_FUNCTIONS = frozenset(
-    {"last_survey", "usage", "usage_trend", "events", "last_event", "mrr", "mrr_change", "open_tickets", "touches"}
+    {
+        "last_survey",
+        "usage",
+        "usage_trend",
+        "events",
+        "last_event",
+        "mrr",
+        "mrr_change",
+        "open_tickets",
+        "touches",
+        "task",
+    }
 )
 #: functions whose last argument is a written-out whole number of days
 _DAYS_ARGUMENT = {"usage": 1, "usage_trend": 1, "events": 1, "mrr_change": 0}
@@ -122,7 +136,7 @@ def fields_of(record: str) -> dict[str, str]:
     """The fields of a record and their types, e.g. ``fields_of("account")["arr"] == "number"``.
 
     Records: ``account``, ``contact``, ``enrollment``, ``survey`` (what ``last_survey(kind)``
-    returns) and ``touches`` (what ``touches(step_id)`` returns)."""
+    returns), ``touches`` (what ``touches(step_id)`` returns) and ``task`` (``task(step_id)``)."""
     if record == "last_survey":
         record = "survey"
     return dict(RECORDS[record])
@@ -149,7 +163,7 @@ class Scope:
         return next((dict(fields) for r, fields in self.declared if r == record), {})
 
 
-_COMMON = frozenset(_FUNCTIONS) - {"touches"}
+_COMMON = frozenset(_FUNCTIONS) - {"touches", "task"}
 AUDIENCE = Scope("an audience", ("account",), _COMMON, sql=True)
 CONTACTS = Scope("entry.contacts", ("account", "contact"), _COMMON, sql=True)
 ENROLLMENT = Scope("a step condition", ("account", "enrollment"), frozenset(_FUNCTIONS), sql=True)
@@ -311,9 +325,10 @@ class _Checker:
                     f"{func}() needs a whole number of days from 1 to {USAGE_MAX_DAYS}, e.g. {_example(func)}: {arg.src}",
                     arg.offset,
                 )
-        if func == "touches" and not isinstance(_literal(args[0]), str):
+        if func in ("touches", "task") and not isinstance(_literal(args[0]), str):
+            example = 'touches("first_note")' if func == "touches" else 'task("call")'
             raise ExpressionError(
-                f'touches() needs a step id written as text, e.g. touches("first_note"): {args[0].src}', args[0].offset
+                f"{func}() needs a step id written as text, e.g. {example}: {args[0].src}", args[0].offset
             )
         return result
 

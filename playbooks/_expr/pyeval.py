@@ -18,13 +18,24 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from models.tables import ProductEvent, RevenueEntry, SupportTicket, SurveyResponse, Touch, TouchStatus, UsageMetric
+from models.tables import (
+    CsmTask,
+    ProductEvent,
+    RevenueEntry,
+    SupportTicket,
+    SurveyResponse,
+    TaskStatus,
+    Touch,
+    TouchStatus,
+    UsageMetric,
+)
 from playbooks._expr.check import BOOL, DATE, NUMBER, TEXT
 from playbooks._expr.syntax import Arith, BoolOp, Call, Compare, Expr, FieldRef, ListLiteral, Literal, Name, Neg, Not
 
 __all__ = [
     "Duration",
     "Env",
+    "TaskSummary",
     "TouchSummary",
     "env_for",
     "epoch_seconds",
@@ -67,6 +78,7 @@ class Env:
     events: Callable[[str, int], int | None] = _no_lookup  # track events in (now - n days, now]
     last_event: Callable[[str], datetime | None] = _no_lookup
     mrr: Callable[[date], float | None] = _no_lookup  # MRR of the month of a day
+    task: Callable[[str], Any] = _no_lookup  # a TaskSummary of this enrollment's task step
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,17 @@ class TouchSummary:
     replied: bool
     opened: bool
     last_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """What ``task(step_id)`` gives: the CSM tasks of this enrollment made by one task step."""
+
+    count: int
+    done: bool  # one of them is done
+    open: bool  # one of them is still open
+    due_at: datetime | None  # the latest due time
+    completed_at: datetime | None  # the latest completion
 
 
 @dataclass(frozen=True)
@@ -248,6 +271,8 @@ def _call(node: Call, env: Env) -> Any:
             return env.open_tickets()
         case "touches":
             return env.touches(_text(args[0]))
+        case "task":
+            return env.task(_text(args[0]))
     raise AssertionError(f"unexpected function {node.func}")
 
 
@@ -390,6 +415,23 @@ def env_for(
             last_at=max(sent, default=None),
         )
 
+    @cache
+    def task(step_id: str) -> TaskSummary:
+        if enrollment is None:
+            raise LookupError("task() needs an enrollment")
+        rows = session.exec(
+            select(CsmTask).where(CsmTask.enrollment_id == enrollment.id, CsmTask.step_id == step_id)
+        ).all()
+        due = [_aware(t.due_at) for t in rows if t.due_at is not None]
+        completed = [_aware(t.completed_at) for t in rows if t.completed_at is not None]
+        return TaskSummary(
+            count=len(rows),
+            done=any(t.status == TaskStatus.DONE for t in rows),
+            open=any(t.status == TaskStatus.OPEN for t in rows),
+            due_at=max(due, default=None),
+            completed_at=max(completed, default=None),
+        )
+
     return Env(
         now,
         today,
@@ -405,4 +447,5 @@ def env_for(
         events,
         last_event,
         mrr,
+        task,
     )

@@ -39,11 +39,13 @@ from models import UTCDateTime, table_of
 from models.tables import (
     Account,
     Contact,
+    CsmTask,
     Enrollment,
     ProductEvent,
     RevenueEntry,
     SupportTicket,
     SurveyResponse,
+    TaskStatus,
     Touch,
     TouchStatus,
     UsageMetric,
@@ -242,6 +244,8 @@ class _Compiler:
                 )
             case FieldRef(record=Call(func="touches", args=[Literal(value=str(step_id))]), name=name):
                 return _touches(step_id, name)
+            case FieldRef(record=Call(func="task", args=[Literal(value=str(step_id))]), name=name):
+                return _task(step_id, name)
             case FieldRef(record=FieldRef(name="custom" | "properties") as holder, name=name):
                 assert node.type is not None
                 return _JSON_FIELDS[node.type](self(holder), literal(name, String()))
@@ -389,6 +393,18 @@ def _touches(step_id: str, name: str) -> ColumnElement[Any]:
         "opened": touch.c.opened_at.is_not(None),
     }[name]
     return exists().where(*mine, condition)
+
+
+def _task(step_id: str, name: str) -> ColumnElement[Any]:
+    """``task(step_id).<name>`` for the enrollment of the row, as Python's TaskSummary computes it."""
+    task = table_of(CsmTask).alias()
+    mine = [task.c.enrollment_id == _ENROLLMENT_ID, task.c.step_id == literal(step_id, String())]
+    if name == "count":
+        return select(func.count()).where(*mine).scalar_subquery()
+    if name in ("due_at", "completed_at"):
+        return select(func.max(task.c[name])).where(*mine).scalar_subquery()
+    status = TaskStatus.DONE if name == "done" else TaskStatus.OPEN
+    return exists().where(*mine, task.c.status == literal(status.value, String()))
 
 
 def _usage(metric: str, start: date, end: date, today: date) -> ColumnElement[Any]:

@@ -87,4 +87,4 @@ def test_status_and_accounts_show_the_revision_each_enrollment_runs(retain: Reta
     status = json.loads(retain("status", "--format", "json").out)
     assert status["playbooks"]["care"]["revisions"] == {revision: 2}
     text = retain("status").out
-    assert "active by revision" in text and f"{revision[:8]} 2" in text
+    assert "revision" in text and f"{revision[:8]} 2" in text

@@ -18,6 +18,7 @@ from sqlmodel import Session, SQLModel, select
 from models import (
     Account,
     Contact,
+    CsmTask,
     Enrollment,
     ExpressionError,
     ProductEvent,
@@ -80,6 +81,8 @@ def _insert_fixture(engine: Engine) -> World:
             s.add(SupportTicket.model_validate({"account_id": account.id, "subject": status, "status": status}))
         for touch in data["touches"]:
             s.add(Touch.model_validate({**touch, "account_id": account.id, "enrollment_id": enrollment.id}))
+        for task in data["tasks"]:
+            s.add(CsmTask.model_validate({**task, "account_id": account.id, "enrollment_id": enrollment.id}))
         for i, (name, hours_ago) in enumerate(data["events"]):
             at = NOW - timedelta(hours=hours_ago)
             s.add(

@@ -44,13 +44,30 @@ def _recipients(wake: Wake, step: EmailStep | SurveyStep) -> list[Contact]:
     return [c for c in wake.contacts if wake.holds(expr, c)]
 
 
-def send(wake: Wake, step_id: str, visit: int, payload: dict[str, Any], contact: Contact | None) -> None:
-    """Write the message as a touch, suppressed when the contact unsubscribed or has no address."""
+def send(
+    wake: Wake, step: EmailStep | SurveyStep, visit: int, payload: dict[str, Any], contact: Contact | None
+) -> None:
+    """Write the message as a touch, suppressed when the contact unsubscribed or has no address;
+    a draft waiting for approval when the step says ``approve:``."""
     to = payload["to"]
     reason = unsubscribe_reason(contact, payload["kind"]) if contact is not None else None
     if reason is None and not to:
         reason = "no address (the account has no CSM email)" if contact is None else "contact has no email"
-    wake.touch(step_id, visit, CHANNEL, payload, contact, suppressed=reason)
+    wake.touch(step.id, visit, CHANNEL, payload, contact, suppressed=reason, approval=_approval(wake, step))
+
+
+def _approval(wake: Wake, step: EmailStep | SurveyStep) -> dict[str, Any] | None:
+    """The touch's approval columns: the approver (``csm``: the account's CSM), the deadline and
+    what happens at it."""
+    approval = step.approval
+    if approval is None:
+        return None
+    approver = wake.account.csm_email if approval.by == "csm" else approval.by
+    return {
+        "approver": approver or "csm",  # an account without a CSM: any CSM may approve
+        "approve_by": None if approval.deadline is None else wake.as_of + approval.deadline,
+        "on_deadline": None if approval.deadline is None else approval.at_deadline,
+    }
 
 
 def addressed_to(wake: Wake, contact: Contact | None) -> str | None:

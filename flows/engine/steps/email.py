@@ -39,7 +39,7 @@ def _email(wake: Wake, step: EmailStep, visit: int) -> None:
         }
         if step.cc_csm and wake.account.csm_email:
             payload["cc"] = wake.account.csm_email
-        send(wake, step.id, visit, with_unsubscribe_footer(payload, link), contact)
+        send(wake, step, visit, with_unsubscribe_footer(payload, link), contact)
 
 
 HANDLER = Handler(EmailStep, then_next(_email), channels=(CHANNEL,))

@@ -82,7 +82,7 @@ def _survey(wake: Wake, step: SurveyStep, visit: int) -> None:
             "survey_url": link,
             "html": html,
         }
-        send(wake, step.id, visit, with_unsubscribe_footer(payload, leave), contact)
+        send(wake, step, visit, with_unsubscribe_footer(payload, leave), contact)
 
 
 HANDLER = Handler(SurveyStep, then_next(_survey), channels=(CHANNEL,))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select
 
 from flows.engine.render import render_value
 from flows.engine.steps._base import Handler, then_next
+from models import CsmTask, Touch, table_of
 from models.playbook import TaskStep
 
 if TYPE_CHECKING:
@@ -22,9 +25,13 @@ def _task(wake: Wake, step: TaskStep, visit: int) -> None:
     body = render_value(step.body, variables) if step.body else None
     assignee = render_value(step.assignee, variables) if step.assignee else wake.account.csm_email
     due = wake.as_of + step.due_in
-    task = {
+    task: dict[str, Any] = {
         "account_id": wake.account.id,
         "enrollment_id": wake.enrollment.id,
+        "playbook": wake.pb.id,
+        "step_id": step.id,
+        "keep_open": step.keep_open,
+        "notes": [],
         "title": title,
         "body": body,
         "priority": step.priority,
@@ -33,19 +40,26 @@ def _task(wake: Wake, step: TaskStep, visit: int) -> None:
         "status": "open",
         "created_at": wake.as_of,
     }
-    wake.s.connection().execute(wake.writes.task, task)
-    wake.record("task", f"{step.id}: task for {assignee or 'the CSM'}: {title} (due {due:%Y-%m-%d})", step.id)
-    if step.crm:
-        payload = {
-            "kind": "crm_task",
-            "company": wake.account.external_id,
-            "title": title,
-            "body": body,
-            "priority": step.priority,
-            "due_at": due.isoformat(),
-            "assignee": assignee,
-        }
-        wake.touch(step.id, visit, CHANNEL, payload)
+    record = f"{step.id}: task for {assignee or 'the CSM'}: {title} (due {due:%Y-%m-%d})"
+    if not step.crm:
+        wake.s.connection().execute(wake.writes.task, task)
+        wake.record("task", record, step.id)
+        return
+    payload = {
+        "kind": "crm_task",
+        "company": wake.account.external_id,
+        "title": title,
+        "body": body,
+        "priority": step.priority,
+        "due_at": due.isoformat(),
+        "assignee": assignee,
+    }
+    key = wake.touch(step.id, visit, CHANNEL, payload)
+    # the task knows the touch that creates it in the CRM: its receipt is the CRM's id for the task
+    touch = table_of(Touch)
+    made_by = select(touch.c.id).where(touch.c.key == key).scalar_subquery()
+    wake.s.connection().execute(insert(table_of(CsmTask)).values(touch_id=made_by), task)
+    wake.record("task", record, step.id)
 
 
 HANDLER = Handler(TaskStep, then_next(_task), channels=(CHANNEL,))
