@@ -88,7 +88,7 @@ def sync(
         return
     file.write_text(text, encoding="utf-8")
     console.print(
-        f"wrote {file}: {len(playbooks)} playbook deployments ({', '.join(sorted(playbooks))}), the outbox, health scores and reports",
+        f"wrote {file}: {len(playbooks)} playbook deployments ({', '.join(sorted(playbooks))}), the outbox, health scores, reports and replies from the mailbox",
         markup=False,
         soft_wrap=True,
     )
@@ -143,7 +143,12 @@ def serve(
         raise typer.Exit(1)
     from playbooks import load_sources
 
-    deployments = runner_deployments(playbooks.values(), load_sources(st.playbooks_dir).sources)
+    # without a mailbox, reading replies every five minutes would only say so every five minutes
+    deployments = runner_deployments(
+        playbooks.values(),
+        load_sources(st.playbooks_dir).sources,
+        without=() if st.settings.mailbox_url else ("replies",),
+    )
     names = ", ".join(sorted(playbooks))
     beside: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if web:

@@ -31,14 +31,16 @@ def poll_command(
     """Read the mailbox's new messages; a reply to a Retain email marks its touch replied (what
     touches("<step>").replied reads in branch and wait_for).
 
-    Out-of-office and other automatic replies are put on the timeline, not counted as replies.
+    Out-of-office and other automatic replies are put on the timeline, not counted as replies; nor
+    are messages from the account's CSM or from RETAIN_EMAIL_FROM in the thread.
     Messages that answer no Retain email are counted and left alone; the mailbox is opened read-only.
     Each message is processed once, however often this runs. Each poll is a sync run of the source
     mailbox:USER@HOST:PORT/FOLDER: retain sync status shows its cursor and its last run."""
-    from integrations.sources import configured_mailbox, poll_mailbox
+    from integrations.sources import configured_mailbox, poll_mailbox, team_addresses
     from models import utcnow
 
     st = state(ctx)
     target = configured_mailbox(mailbox, st.settings.mailbox_url)
-    result = poll_mailbox(st.engine(), target, now=utcnow())
+    team = team_addresses(st.settings.email_from)
+    result = poll_mailbox(st.engine(), target, now=utcnow(), team=team)
     console.print(result.line(), markup=False, soft_wrap=True)

@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 import zoneinfo
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +68,9 @@ SYNC_ENTRYPOINT = "flows/orchestration/sync.py:sync_flow"
 REPORTS_CRON = "0 6 * * *"
 #: health scores once a day, early, before the playbooks' business-hours ticks read them
 HEALTH_CRON = "0 5 * * *"
+REPLIES_ENTRYPOINT = "flows/orchestration/replies.py:poll_replies"
+#: the mailbox is read every five minutes, so a reply is seen by the next tick of its playbook
+REPLIES_CRON = "*/5 * * * *"
 #: the work pool every deployment names unless told otherwise (``--work-pool``, or the file's own)
 DEFAULT_WORK_POOL = "retain"
 SET_WORKING_DIRECTORY = "prefect.deployments.steps.set_working_directory"
@@ -126,6 +129,16 @@ def deployment_specs(
             "entrypoint": HEALTH_ENTRYPOINT,
             "parameters": {},
             "schedules": [{"cron": HEALTH_CRON, "timezone": "UTC", "active": True}],
+        }
+    )
+    specs.append(
+        {
+            "name": "replies",
+            "description": "Read replies from the mailbox (RETAIN_MAILBOX_URL) and mark their touches replied",
+            "tags": ["retain", "replies"],
+            "entrypoint": REPLIES_ENTRYPOINT,
+            "parameters": {},
+            "schedules": [{"cron": REPLIES_CRON, "timezone": "UTC", "active": True}],
         }
     )
     specs.append(
@@ -416,14 +429,19 @@ def _entrypoint_problems(root: Path, entrypoint: str, parameters: Any, where: st
 
 
 def runner_deployments(
-    playbooks: Iterable[CompiledPlaybook], sources: Mapping[str, SqlSource] | None = None
+    playbooks: Iterable[CompiledPlaybook],
+    sources: Mapping[str, SqlSource] | None = None,
+    *,
+    without: Collection[str] = (),
 ) -> list[Any]:
     """``run_playbook.to_deployment(...)`` for every playbook (and ``sync_flow`` for every
-    scheduled SQL source), as ``prefect.yaml`` describes them."""
+    scheduled SQL source), as ``prefect.yaml`` describes them, but those named in ``without``
+    (e.g. ``replies`` when no mailbox is configured)."""
     from prefect.schedules import Cron
 
     from flows.orchestration.health import health
     from flows.orchestration.playbook import deliver_outbox, run_playbook
+    from flows.orchestration.replies import poll_replies
     from flows.orchestration.reports import report_flow
     from flows.orchestration.sync import sync_flow
 
@@ -433,9 +451,12 @@ def runner_deployments(
         HEALTH_ENTRYPOINT: health,
         REPORTS_ENTRYPOINT: report_flow,
         SYNC_ENTRYPOINT: sync_flow,
+        REPLIES_ENTRYPOINT: poll_replies,
     }
     result = []
     for spec in deployment_specs(playbooks, sources):
+        if spec["name"] in without:
+            continue
         schedules = [Cron(s["cron"], timezone=s["timezone"]) for s in spec["schedules"]]
         result.append(
             flows[spec["entrypoint"]].to_deployment(  # type: ignore[attr-defined]

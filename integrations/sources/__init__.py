@@ -68,6 +68,7 @@ from integrations.sources.mailbox import (
     parse_mailbox_url,
     poll_mailbox,
     read_answer,
+    team_addresses,
 )
 from integrations.sources.replies import ReplyResult, mark_replied, set_replied
 from integrations.sources.suppression import (
@@ -162,6 +163,7 @@ __all__ = [
     "start_run",
     "suppression_of",
     "sync_status",
+    "team_addresses",
     "ticket_records",
     "unsubscribe",
     "update_in_batches",

@@ -29,7 +29,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -49,6 +49,7 @@ from integrations.sources._batches import chunks
 from integrations.sources.replies import set_replied
 from integrations.sources.sync_state import commit_batch, finish_run, read_cursor, start_run
 from models import (
+    Account,
     ConfigError,
     InboundMessage,
     IntegrationError,
@@ -69,6 +70,7 @@ __all__ = [
     "parse_mailbox_url",
     "poll_mailbox",
     "read_answer",
+    "team_addresses",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ logger = logging.getLogger(__name__)
 _TOUCH = table_of(Touch)
 _INBOUND = table_of(InboundMessage)
 _TIMELINE = table_of(TimelineEvent)
+_ACCOUNT = table_of(Account)
 
 #: the kind of a mailbox's sync runs and cursor (``retain sync status``)
 SOURCE_KIND = "mailbox"
@@ -365,6 +368,7 @@ class PollResult:
     auto_replies: int = 0
     unknown: int = 0  # not an answer to a Retain email: left alone
     already: int = 0  # processed by an earlier poll (the folder was rebuilt, or another poller)
+    team: int = 0  # written by the account's CSM or Retain's own sender in the thread: not the customer's
     restarted: bool = False  # the folder's UIDVALIDITY changed: read again from the start
     touches: list[str] = field(default_factory=list)  # keys of the touches marked replied
 
@@ -375,6 +379,7 @@ class PollResult:
             "auto_replies": self.auto_replies,
             "unknown": self.unknown,
             "already": self.already,
+            "team": self.team,
         }
 
     def line(self) -> str:
@@ -383,22 +388,23 @@ class PollResult:
             f"mailbox {self.mailbox}{again}: {self.read} new messages, {self.replies} replies, "
             f"{self.auto_replies} automatic replies, {self.unknown} not about a Retain email (left alone), "
             f"{self.already} processed before"
-        )
+        ) + (f", {self.team} from the team's side (not counted)" if self.team else "")
 
 
 def _touches_answered(conn: Connection, ids: set[str]) -> dict[str, dict[str, Any]]:
-    """Message-ID -> the touch it belongs to, for those of ``ids`` that are Retain's."""
+    """Message-ID -> the touch it belongs to (with its account's CSM), for those of ``ids`` that are Retain's."""
     columns = [_TOUCH.c.id, _TOUCH.c.key, _TOUCH.c.account_id, _TOUCH.c.playbook, _TOUCH.c.step_id,
-               _TOUCH.c.enrollment_id, _TOUCH.c.sent_at, _TOUCH.c.provider_id]  # fmt: skip
+               _TOUCH.c.enrollment_id, _TOUCH.c.sent_at, _TOUCH.c.provider_id, _ACCOUNT.c.csm_email]  # fmt: skip
+    touches = select(*columns).join(_ACCOUNT, _ACCOUNT.c.id == _TOUCH.c.account_id)
     found: dict[str, dict[str, Any]] = {}
     for chunk in chunks(sorted(ids)):
-        for row in conn.execute(select(*columns).where(_TOUCH.c.provider_id.in_(chunk))).mappings():
+        for row in conn.execute(touches.where(_TOUCH.c.provider_id.in_(chunk))).mappings():
             found[row["provider_id"]] = dict(row)
     # an email touch delivered without its id kept (a send resolved by hand after a crash): its
     # Message-ID still carries the hash of its key
     hashes = {m[1:33]: m for m in ids - set(found) if re.fullmatch(r"<[0-9a-f]{32}@[^>]+>", m)}
     if hashes:
-        query = select(*columns).where(
+        query = touches.where(
             _TOUCH.c.channel == "email",
             _TOUCH.c.provider_id.is_(None),
             _TOUCH.c.status.in_([TouchStatus.DELIVERED, TouchStatus.UNKNOWN]),
@@ -417,8 +423,11 @@ def _already(conn: Connection, ids: Iterable[str]) -> set[str]:
     return seen
 
 
-def _record(conn: Connection, mailbox: str, answers: list[Answer], now: datetime, result: PollResult) -> None:
-    """Record one batch of messages in this transaction: inbound rows, replied touches, timeline."""
+def _record(
+    conn: Connection, mailbox: str, answers: list[Answer], now: datetime, result: PollResult, team: Collection[str]
+) -> None:
+    """Record one batch of messages in this transaction: inbound rows, replied touches, timeline.
+    ``team``: addresses of the team's side (Retain's sender) besides each account's CSM."""
     touches = _touches_answered(conn, {i for a in answers for i in a.answers})
     seen = _already(conn, (a.message_id for a in answers))
     rows: list[dict[str, Any]] = []
@@ -428,6 +437,9 @@ def _record(conn: Connection, mailbox: str, answers: list[Answer], now: datetime
         touch = next((touches[i] for i in answer.answers if i in touches), None)
         if touch is None:
             result.unknown += 1
+            continue
+        if answer.from_address and answer.from_address in {*team, str(touch["csm_email"] or "").lower()}:
+            result.team += 1  # the CSM answering in the thread is not the customer's reply
             continue
         if answer.message_id in seen:
             result.already += 1
@@ -483,15 +495,18 @@ def poll_mailbox(
     ssl_context: ssl.SSLContext | None = None,
     timeout: float = 30.0,
     batch: int = BATCH,
+    team: Collection[str] = (),
 ) -> PollResult:
     """Read the folder's new messages (see the module's documentation) and record the answers to
     touches. ``password`` defaults to the mailbox's secret; ``now`` (aware) is the poll's time.
+    Messages from ``team`` (Retain's sender address) or from the account's CSM are not replies.
 
     Each batch of messages is written in one transaction with the cursor, so a poll stopped half way
     goes on where it stopped. Each poll is a sync run of the source :attr:`Mailbox.source` (kind
     ``mailbox``): ``retain sync status`` shows its cursor, its answers taken in, and why it failed."""
     source = mailbox.source
     result = PollResult(str(mailbox))
+    lowered = {t.lower() for t in team}
     run = start_run(engine, source, SOURCE_KIND, now=now)
     try:
         secret = password if password is not None else resolve_secret(mailbox.secret)
@@ -514,7 +529,8 @@ def poll_mailbox(
                         logger.warning("%s: message UID %s cannot be read, left alone: %s", mailbox, uid, exc)
                         result.unknown += 1
                 result.read += len(part)
-                _write_batch(engine, run, mailbox, answers, now, result, f"{folder.uidvalidity}:{max(part)}")
+                cursor = f"{folder.uidvalidity}:{max(part)}"
+                _write_batch(engine, answers, cursor, run=run, mailbox=mailbox, now=now, result=result, team=lowered)
     except Exception as exc:
         finish_run(engine, run, "failed", now=now, message=redact(str(exc) or type(exc).__name__))
         raise
@@ -524,7 +540,15 @@ def poll_mailbox(
 
 
 def _write_batch(
-    engine: Engine, run: int, mailbox: Mailbox, answers: list[Answer], now: datetime, result: PollResult, cursor: str
+    engine: Engine,
+    answers: list[Answer],
+    cursor: str,
+    *,
+    run: int,
+    mailbox: Mailbox,
+    now: datetime,
+    result: PollResult,
+    team: Collection[str],
 ) -> None:
     """One batch and the cursor, in one transaction; if another poller recorded one of these
     messages first, the batch is read again against what it recorded (so counted once)."""
@@ -532,7 +556,7 @@ def _write_batch(
         trial = PollResult(result.mailbox)
         try:
             with engine.begin() as conn:
-                _record(conn, str(mailbox), answers, now, trial)
+                _record(conn, str(mailbox), answers, now, trial, team)
                 commit_batch(
                     conn, run, mailbox.source, SOURCE_KIND, cursor, trial.replies + trial.auto_replies, now=now
                 )
@@ -545,6 +569,7 @@ def _write_batch(
     result.auto_replies += trial.auto_replies
     result.unknown += trial.unknown
     result.already += trial.already
+    result.team += trial.team
     result.touches += trial.touches
     result.last_uid = int(cursor.split(":")[1])
 
@@ -556,3 +581,10 @@ def configured_mailbox(url: str | None, settings_url: str | None) -> Mailbox:
     if settings_url:
         return parse_mailbox_url(settings_url)
     raise ConfigError("no mailbox to poll: set RETAIN_MAILBOX_URL (imaps://user@host:993/INBOX) or pass --mailbox URL")
+
+
+def team_addresses(email_from: str | None) -> tuple[str, ...]:
+    """The team's side of a thread, besides each account's CSM: Retain's own sender
+    (``RETAIN_EMAIL_FROM``, e.g. ``Acme Success <success@acme.com>``)."""
+    address = parseaddr(email_from or "")[1].strip().lower()
+    return (address,) if "@" in address else ()

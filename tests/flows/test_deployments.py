@@ -24,6 +24,7 @@ from flows.orchestration.deployments import (
     HEALTH_CRON,
     OUTBOX_CRON,
     OUTBOX_ENTRYPOINT,
+    REPLIES_CRON,
     REPORTS_CRON,
     deployment_specs,
     local_prefect_server,
@@ -62,7 +63,7 @@ def test_the_text_is_deterministic(shipped: dict[str, object]) -> None:
 def test_one_deployment_per_playbook_with_its_schedule(shipped: dict[str, object]) -> None:
     data = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
     deployments = {d["name"]: d for d in data["deployments"]}
-    assert set(deployments) == {*shipped, "outbox", "health", "reports"}
+    assert set(deployments) == {*shipped, "outbox", "health", "replies", "reports"}
     outbox = deployments["outbox"]
     assert outbox["entrypoint"] == OUTBOX_ENTRYPOINT and outbox["parameters"] == {}
     assert outbox["schedules"] == [{"cron": OUTBOX_CRON, "timezone": "UTC", "active": True}]
@@ -84,13 +85,13 @@ def test_prefects_own_loader_reads_every_deployment_and_schedule(shipped: dict[s
     from rich.console import Console
 
     configs, actions = _load_deploy_configs_and_actions(PREFECT_YAML, console=Console(quiet=True))
-    assert sorted(c["name"] for c in configs) == sorted([*shipped, "outbox", "health", "reports"])
+    assert sorted(c["name"] for c in configs) == sorted([*shipped, "outbox", "health", "replies", "reports"])
     assert {c["work_pool"]["name"] for c in configs} == {DEFAULT_WORK_POOL}
     assert actions["pull"] == DEFAULT_PULL
     for config in configs:
-        if config["name"] in ("outbox", "health", "reports"):
+        if config["name"] in ("outbox", "health", "replies", "reports"):
             (schedule,) = [_schedule_config_to_deployment_schedule(s) for s in config["schedules"]]
-            crons = {"outbox": OUTBOX_CRON, "health": HEALTH_CRON, "reports": REPORTS_CRON}
+            crons = {"outbox": OUTBOX_CRON, "health": HEALTH_CRON, "replies": REPLIES_CRON, "reports": REPORTS_CRON}
             assert schedule["schedule"].cron == crons[config["name"]]
             continue
         assert config["entrypoint"] == ENTRYPOINT and config["parameters"] == {"playbook": config["name"]}
@@ -151,16 +152,19 @@ def test_playbooks_without_a_schedule_get_a_deployment_without_schedules(shipped
         "playbook: manual\nname: Manual\nlifecycle: custom\naudience: 'true'\nsteps:\n  - id: done\n    kind: exit\n"
     )
     spec, *others = deployment_specs([pb])
-    assert spec["schedules"] == [] and [o["name"] for o in others] == ["outbox", "health", "reports"]
+    assert spec["schedules"] == [] and [o["name"] for o in others] == ["outbox", "health", "replies", "reports"]
     assert prefect_yaml_problems(render_prefect_yaml([pb]), root=ROOT) == []
 
 
 def test_runner_deployments_carry_cron_and_time_zone(shipped: dict[str, object]) -> None:
     deployments = {d.name: d for d in runner_deployments(shipped.values())}  # type: ignore[arg-type]
-    assert set(deployments) == {*shipped, "outbox", "health", "reports"}
+    assert set(deployments) == {*shipped, "outbox", "health", "replies", "reports"}
     assert deployments["outbox"].entrypoint.endswith("playbook.py:deliver_outbox")  # type: ignore[union-attr]
     assert deployments["health"].entrypoint.endswith("health.py:health")  # type: ignore[union-attr]
     assert deployments["reports"].entrypoint.endswith("reports.py:report_flow")  # type: ignore[union-attr]
+    assert deployments["replies"].entrypoint.endswith("replies.py:poll_replies")  # type: ignore[union-attr]
+    # without a mailbox configured, `retain serve` leaves the replies deployment out
+    assert "replies" not in {d.name for d in runner_deployments(shipped.values(), without=("replies",))}  # type: ignore[arg-type]
     renewal = deployments["renewal"]
     assert renewal.parameters == {"playbook": "renewal"}
     assert renewal.entrypoint is not None and renewal.entrypoint.endswith("playbook.py:run_playbook")

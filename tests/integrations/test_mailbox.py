@@ -105,16 +105,23 @@ def test_a_reply_ends_the_renewal_silence_branch_and_an_out_of_office_does_not(
 
     assert enrollment().step_id == "first_reply"
 
-    # Uma is away: her mail system answers by itself; a newsletter arrives too
+    # Uma is away: her mail system answers by itself; a newsletter arrives too, and a colleague
+    # writes in the thread from the team's own address
     _send(mail_relay, _message(From="Uma Ullmann <uma@umbrella.example>", To="success@acme.example",
                                Subject=f"Automatic reply: {note['Subject']}", In_Reply_To=sent_id,
                                Auto_Submitted="auto-replied", Message_ID=make_msgid(domain="umbrella.example")))  # fmt: skip
     _send(mail_relay, _message(From="news@vendor.example", To="success@acme.example", Subject="Our spring news",
                                Message_ID=make_msgid(domain="vendor.example")))  # fmt: skip
+    _send(mail_relay, _message(From="Acme Success <success@acme.example>", To="uma@umbrella.example",
+                               Subject=f"Re: {note['Subject']}", In_Reply_To=sent_id,
+                               Message_ID=make_msgid(domain="acme.example")))  # fmt: skip
     out = retain("replies", "poll")
-    assert "2 new messages, 0 replies, 1 automatic replies, 1 not about a Retain email (left alone)" in out
+    assert (
+        "3 new messages, 0 replies, 1 automatic replies, 1 not about a Retain email (left alone), 0 processed "
+        "before, 1 from the team's side (not counted)"
+    ) in out
     retain("run", "renewal", "--as-of", "2027-03-15T18:00:00Z", "--no-prefect")
-    assert enrollment().step_id == "first_reply"  # still waiting: an out-of-office is no answer
+    assert enrollment().step_id == "first_reply"  # still waiting: neither is the customer's answer
 
     # back at her desk, she answers
     reply = _message(From="Uma Ullmann <uma@umbrella.example>", To="success@acme.example",
@@ -123,7 +130,7 @@ def test_a_reply_ends_the_renewal_silence_branch_and_an_out_of_office_does_not(
     _send(mail_relay, reply)
     assert "1 new messages, 1 replies, 0 automatic replies, 0 not about a Retain email" in retain("replies", "poll")
     assert "0 new messages, 0 replies" in retain("replies", "poll")  # polling again finds nothing new
-    assert mail_relay.sink.delivered == 3  # type: ignore[attr-defined]
+    assert mail_relay.sink.delivered == 4  # type: ignore[attr-defined]
 
     # the next tick ends the silence branch: on track, no escalation; the 60-day note goes out
     retain("run", "renewal", "--as-of", "2027-03-15T20:00:00Z", "--no-prefect")
@@ -143,10 +150,10 @@ def test_a_reply_ends_the_renewal_silence_branch_and_an_out_of_office_does_not(
     source = parse_mailbox_url(os.environ["RETAIN_MAILBOX_URL"]).source
     with engine.begin() as conn:
         cursor = conn.execute(select(SyncCursor.cursor).where(SyncCursor.source == source)).scalar_one()
-        assert cursor is not None and cursor.endswith(":3")  # UIDVALIDITY:UID of the last message read
-        conn.execute(update(table_of(SyncCursor)).where(SyncCursor.source == source).values(cursor="1:3"))
+        assert cursor is not None and cursor.endswith(":4")  # UIDVALIDITY:UID of the last message read
+        conn.execute(update(table_of(SyncCursor)).where(SyncCursor.source == source).values(cursor="1:4"))
     out = retain("replies", "poll")
-    assert "(its UIDVALIDITY changed: read from the start): 3 new messages, 0 replies, 0 automatic replies, 1 not about a Retain email (left alone), 2 processed before" in out  # fmt: skip
+    assert "(its UIDVALIDITY changed: read from the start): 4 new messages, 0 replies, 0 automatic replies, 1 not about a Retain email (left alone), 2 processed before, 1 from the team's side" in out  # fmt: skip
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(table_of(InboundMessage))).scalar_one() == 2
         assert conn.execute(select(func.count()).select_from(table_of(TimelineEvent)).where(TimelineEvent.kind == "replied")).scalar_one() == 1  # fmt: skip
