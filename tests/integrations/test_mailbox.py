@@ -246,3 +246,49 @@ def test_a_mailbox_url_names_the_folder_and_the_secret() -> None:
     assert mailbox.use_tls is False and mailbox.start_tls is None
     assert str(mailbox) == "imap://cs%40acme.example@mail.acme.example:143/Customer%20replies"
     assert str(parse_mailbox_url("imaps://me@host")) == "imaps://me@host:993/INBOX"
+
+
+# --- two pollers at once (PostgreSQL) ----------------------------------------------------------------
+
+
+def test_two_pollers_at_once_record_each_reply_once(dovecot: Dovecot, pg_clean: Engine) -> None:
+    """Two workers poll the same mailbox into the same PostgreSQL database at the same moment: each
+    reply is recorded once (the unique Message-ID), whichever poller wins each batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import insert
+
+    from integrations.channels.email import message_id
+
+    engine = pg_clean
+    sent_at = datetime(2027, 3, 15, 14, 0, tzinfo=UTC)
+    key = "renewal:1:first_note:1:4"
+    sent_id = message_id(key, "acme.example")
+    with engine.begin() as conn:
+        conn.execute(insert(table_of(Account)), {"external_id": "umbrella", "name": "Umbrella Corp", "custom": {}})
+        conn.execute(
+            insert(table_of(Touch)),
+            {"key": key, "account_id": 1, "playbook": "renewal", "step_id": "first_note", "channel": "email",
+             "status": "delivered", "payload": {}, "provider_id": sent_id, "sent_at": sent_at, "delivered_at": sent_at},
+        )  # fmt: skip
+    replies = 6
+    for n in range(replies):
+        reply = _message(From="uma@umbrella.example", To="success@acme.example", Subject=f"Re: note ({n})",
+                         In_Reply_To=sent_id, Message_ID=make_msgid(domain="umbrella.example"))  # fmt: skip
+        dovecot.deliver(reply.as_bytes(), "uma@umbrella.example")
+    mailbox = parse_mailbox_url(dovecot.url())
+    now = datetime(2027, 3, 16, 9, 0, tzinfo=UTC)
+
+    def poll() -> int:
+        return poll_mailbox(engine, mailbox, now=now, password=MAILBOX_PASSWORD, batch=2).replies
+
+    with ThreadPoolExecutor(2) as pool:
+        counted = list(pool.map(lambda _: poll(), range(2)))
+    assert sum(counted) == replies, counted
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(table_of(InboundMessage))).scalar_one() == replies
+        replied = conn.execute(select(func.count()).select_from(table_of(TimelineEvent))).scalar_one()
+        assert replied == replies
+        assert conn.execute(select(Touch.replied_at)).scalar_one() == sent_at  # the first reply's time
+        runs = sync_status(conn)
+    assert [(s.kind, s.status, s.runs) for s in runs] == [("mailbox", "ok", 2)]
