@@ -61,6 +61,7 @@ __all__ = [
     "PlaybookRevision",
     "ProductEvent",
     "ProductUser",
+    "ProviderEvent",
     "RevenueEntry",
     "SupportTicket",
     "Suppression",
@@ -346,6 +347,9 @@ class Touch(SQLModel, table=True):
     decided_by: str | None = Field(default=None, max_length=320)
     decided_at: datetime | None = _ts()
     draft: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # before an edit
+    clicked_at: datetime | None = _ts()  # the email provider's first click event
+    bounced_at: datetime | None = _ts()  # a bounce the provider reported (hard or soft)
+    complained_at: datetime | None = _ts()  # the recipient marked it as spam
 
 
 class Outcome(SQLModel, table=True):
@@ -506,6 +510,23 @@ class InboundMessage(SQLModel, table=True):
     subject: str | None = Field(default=None, max_length=500)
     received_at: datetime = _ts(nullable=False)
     processed_at: datetime = _ts(nullable=False, default=utcnow)
+
+
+class ProviderEvent(SQLModel, table=True):
+    """An email provider's event about a message (delivered, opened, clicked, bounced, complained,
+    replied), kept once by the provider's event id: a webhook delivered twice changes nothing."""
+
+    __tablename__ = "provider_event"
+    __table_args__ = (UniqueConstraint("provider", "event_id", name="uq_provider_event"),)
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=30)  # generic | sendgrid
+    event_id: str = Field(max_length=200)
+    kind: str = Field(max_length=20)  # delivered | opened | clicked | bounced | complained | replied
+    touch_id: int | None = Field(default=None, foreign_key="touch.id", index=True)  # None: not Retain's
+    email: str | None = Field(default=None, max_length=320)
+    occurred_at: datetime = _ts(nullable=False)
+    received_at: datetime = _ts(nullable=False, default=utcnow)
+    detail: dict[str, Any] = _json(dict)  # bounce type, reason, url ...
 
 
 class TimelineEvent(SQLModel, table=True):

@@ -68,7 +68,14 @@ from integrations.sources.mailbox import (
     parse_mailbox_url,
     poll_mailbox,
     read_answer,
+    record_inbound,
     team_addresses,
+)
+from integrations.sources.provider_events import (
+    EVENT_KINDS,
+    ProviderEventRecord,
+    ProviderEventsResult,
+    land_provider_events,
 )
 from integrations.sources.replies import ReplyResult, mark_replied, set_replied
 from integrations.sources.suppression import (
@@ -80,6 +87,7 @@ from integrations.sources.suppression import (
     import_suppression_list,
     resubscribe,
     resubscribe_addresses,
+    suppress_address,
     suppression_of,
     unsubscribe,
 )
@@ -98,6 +106,7 @@ __all__ = [
     "CHANNELS",
     "CHUNK",
     "CONTACT_COLUMNS",
+    "EVENT_KINDS",
     "PROVIDER_SOURCES",
     "Answer",
     "BillingColumns",
@@ -109,6 +118,8 @@ __all__ = [
     "LandResult",
     "Mailbox",
     "PollResult",
+    "ProviderEventRecord",
+    "ProviderEventsResult",
     "ReplyResult",
     "ResubscribeResult",
     "RevenueImportResult",
@@ -140,6 +151,7 @@ __all__ = [
     "land_accounts",
     "land_contacts",
     "land_events",
+    "land_provider_events",
     "land_revenue",
     "land_tickets",
     "land_usage",
@@ -154,6 +166,7 @@ __all__ = [
     "read_answer",
     "read_csv",
     "read_cursor",
+    "record_inbound",
     "resubscribe",
     "resubscribe_addresses",
     "revenue_of",
@@ -161,6 +174,7 @@ __all__ = [
     "settle_problems",
     "spread_cents",
     "start_run",
+    "suppress_address",
     "suppression_of",
     "sync_status",
     "team_addresses",

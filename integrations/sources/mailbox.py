@@ -70,6 +70,7 @@ __all__ = [
     "parse_mailbox_url",
     "poll_mailbox",
     "read_answer",
+    "record_inbound",
     "team_addresses",
 ]
 
@@ -474,6 +475,15 @@ def _record(
         conn.execute(insert(_INBOUND), rows)
         conn.execute(insert(_TIMELINE), events)
         set_replied(conn, replied)
+
+
+def record_inbound(conn: Connection, source: str, answers: list[Answer], now: datetime) -> PollResult:
+    """Record messages that came another way than this module's IMAP poll (an email provider's
+    inbound-parse webhook, through ``retain web``), exactly as a poll records them: matched by
+    ``In-Reply-To``/``References``, kept once by their Message-ID, in the caller's transaction."""
+    result = PollResult(source, read=len(answers))
+    _record(conn, source, answers, now, result)
+    return result
 
 
 def _cursor(conn: Connection, source: str) -> tuple[int | None, int]:

@@ -31,6 +31,7 @@ __all__ = [
     "import_suppression_list",
     "resubscribe",
     "resubscribe_addresses",
+    "suppress_address",
     "suppression_of",
     "unsubscribe",
 ]
@@ -72,6 +73,14 @@ def _suppress(conn: Connection, email: str, channel: str, reason: str | None, so
         update(_SUPPRESSION).where(_SUPPRESSION.c.email == email).values(channels=channels, reason=reason or None)
     )
     return True
+
+
+def suppress_address(
+    conn: Connection, email: str, channel: str, reason: str | None, source: str, now: datetime
+) -> bool:
+    """Record (or widen) the suppression of one address in the caller's transaction; the caller
+    applies it to the contacts (:func:`apply_suppressions`). True if anything changed."""
+    return _suppress(conn, email.strip().lower(), channel, reason, source, now)
 
 
 def apply_suppressions(conn: Connection, now: datetime, emails: set[str] | None = None) -> int:

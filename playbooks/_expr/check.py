@@ -83,7 +83,16 @@ RECORDS: dict[str, dict[str, str]] = {
     "contact": _fields(Contact, skip={"id"}),
     "enrollment": _fields(Enrollment, skip={"id", "revision", "next_due_at", "claimed_by", "claimed_until"}),
     "survey": {"score": NUMBER, "responded_at": TIMESTAMP, "comment": TEXT},  # last_survey(kind), or none
-    "touches": {"count": NUMBER, "delivered": BOOL, "replied": BOOL, "opened": BOOL, "last_at": TIMESTAMP},
+    "touches": {
+        "count": NUMBER,
+        "delivered": BOOL,
+        "replied": BOOL,
+        "opened": BOOL,
+        "clicked": BOOL,
+        "bounced": BOOL,
+        "complained": BOOL,
+        "last_at": TIMESTAMP,
+    },
     # task(step_id): the CSM tasks this enrollment's task step made (a loop may make several)
     "task": {"count": NUMBER, "done": BOOL, "open": BOOL, "due_at": TIMESTAMP, "completed_at": TIMESTAMP},
     "event": {"name": TEXT, "user_id": TEXT, "occurred_at": TIMESTAMP},  # the event of entry.on_event

@@ -89,6 +89,9 @@ class TouchSummary:
     delivered: bool
     replied: bool
     opened: bool
+    clicked: bool
+    bounced: bool
+    complained: bool
     last_at: datetime | None
 
 
@@ -412,6 +415,9 @@ def env_for(
             delivered=any(t.status == TouchStatus.DELIVERED for t in rows),
             replied=any(t.replied_at is not None for t in rows),
             opened=any(t.opened_at is not None for t in rows),
+            clicked=any(t.clicked_at is not None for t in rows),
+            bounced=any(t.bounced_at is not None for t in rows),
+            complained=any(t.complained_at is not None for t in rows),
             last_at=max(sent, default=None),
         )
 

@@ -391,6 +391,9 @@ def _touches(step_id: str, name: str) -> ColumnElement[Any]:
         "delivered": touch.c.status == literal(TouchStatus.DELIVERED.value, String()),
         "replied": touch.c.replied_at.is_not(None),
         "opened": touch.c.opened_at.is_not(None),
+        "clicked": touch.c.clicked_at.is_not(None),
+        "bounced": touch.c.bounced_at.is_not(None),
+        "complained": touch.c.complained_at.is_not(None),
     }[name]
     return exists().where(*mine, condition)
 
