@@ -477,12 +477,15 @@ def _record(
         set_replied(conn, replied)
 
 
-def record_inbound(conn: Connection, source: str, answers: list[Answer], now: datetime) -> PollResult:
+def record_inbound(
+    conn: Connection, source: str, answers: list[Answer], now: datetime, team: Collection[str] = ()
+) -> PollResult:
     """Record messages that came another way than this module's IMAP poll (an email provider's
     inbound-parse webhook, through ``retain web``), exactly as a poll records them: matched by
-    ``In-Reply-To``/``References``, kept once by their Message-ID, in the caller's transaction."""
+    ``In-Reply-To``/``References``, kept once by their Message-ID, the team's own messages not
+    counted (``team``: see :func:`team_addresses`), in the caller's transaction."""
     result = PollResult(source, read=len(answers))
-    _record(conn, source, answers, now, result)
+    _record(conn, source, answers, now, result, {t.lower() for t in team})
     return result
 
 

@@ -54,6 +54,7 @@ from integrations.sources import (
     land_provider_events,
     read_answer,
     record_inbound,
+    team_addresses,
     write_all_or_nothing,
 )
 from integrations.web._state import Web, WebState
@@ -292,7 +293,8 @@ def _replies(web: Web, header: bytes) -> Response:
     found: dict[str, int] = {}
 
     def work(conn: Connection) -> None:
-        found.update(record_inbound(conn, "webhook:inbound", [answer], now).counts())
+        team = team_addresses(web.settings.email_from)
+        found.update(record_inbound(conn, "webhook:inbound", [answer], now, team).counts())
 
     try:
         write_all_or_nothing(web.engine, "inbound message", work)
