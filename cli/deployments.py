@@ -61,7 +61,7 @@ def sync(
     from playbooks import load_playbooks, load_sources
 
     playbooks = load_playbooks(state(ctx).playbooks_dir)
-    sources = load_sources(state(ctx).playbooks_dir).sources
+    sources = load_sources(state(ctx).playbooks_dir).every_source()
     pull = None  # the file's own, unless one of these says otherwise
     if code_dir is not None or git_repository is not None or git_branch is not None:
         pull = pull_steps(code_dir, repository=git_repository, branch=git_branch)
@@ -146,7 +146,7 @@ def serve(
     # without a mailbox, reading replies every five minutes would only say so every five minutes
     deployments = runner_deployments(
         playbooks.values(),
-        load_sources(st.playbooks_dir).sources,
+        load_sources(st.playbooks_dir).every_source(),
         without=() if st.settings.mailbox_url else ("replies",),
     )
     names = ", ".join(sorted(playbooks))

@@ -30,8 +30,9 @@ def sync(
     ] = False,
     fmt: TableOrJson = Format.table,
 ) -> None:
-    """Run the SQL sources of sources.yaml: only the rows changed since the last run (by each
-    source's cursor column), in batches, through the same checks as the file imports.
+    """Run the sources of sources.yaml: the Stripe connector (customers, subscriptions, invoices,
+    credit notes) and the SQL sources, each from its cursor (only what changed since the last run),
+    in batches, through the same checks as the file imports.
 
     A batch is written whole or not at all; a bad row stops that source's run before its batch,
     and the cursor stays there until the row is fixed in the source. Exit 1 if any source
@@ -41,16 +42,16 @@ def sync(
     if source == STATUS:
         _status(ctx, fmt)
         return
-    from flows.sync import sync_sources
+    from flows.sync import source_names, sync_sources
     from integrations.sources import forget_cursor
     from models import utcnow
     from playbooks import load_sources
 
     st = state(ctx)
     spec = load_sources(st.playbooks_dir)
-    if not spec.sources:
+    if not spec.sources and spec.stripe is None:
         err_console.print(
-            f"error: no SQL sources: declare them under 'sources:' in {st.playbooks_dir / 'sources.yaml'} "
+            f"error: no sources: declare them under 'sources:' (or 'stripe:') in {st.playbooks_dir / 'sources.yaml'} "
             "(see README, 'Connect your data')",
             style="red",
             markup=False,
@@ -59,7 +60,7 @@ def sync(
         raise typer.Exit(1)
     engine = st.engine()
     if from_start:
-        for name in [source] if source else sorted(spec.sources):
+        for name in [source] if source else source_names(spec):
             forget_cursor(engine, name)
     results = sync_sources(engine, spec, now=utcnow(), only=source)
     if fmt is Format.json:
@@ -83,7 +84,9 @@ def _status(ctx: typer.Context, fmt: Format) -> None:
 
     st = state(ctx)
     try:
-        declared = [(name, s.kind) for name, s in load_sources(st.playbooks_dir).sources.items()]
+        spec = load_sources(st.playbooks_dir)
+        declared: list[tuple[str, str]] = [(name, s.kind) for name, s in spec.sources.items()]
+        declared += [("stripe", "stripe")] if spec.stripe is not None else []
     except RetainError as exc:  # the status of what ran is still worth showing
         err_console.print(f"warning: {exc}", style="yellow", markup=False, soft_wrap=True)
         declared = []

@@ -22,7 +22,7 @@ Models are pydantic v2, frozen, and refuse unknown keys, like the playbook model
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -46,6 +46,7 @@ __all__ = [
     "SourceName",
     "SourcesSpec",
     "SqlSource",
+    "StripeSource",
     "UrlFrom",
     "sources_json_schema",
 ]
@@ -96,8 +97,8 @@ class _Strict(BaseModel):
 
 
 class UrlFrom(_Strict):
-    """Where a source's URL (with its credentials) is kept: an environment variable, or a secret
-    (``RETAIN_SECRET_<NAME>``, else the Prefect Secret block ``retain-<name>``)."""
+    """Where a source's URL (with its credentials) or a connector's key is kept: an environment
+    variable, or a secret (``RETAIN_SECRET_<NAME>``, else the Prefect Secret block ``retain-<name>``)."""
 
     env: str | None = None
     secret: str | None = None
@@ -105,7 +106,7 @@ class UrlFrom(_Strict):
     @model_validator(mode="after")
     def _one_place(self) -> UrlFrom:
         if (self.env is None) == (self.secret is None):
-            raise ValueError("give the URL's place as {env: VARIABLE} or {secret: name}, one of the two")
+            raise ValueError("give its place as {env: VARIABLE} or {secret: name}, one of the two")
         if self.env is not None and not _ENV_NAME.fullmatch(self.env):
             raise ValueError(f"{self.env!r} is not an environment variable's name (letters, digits, _)")
         if self.secret is not None and not _SECRET_NAME.fullmatch(self.secret):
@@ -198,19 +199,45 @@ class SqlSource(_Strict):
         return self.columns.get(column, column)
 
 
+def _kept_elsewhere(value: Any) -> Any:
+    if isinstance(value, str):
+        raise ValueError(
+            "an API key never goes in this file: keep it in an environment variable (key: {env: STRIPE_API_KEY}) "
+            "or a secret (key: {secret: stripe})"
+        )
+    return value
+
+
+class StripeSource(_Strict):
+    """Stripe: customers become accounts (their live subscription gives the plan and renewal date),
+    invoices and credit notes become revenue; deleted customers are marked churned."""
+
+    kind: ClassVar[str] = "stripe"
+    key: Annotated[UrlFrom, BeforeValidator(_kept_elsewhere)]
+    schedule: Schedule | None = None
+
+
 class SourcesSpec(_Strict):
-    """``sources.yaml``: the activation event and the SQL sources, by name."""
+    """``sources.yaml``: the activation event, the SQL sources by name, and the Stripe connector."""
 
     activation_event: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = (
         None
     )
     sources: dict[SourceName, SqlSource] = {}
+    stripe: StripeSource | None = None
 
     @model_validator(mode="after")
     def _not_status(self) -> SourcesSpec:
         if "status" in self.sources:
             raise ValueError("sources: 'status' cannot name a source: `retain sync status` shows them all")
+        if "stripe" in self.sources:
+            raise ValueError("sources: 'stripe' names the Stripe connector (its own key, stripe:); rename this one")
         return self
+
+    def every_source(self) -> dict[str, SqlSource | StripeSource]:
+        """Every source by the name ``retain sync`` knows it by (Stripe as ``stripe``)."""
+        found: dict[str, SqlSource | StripeSource] = {"stripe": self.stripe} if self.stripe is not None else {}
+        return {**found, **self.sources}
 
 
 def sources_json_schema() -> dict[str, Any]:

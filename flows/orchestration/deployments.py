@@ -35,7 +35,7 @@ import yaml
 from croniter import croniter
 
 from models import ConfigError
-from models.sources import SqlSource
+from models.sources import SqlSource, StripeSource
 from playbooks import CompiledPlaybook
 
 __all__ = [
@@ -93,9 +93,9 @@ HEADER = (
 
 
 def deployment_specs(
-    playbooks: Iterable[CompiledPlaybook], sources: Mapping[str, SqlSource] | None = None
+    playbooks: Iterable[CompiledPlaybook], sources: Mapping[str, SqlSource | StripeSource] | None = None
 ) -> list[dict[str, Any]]:
-    """The deployments, by playbook id, then one per scheduled SQL source (``sync-<source>``):
+    """The deployments, by playbook id, then one per scheduled source (``sync-<source>``):
     plain data, keys in the order they are written."""
     specs = []
     for pb in sorted(playbooks, key=lambda p: p.id):
@@ -157,7 +157,7 @@ def deployment_specs(
         specs.append(
             {
                 "name": f"sync-{name}",
-                "description": f"Sync SQL source {name!r} ({source.kind}) from its cursor",
+                "description": f"Sync source {name!r} ({source.kind}) from its cursor",
                 "tags": ["retain", "sync", source.kind],
                 "entrypoint": SYNC_ENTRYPOINT,
                 "parameters": {"source": name},
@@ -228,7 +228,7 @@ def render_prefect_yaml(
     work_pool: str | None = None,
     pull: list[dict[str, Any]] | None = None,
     current: str | None = None,
-    sources: Mapping[str, SqlSource] | None = None,
+    sources: Mapping[str, SqlSource | StripeSource] | None = None,
 ) -> str:
     """The text of ``prefect.yaml``: the same playbooks and settings always give the same bytes.
 
@@ -430,7 +430,7 @@ def _entrypoint_problems(root: Path, entrypoint: str, parameters: Any, where: st
 
 def runner_deployments(
     playbooks: Iterable[CompiledPlaybook],
-    sources: Mapping[str, SqlSource] | None = None,
+    sources: Mapping[str, SqlSource | StripeSource] | None = None,
     *,
     without: Collection[str] = (),
 ) -> list[Any]:

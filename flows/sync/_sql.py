@@ -42,10 +42,10 @@ from integrations.sources import (
     usage_days,
 )
 from integrations.sources.sql import Batch, SqlReader, batch_records, refused_lines, source_url
-from models import DataImportError, NotFoundError, RetainError
-from models.sources import SOURCE_KINDS, SourcesSpec, SqlSource
+from models import DataImportError, RetainError
+from models.sources import SqlSource
 
-__all__ = ["SyncResult", "sync_source", "sync_sources"]
+__all__ = ["SyncResult", "sync_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,26 +171,3 @@ def sync_source(
     )  # fmt: skip
     logger.info("%s", result.line())
     return result
-
-
-def sync_sources(
-    engine: Engine,
-    spec: SourcesSpec,
-    *,
-    now: datetime,
-    only: str | None = None,
-    lookup: Callable[[str], str] = resolve_secret,
-) -> list[SyncResult]:
-    """Run source ``only``, or every source in kind order (accounts first, then what names them)."""
-    if only is not None and only not in spec.sources:
-        known = ", ".join(sorted(spec.sources)) or "none: declare them in sources.yaml"
-        raise NotFoundError(f"no source {only!r} in sources.yaml; sources: {known}")
-    names = (
-        [only]
-        if only is not None
-        else sorted(spec.sources, key=lambda n: (SOURCE_KINDS.index(spec.sources[n].kind), n))
-    )
-    return [
-        sync_source(engine, name, spec.sources[name], now=now, activation=spec.activation_event, lookup=lookup)
-        for name in names
-    ]
