@@ -34,9 +34,9 @@ def sync(
         str | None,
         typer.Option(
             "--code-dir",
-            envvar="RETAIN_CODE_DIR",
-            help="Where the code is on every worker's machine (a path, or '{{ $VAR }}' read from the worker's "
-            "environment). Default: the file's own, else the directory the worker was started in.",
+            help="Where the code and the playbooks are on every worker's machine: a path, or '{{ $VAR }}' read "
+            "from the worker's environment. Default: the file's own, else '{{ $RETAIN_CODE_DIR }}' (start each "
+            "worker with RETAIN_CODE_DIR set to its checkout).",
         ),
     ] = None,
     git_repository: Annotated[

@@ -196,8 +196,12 @@ def test_every_deployment_names_its_pool_and_the_file_a_pull_step_of_no_ones_mac
     assert {d["name"]: d["work_pool"] for d in data["deployments"]} == {
         d["name"]: {"name": DEFAULT_WORK_POOL} for d in data["deployments"]
     }
-    # the directory the worker runs in: nothing of the machine that wrote the file
-    assert data["pull"] == DEFAULT_PULL == [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]
+    # read from each worker's environment when its run starts: nothing of the machine that wrote the file
+    assert (
+        data["pull"]
+        == DEFAULT_PULL
+        == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $RETAIN_CODE_DIR }}"}}]
+    )
     assert str(ROOT) not in PREFECT_YAML.read_text(encoding="utf-8")
 
 
@@ -225,14 +229,20 @@ def test_sync_options_set_the_pool_and_the_code_and_are_kept(tmp_path: Path) -> 
 def test_sync_options_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "prefect.yaml"
     monkeypatch.setenv("RETAIN_WORK_POOL", "from-env")
-    monkeypatch.setenv("RETAIN_CODE_DIR", "{{ $RETAIN_CHECKOUT }}")
+    monkeypatch.setenv("RETAIN_GIT_REPOSITORY", "https://git.example.com/acme/retain.git")
+    # the worker's variable is not an option of the file: it is read by the worker, not written here
+    monkeypatch.setenv("RETAIN_CODE_DIR", "/home/deployer/retain")
     assert _sync(target) == 0
     data = yaml.safe_load(target.read_text(encoding="utf-8"))
     assert {d["work_pool"]["name"] for d in data["deployments"]} == {"from-env"}
-    # filled in from each worker's environment when its run starts, not here
     assert data["pull"] == [
-        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $RETAIN_CHECKOUT }}"}}
+        {"prefect.deployments.steps.git_clone": {"repository": "https://git.example.com/acme/retain.git"}}
     ]
+    monkeypatch.delenv("RETAIN_GIT_REPOSITORY")
+    assert _sync(target, "--code-dir", "{{ $CHECKOUT }}") == 0
+    data = yaml.safe_load(target.read_text(encoding="utf-8"))
+    assert data["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $CHECKOUT }}"}}]
+    assert "/home/deployer" not in target.read_text(encoding="utf-8")
 
 
 def test_check_accepts_a_hand_set_work_pool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -285,9 +295,10 @@ def test_a_file_without_pool_or_pull_or_with_a_broken_step_is_reported() -> None
     assert not any(p.startswith("pull[2]") for p in problems)
 
 
+@pytest.mark.usefixtures("prefect_api")  # Prefect's step runner asks its API for variables
 def test_the_pull_steps_run_as_a_worker_runs_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prefect's own step runner, on this machine: the default stays in the worker's directory;
-    ``{{ $VAR }}`` comes from the worker's environment; git_clone clones a real repository."""
+    """Prefect's own step runner, on this machine: the default goes to ``$RETAIN_CODE_DIR`` of the
+    worker's environment, or ``{{ $VAR }}``; git_clone clones a real repository."""
     import asyncio
     import os
 
@@ -302,8 +313,14 @@ def test_the_pull_steps_run_as_a_worker_runs_them(tmp_path: Path, monkeypatch: p
     work = tmp_path / "worker"
     work.mkdir()
     monkeypatch.chdir(work)
-    assert run_steps(pull_steps()) == {"directory": str(work)}
-    assert Path.cwd() == work
+    code = tmp_path / "code"
+    code.mkdir()
+    monkeypatch.setenv("RETAIN_CODE_DIR", str(code))
+    assert run_steps(pull_steps()) == {"directory": str(code)}
+    assert Path.cwd() == code
+    monkeypatch.delenv("RETAIN_CODE_DIR")  # a worker started without it: the run fails, not elsewhere
+    with pytest.raises(FileNotFoundError):
+        run_steps(pull_steps())
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     monkeypatch.setenv("RETAIN_CHECKOUT", str(checkout))
