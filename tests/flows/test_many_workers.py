@@ -1,0 +1,57 @@
+"""Many workers, small: ``bench/many_workers.py`` starts a Prefect server on PostgreSQL, a process
+work pool and two workers, deploys with ``prefect --no-prompt deploy --all`` from the
+``prefect.yaml`` that ``retain deployments sync`` wrote, runs one playbook's deployment four times
+at once over a book imported with ``retain accounts import``, and counts at a local webhook
+receiver by outbox key: every touch once, none twice, none lost, every run completed.
+
+It takes a minute or two (a Prefect server, two workers and four flow-run processes start):
+marked ``slow`` (``-m "not slow"`` leaves it out locally; CI runs it). PostgreSQL down skips it
+with the reason, or fails it under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PG_ADMIN_URL, _pg_admin_connect, pg_unavailable
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "many_workers.py"
+
+
+def test_two_workers_run_one_deployment_four_times_at_once_and_every_touch_arrives_once() -> None:
+    try:
+        _pg_admin_connect().close()
+    except Exception as exc:
+        pg_unavailable(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
+    pytest.importorskip("asyncpg", reason="the Prefect server's PostgreSQL driver (asyncpg) is not installed")
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--accounts", "40", "--runs", "4", "--workers", "2", "--pg", PG_ADMIN_URL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.stdout.strip(), done.stderr[-5000:]
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts["expected"] == 30  # 40 accounts imported, three in four active
+    assert counts["enrollments"] == 30  # each account enrolled once, though four ticks ran at once
+    assert counts["touches_written"] == 30 and counts["touches_by_status"] == {"delivered": 30}
+    assert counts["received"] == 30 and counts["delivered_once"] == 30
+    assert counts["duplicates"] == 0 and counts["lost"] == 0 and counts["unexpected"] == 0
+    assert counts["runs_by_state"] == {"COMPLETED": 4}, done.stderr[-5000:]
+    # both workers ran flow runs, and between them every run once
+    assert sum(counts["runs_by_worker"].values()) == 4
+    assert all(n >= 1 for n in counts["runs_by_worker"].values()), counts["runs_by_worker"]
+    assert counts["ok"] is True and done.returncode == 0
+    # what the script showed on the way: the documented commands, each of which succeeded
+    for line in ("retain accounts import", "retain deployments sync", "prefect deploy --all", "2 workers online"):
+        assert line in done.stderr
