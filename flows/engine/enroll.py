@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import cast, exists, false, func, insert, literal, null, or_, select, true, update
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
 from flows.engine._sql import insert_ignore
@@ -23,8 +24,18 @@ from playbooks import AUDIENCE, EVENT, CompiledPlaybook, clause_columns, read_cl
 __all__ = ["enroll"]
 
 
-def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "schedule") -> tuple[int, int]:
-    """Enroll every account that matches the audience and may (re-)enter. Returns (enrolled, holdout)."""
+def enroll(
+    s: Session,
+    pb: CompiledPlaybook,
+    as_of: datetime,
+    *,
+    source: str = "schedule",
+    only: ColumnElement[bool] | None = None,
+) -> tuple[int, int]:
+    """Enroll every account that matches the audience and may (re-)enter. Returns (enrolled, holdout).
+
+    ``only`` narrows the accounts further (a simulation over a past window passes the accounts that
+    existed then)."""
     enr, acct = table_of(Enrollment), table_of(Account)
     today = today_in(pb, as_of)
     audience = to_sql(pb.expression("audience"), AUDIENCE, now=as_of, today=today)
@@ -50,7 +61,12 @@ def enroll(s: Session, pb: CompiledPlaybook, as_of: datetime, *, source: str = "
         literal(source),
         literal({}, type_=enr.c.state.type),
         trigger if trigger is not None else cast(null(), enr.c.trigger_event_id.type),  # typed: PostgreSQL
-    ).where(audience, ~blocked, *([trigger.is_not(None)] if trigger is not None else []))
+    ).where(
+        audience,
+        ~blocked,
+        *([trigger.is_not(None)] if trigger is not None else []),
+        *([only] if only is not None else []),
+    )
     columns = [
         "playbook",
         "revision",

@@ -7,6 +7,10 @@ PostgreSQL the run happens in one transaction that is rolled back. Channels are 
 leaves the machine. The engine, the outbox and the contact policy are the real ones, so the
 simulation shows what the next days would really bring, including what the policy would defer
 or suppress and why.
+
+Each tick reads the book as it stood at its moment (:mod:`flows.engine.point_in_time`): over a past
+window the simulation is a backtest, and nothing dated after a tick reaches its audience, goals,
+exits or branches.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
 from flows.engine.outbox import DeliveryPolicy, deliver
+from flows.engine.point_in_time import PointInTime
 from flows.engine.revisions import RevisionCache
 from flows.engine.steps import HANDLERS
 from flows.engine.tick import tick
 from integrations.channels import CHANNEL_NAMES, Delivery, Receipt
-from models import Account, Enrollment, TimelineEvent, Touch
+from models import Account, Enrollment, TimelineEvent, Touch, table_of
 from playbooks import CompiledPlaybook
 
 __all__ = ["Simulation", "simulate"]
@@ -130,11 +135,21 @@ def simulate(engine: Engine, pb: CompiledPlaybook, start: datetime, days: int, d
         first_touch = _max_id(scratch, Touch)
         first_enrollment = _max_id(scratch, Enrollment)
         cache = RevisionCache()
+        then = PointInTime(scratch)
         for moment in sorted(ticks | drains):
             if moment in ticks:
-                report = tick(scratch, pb, moment, channels=dict(channels), cache=cache, delivery=delivery)
+                then.move_to(moment)
+                report = tick(
+                    scratch,
+                    pb,
+                    moment,
+                    channels=dict(channels),
+                    cache=cache,
+                    delivery=delivery,
+                    enroll_only=then.present(moment),
+                )
                 result.errors += report.errors
-            else:
+            elif _anything_to_deliver(scratch, pb.id):
                 deliver(scratch, dict(channels), as_of=moment, playbook=pb.id, policy=delivery)
         _collect(scratch, pb, result, first_touch, first_enrollment)
     return result
@@ -156,6 +171,14 @@ def _tick_times(pb: CompiledPlaybook, start: datetime, end: datetime) -> set[dat
         if moment - last >= MIN_TICK_GAP:
             times.add(moment)
             last = moment
+
+
+def _anything_to_deliver(bind: Any, playbook: str) -> bool:
+    """Whether the hourly outbox run has work: a touch of ``playbook`` waiting or being sent."""
+    t = table_of(Touch)
+    waiting = select(t.c.id).where(t.c.playbook == playbook, t.c.status.in_(("pending", "sending"))).limit(1)
+    with _connect(bind) as conn:
+        return conn.execute(waiting).first() is not None
 
 
 def _max_id(bind: Any, table: Any) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import or_, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from flows.engine.advance import AdvanceResult, advance
 from flows.engine.enroll import enroll
@@ -145,12 +146,14 @@ def tick(
     cache: RevisionCache | None = None,
     delivery: DeliveryPolicy | None = None,
     window: timedelta | None = PRIORITY_WINDOW,
+    enroll_only: ColumnElement[bool] | None = None,
 ) -> TickReport:
     """Settle, enroll, advance and deliver for one playbook at ``as_of`` (plain function).
 
     ``delivery`` carries the contact policy; by default the ``policy.yaml`` beside the playbook.
     The customer-facing touches written are held for the outbox run at the end of their
-    ``window`` (see :data:`PRIORITY_WINDOW`; None: delivered in this tick); the others go now."""
+    ``window`` (see :data:`PRIORITY_WINDOW`; None: delivered in this tick); the others go now.
+    ``enroll_only`` narrows who may enroll (a simulation's accounts that existed at ``as_of``)."""
     cache = cache or RevisionCache()
     cache.current[pb.id] = pb
     report = TickReport(pb.id, pb.revision, as_of.isoformat(), dry_run)
@@ -158,7 +161,7 @@ def tick(
         with session(bind) as s:
             sync_revision(s, pb)
             report.settled = dict(settle(s, cache, pb.id, as_of))
-            report.enrolled, report.holdout = enroll(s, pb, as_of)
+            report.enrolled, report.holdout = enroll(s, pb, as_of, only=enroll_only)
         result = advance(bind, cache, pb.id, as_of, worker=_worker())
         _fill(report, result)
         with session(bind) as s:  # tasks of the enrollments that ended are closed with the reason

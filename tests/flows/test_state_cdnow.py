@@ -24,10 +24,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import select
 
 import cli
-from models import Account, Enrollment, TimelineEvent, make_engine, table_of
+from models import BUNDLED_PLAYBOOKS_DIR, Account, Enrollment, TimelineEvent, make_engine, table_of
 
 RAW = Path(__file__).parent.parent / "data" / "CDNOW_sample.txt"
 #: the as-of of the win-back tick, and of the state it reads: inside the data, mid-month
@@ -246,3 +247,62 @@ def test_the_waterfall_of_every_month_equals_the_raw_files(book, capsys):
         assert found == counts, label
         compared += 1
     assert compared == 18 and min(months) == "1997-01" and max(months) == "1998-06"
+
+
+def qualifies_for_win_back(state: dict[str, object], day: date) -> bool:
+    """The shipped win_back audience on a day, by the rule of the module's docstring: churned 30 to
+    180 days before, not back since (these accounts have no product events: revenue stands for
+    having been live)."""
+    churned = state["churned_at"]
+    if state["status"] != "churned" or not isinstance(churned, date):
+        return False
+    back = state["reactivated_at"]
+    return 30 <= (day - churned).days <= 180 and (back is None or back < churned)  # type: ignore[operator]
+
+
+def test_a_simulation_over_a_past_window_enrolls_on_each_day_exactly_the_accounts_that_qualified_then(
+    book: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backtest: the accounts hold their state at the data's end (dates far after the window),
+    and `retain playbooks simulate` over a past window reads the revenue as of each tick."""
+    url, path = book
+    rows = read_raw()
+    retain(url, "revenue", "import", str(path), "--currency", "USD", "--create-accounts", "--as-of", "1998-12-31")
+    capsys.readouterr()
+    # the shipped win_back's audience, schedule and entry, with one long wait for steps: who enters
+    # is the question here, not how fast the engine walks hundreds of enrollments through three notes
+    shipped = yaml.safe_load((BUNDLED_PLAYBOOKS_DIR / "win_back.yaml").read_text(encoding="utf-8"))
+    lean = {key: shipped[key] for key in ("playbook", "name", "lifecycle", "schedule", "audience", "entry")}
+    lean["entry"] = {k: v for k, v in lean["entry"].items() if k != "contacts"}
+    lean["steps"] = [{"id": "hold", "kind": "wait", "for": "365 days"}]
+    folder = path.parent / "playbooks"
+    folder.mkdir()
+    (folder / "win_back.yaml").write_text(yaml.safe_dump(lean), encoding="utf-8")
+
+    def simulate(start: date, days: int) -> dict[str, date]:
+        args = ["--playbooks-dir", str(folder), "playbooks", "simulate", "win_back"]
+        retain(url, *args, "--as-of", start.isoformat(), "--days", str(days), "--format", "json")
+        entered = json.loads(capsys.readouterr().out)["entered"]
+        assert len(entered) == len({e["account"] for e in entered})  # reentry: never
+        return {e["account"]: date.fromisoformat(e["on"]) for e in entered}
+
+    # at single dates: who enters is exactly who qualifies then
+    for day in (date(1997, 9, 20), date(1998, 2, 10), date(1998, 5, 3)):
+        wanted = {c for c, s in expected_state(rows, day).items() if qualifies_for_win_back(s, day)}
+        assert len(wanted) > 50, day
+        assert set(simulate(day, 0)) == wanted, day
+
+    # over a window across two month ends: each account enters on the first day it qualifies
+    start, days = date(1998, 2, 15), 48
+    found = simulate(start, days)
+    wanted: dict[str, date] = {}
+    day = start
+    while day < start + timedelta(days=days):
+        for customer, s in expected_state(rows, day).items():
+            if customer not in wanted and qualifies_for_win_back(s, day):
+                wanted[customer] = day
+        day += timedelta(days=1)
+    last = start + timedelta(days=days)
+    found = {c: d for c, d in found.items() if d < last}  # the window's last moment has no whole day
+    assert len(wanted) > 300 and len(set(wanted.values())) >= 3
+    assert found == wanted
