@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
 from models.tables import (
@@ -33,6 +34,9 @@ from playbooks._expr.check import BOOL, DATE, NUMBER, TEXT
 from playbooks._expr.syntax import Arith, BoolOp, Call, Compare, Expr, FieldRef, ListLiteral, Literal, Name, Neg, Not
 
 __all__ = [
+    "BOOL_TEXT",
+    "NUMBER_TEXT",
+    "NUMBER_TEXT_MAX",
     "Duration",
     "Env",
     "TaskSummary",
@@ -44,6 +48,7 @@ __all__ = [
     "floor_days",
     "json_field",
     "month_of",
+    "read_as",
     "usage_windows",
 ]
 
@@ -151,16 +156,39 @@ def month_of(day: date) -> date:
     return day.replace(day=1)
 
 
+#: the text a field declared ``number`` reads as a number (an import keeps CSV cells as text):
+#: digits with an optional leading minus and at most one decimal point, nothing else
+NUMBER_TEXT = re.compile(r"^-?([0-9]+(\.[0-9]*)?|\.[0-9]+)$")
+#: longer text is not read as a number (no database overflows on it)
+NUMBER_TEXT_MAX = 40
+#: the text a field declared ``bool`` reads as true or false, in any case
+BOOL_TEXT = {True: ("true", "yes"), False: ("false", "no")}
+
+
 def json_field(data: Any, name: str, kind: str) -> Any:
-    """A declared field of a JSON object: its value when its JSON type is ``kind``, else None (as SQL)."""
+    """A declared field of a JSON object: its value when its JSON type is ``kind``, else None (as SQL).
+
+    Text is read by the declared type too: ``"12"`` or ``"-0.5"`` as a number (:data:`NUMBER_TEXT`),
+    ``"true"``/``"yes"``/``"false"``/``"no"`` as a boolean; other text is none for those types."""
     value = data.get(name) if isinstance(data, dict) else None
     if kind == NUMBER:
+        if isinstance(value, str):
+            return float(value) if len(value) <= NUMBER_TEXT_MAX and NUMBER_TEXT.fullmatch(value) else None
         return value if isinstance(value, int | float) and not isinstance(value, bool) else None
     if kind == TEXT:
         return value if isinstance(value, str) else None
     if kind == BOOL:
+        if isinstance(value, str):
+            word = value.lower()
+            return True if word in BOOL_TEXT[True] else False if word in BOOL_TEXT[False] else None
         return value if isinstance(value, bool) else None
     raise AssertionError(f"unexpected declared type {kind}")
+
+
+def read_as(value: Any, kind: str) -> Any:
+    """A custom field's stored value as a field declared ``kind`` reads it (None: it does not read
+    as one): what an import checks a cell against before it keeps it."""
+    return json_field({"value": value}, "value", kind)
 
 
 def evaluate(expr: Expr, env: Env) -> Any:
@@ -324,7 +352,11 @@ def env_for(
     def last_survey(kind: str) -> SurveyResponse | None:
         latest = (
             select(SurveyResponse)
-            .where(SurveyResponse.account_id == account.id, SurveyResponse.kind == kind)
+            .where(
+                SurveyResponse.account_id == account.id,
+                SurveyResponse.kind == kind,
+                col(SurveyResponse.responded_at) <= now,
+            )
             .order_by(col(SurveyResponse.responded_at).desc(), col(SurveyResponse.id).desc())
             .limit(1)
         )
@@ -401,7 +433,15 @@ def env_for(
 
     @cache
     def open_tickets() -> int:
-        count = select(func.count()).where(SupportTicket.account_id == account.id, SupportTicket.status != "solved")
+        # open at now: opened by then, and not closed by then (a solved ticket without a date is closed)
+        count = select(func.count()).where(
+            SupportTicket.account_id == account.id,
+            col(SupportTicket.opened_at) <= now,
+            or_(
+                col(SupportTicket.closed_at) > now,
+                and_(col(SupportTicket.closed_at).is_(None), col(SupportTicket.status) != "solved"),
+            ),
+        )
         return session.exec(count).one()
 
     @cache

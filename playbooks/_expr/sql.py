@@ -52,6 +52,9 @@ from models.tables import (
 )
 from playbooks._expr.check import BOOL, DATA_FUNCTIONS, DATE, NUMBER, TEXT, TIMESTAMP, Scope, expect
 from playbooks._expr.pyeval import (
+    BOOL_TEXT,
+    NUMBER_TEXT,
+    NUMBER_TEXT_MAX,
     UNIT_DAYS,
     UNIT_SECONDS,
     Duration,
@@ -178,14 +181,30 @@ _EpochSeconds = _construct(
     postgresql="CAST(floor(extract(epoch FROM {0})) AS BIGINT)",
 )
 # a declared JSON field (account.custom.x, event.properties.x): its value when its JSON type is the
-# declared one, else null; {1} is the field's name (an identifier, so a safe JSON path)
+# declared one, else null; {1} is the field's name (an identifier, so a safe JSON path). A field
+# declared number or bool also reads a JSON string written as one (imports keep CSV cells as
+# text), by the rules of pyeval.json_field: NUMBER_TEXT for numbers, BOOL_TEXT for booleans.
 _JSON_PATH = "'$.' || {1}"
+_SQLITE_VALUE = f"json_extract({{0}}, {_JSON_PATH})"
+# SQLite has no regular expressions: NUMBER_TEXT as globs on the text without its leading minus
+_SQLITE_UNSIGNED = (
+    f"(CASE WHEN substr({_SQLITE_VALUE}, 1, 1) = '-' THEN substr({_SQLITE_VALUE}, 2) ELSE {_SQLITE_VALUE} END)"
+)
+_SQLITE_IS_NUMBER = (
+    f"(length({_SQLITE_VALUE}) <= {NUMBER_TEXT_MAX} AND {_SQLITE_UNSIGNED} GLOB '*[0-9]*' "
+    f"AND {_SQLITE_UNSIGNED} NOT GLOB '*[^0-9.]*' "
+    f"AND length({_SQLITE_UNSIGNED}) - length(replace({_SQLITE_UNSIGNED}, '.', '')) <= 1)"
+)
+_PG_VALUE = "({0} ->> CAST({1} AS TEXT))"
+_PG_TYPE = "json_typeof({0} -> CAST({1} AS TEXT))"
+_PG_IS_NUMBER = f"(length({_PG_VALUE}) <= {NUMBER_TEXT_MAX} AND {_PG_VALUE} ~ '{NUMBER_TEXT.pattern}')"
 _JsonNumber = _construct(
     "expr_json_number",
     Float(),
-    sqlite=f"CASE WHEN json_type({{0}}, {_JSON_PATH}) IN ('integer', 'real') THEN json_extract({{0}}, {_JSON_PATH}) END",
-    postgresql="CASE WHEN json_typeof({0} -> CAST({1} AS TEXT)) = 'number' "
-    "THEN CAST({0} ->> CAST({1} AS TEXT) AS DOUBLE PRECISION) END",
+    sqlite=f"CASE json_type({{0}}, {_JSON_PATH}) WHEN 'integer' THEN {_SQLITE_VALUE} WHEN 'real' THEN {_SQLITE_VALUE} "
+    f"WHEN 'text' THEN (CASE WHEN {_SQLITE_IS_NUMBER} THEN CAST({_SQLITE_VALUE} AS REAL) END) END",
+    postgresql=f"CASE {_PG_TYPE} WHEN 'number' THEN CAST({_PG_VALUE} AS DOUBLE PRECISION) "
+    f"WHEN 'string' THEN (CASE WHEN {_PG_IS_NUMBER} THEN CAST({_PG_VALUE} AS DOUBLE PRECISION) END) END",
 )
 _JsonText = _construct(
     "expr_json_text",
@@ -193,12 +212,21 @@ _JsonText = _construct(
     sqlite=f"CASE WHEN json_type({{0}}, {_JSON_PATH}) = 'text' THEN json_extract({{0}}, {_JSON_PATH}) END",
     postgresql="CASE WHEN json_typeof({0} -> CAST({1} AS TEXT)) = 'string' THEN {0} ->> CAST({1} AS TEXT) END",
 )
+
+
+def _text_is(value: str, words: tuple[str, ...]) -> str:
+    return f"lower({value}) IN ({', '.join(repr(w) for w in words)})"
+
+
 _JsonBool = _construct(
     "expr_json_bool",
     Boolean(),
-    sqlite=f"CASE json_type({{0}}, {_JSON_PATH}) WHEN 'true' THEN 1 WHEN 'false' THEN 0 END",
-    postgresql="CASE WHEN json_typeof({0} -> CAST({1} AS TEXT)) = 'boolean' "
-    "THEN CAST({0} ->> CAST({1} AS TEXT) AS BOOLEAN) END",
+    sqlite=f"CASE json_type({{0}}, {_JSON_PATH}) WHEN 'true' THEN 1 WHEN 'false' THEN 0 "
+    f"WHEN 'text' THEN (CASE WHEN {_text_is(_SQLITE_VALUE, BOOL_TEXT[True])} THEN 1 "
+    f"WHEN {_text_is(_SQLITE_VALUE, BOOL_TEXT[False])} THEN 0 END) END",
+    postgresql=f"CASE {_PG_TYPE} WHEN 'boolean' THEN CAST({_PG_VALUE} AS BOOLEAN) "
+    f"WHEN 'string' THEN (CASE WHEN {_text_is(_PG_VALUE, BOOL_TEXT[True])} THEN TRUE "
+    f"WHEN {_text_is(_PG_VALUE, BOOL_TEXT[False])} THEN FALSE END) END",
 )
 _JSON_FIELDS = {NUMBER: _JsonNumber, TEXT: _JsonText, BOOL: _JsonBool}
 
@@ -234,7 +262,7 @@ class _Compiler:
             case FieldRef(record=Name(name=record), name=name):
                 return _TABLES[record].c[name]
             case FieldRef(record=Call(func="last_survey", args=[Literal(value=str(kind))]), name=name):
-                survey, where = _latest_survey(kind)
+                survey, where = _latest_survey(kind, self.env.now)
                 return (
                     select(survey.c[name])
                     .where(*where)
@@ -291,9 +319,17 @@ class _Compiler:
                 )
             case Call(func="open_tickets"):
                 tickets = table_of(SupportTicket).alias()
+                now = _bind(self.env.now, TIMESTAMP)
                 return (
                     select(func.count())
-                    .where(tickets.c.account_id == _ACCOUNT_ID, tickets.c.status != literal("solved", String()))
+                    .where(
+                        tickets.c.account_id == _ACCOUNT_ID,
+                        tickets.c.opened_at <= now,
+                        or_(
+                            tickets.c.closed_at > now,
+                            and_(tickets.c.closed_at.is_(None), tickets.c.status != literal("solved", String())),
+                        ),
+                    )
                     .scalar_subquery()
                 )
             case Not(operand=operand):
@@ -355,7 +391,7 @@ class _Compiler:
         left, right, op = node.left, node.right, node.op
         if right is None:
             if isinstance(left, Call) and left.func == "last_survey":  # is there a response at all?
-                _, where = _latest_survey(str(_literal(left.args[0])))
+                _, where = _latest_survey(str(_literal(left.args[0])), self.env.now)
                 found = exists().where(*where)
                 return ~found if op == "is none" else found
             value = self(left)
@@ -449,10 +485,15 @@ def _mrr(day: date, today: date) -> ColumnElement[Any]:
     return case((has_data, _Divide(cents, literal(100, BigInteger()))), else_=None)
 
 
-def _latest_survey(kind: str) -> tuple[Any, list[ColumnElement[bool]]]:
-    """An alias of survey_response and the conditions for this account's responses of ``kind``."""
+def _latest_survey(kind: str, now: datetime) -> tuple[Any, list[ColumnElement[bool]]]:
+    """An alias of survey_response and the conditions for this account's responses of ``kind``
+    given by ``now``."""
     survey = table_of(SurveyResponse).alias()
-    return survey, [survey.c.account_id == _ACCOUNT_ID, survey.c.kind == literal(kind, String())]
+    return survey, [
+        survey.c.account_id == _ACCOUNT_ID,
+        survey.c.kind == literal(kind, String()),
+        survey.c.responded_at <= _bind(now, TIMESTAMP),
+    ]
 
 
 def _literal(node: Expr) -> Any:

@@ -1,6 +1,7 @@
 """SQL and Python agree: for generated accounts (nulls, dates around today, timestamps a microsecond
 either side of a day boundary, negative and fractional ARR, usage, surveys, product events,
-revenue, custom fields of every JSON type) and generated expressions, the accounts ``to_sql``
+revenue, custom fields of every JSON type and text that reads as a declared number or boolean, or
+does not) and generated expressions, the accounts ``to_sql``
 selects are exactly those ``evaluate`` finds true."""
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Generated:
     account: dict[str, Any]
     usage: list[tuple[str, int, float]] = field(default_factory=list)  # metric, days ago, value
     surveys: list[tuple[str, int, timedelta, str | None]] = field(default_factory=list)  # kind, score, when, comment
-    tickets: list[str] = field(default_factory=list)
+    tickets: list[tuple[str, timedelta, timedelta | None]] = field(default_factory=list)  # status, opened, closed
     events: list[tuple[str, timedelta]] = field(default_factory=list)  # name, when (relative to now)
     revenue: list[tuple[int, int]] = field(default_factory=list)  # months from this month, cents
 
@@ -64,7 +65,10 @@ json_values = st.one_of(
     st.none(),
     st.booleans(),
     st.sampled_from([0, 1, 31, -2, 2.5, 100.25]),
-    st.sampled_from(["gold", "silver", "", "31", "true"]),
+    st.sampled_from(["gold", "silver", "", "true"]),
+    # text as a CSV import keeps it: read as a number or a boolean where the field is declared so
+    st.sampled_from(["31", "2.5", "-4", ".5", "1.", "-0", "0.1", "007", "-", ".", "1.2.3", "12abc", " 7", "1e3"]),
+    st.sampled_from(["TRUE", "False", "yes", "No", "y", "1", "truth"]),
 )
 customs = st.dictionaries(st.sampled_from(["tier", "score", "vip"]), json_values, max_size=3)
 
@@ -99,12 +103,20 @@ accounts = st.builds(
         st.tuples(
             st.sampled_from(["nps", "csat"]),
             st.integers(0, 10),
-            st.sampled_from([timedelta(days=-d) for d in (0, 1, 5, 40)]),
+            st.sampled_from(
+                [timedelta(days=-d) for d in (0, 1, 5, 40)] + [timedelta(microseconds=1), timedelta(days=2)]
+            ),
             st.sampled_from([None, "ok", "slow"]),
         ),
         max_size=3,
     ),
-    tickets=st.lists(st.sampled_from(["open", "pending", "solved"]), max_size=3),
+    # opened and closed around now, before or after it: open_tickets() counts those open at now
+    tickets=st.lists(
+        st.tuples(
+            st.sampled_from(["open", "pending", "solved"]), st.one_of(near, anywhere), st.one_of(st.none(), near)
+        ),
+        max_size=3,
+    ),
     events=st.lists(
         st.tuples(
             st.sampled_from(["Login", "Report Exported"]), st.one_of(near, anywhere).map(lambda d: -abs(d) if d else d)
@@ -277,8 +289,10 @@ def _insert(s: Session, population: list[Generated], now: datetime) -> list[Acco
                 "comment": comment,
             }
             s.add(SurveyResponse.model_validate(survey))
-        for status in generated.tickets:
-            s.add(SupportTicket.model_validate({"account_id": account.id, "subject": "help", "status": status}))
+        for status, opened, closed in generated.tickets:
+            ticket = {"account_id": account.id, "subject": "help", "status": status, "opened_at": now + opened}
+            ticket["closed_at"] = None if closed is None else now + opened + abs(closed)
+            s.add(SupportTicket.model_validate(ticket))
         for j, (name, when) in enumerate(generated.events):
             s.add(
                 ProductEvent.model_validate(
