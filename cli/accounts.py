@@ -111,11 +111,31 @@ def import_accounts_command(
     All or nothing: if any row is bad, nothing is written and every bad row is listed as FILE: row N, column 'x': message (the header is row 1). --skip-invalid writes the good rows instead.
 
     A blank cell, or a column the file lacks, leaves the stored value alone. arr takes 12000, 12,000.50 or $12000 ('.' for decimals).
+
+    A custom field that a playbook of the playbooks folder declares number (custom_fields:) must hold a plain number (12, -0.5) and one declared bool true, false, yes or no: the playbooks read it by that type.
     """
+    from functools import partial
+
     from integrations.sources import import_accounts
 
-    engine = state(ctx).engine()
-    _run_import(import_accounts, engine, file, skip_invalid=skip_invalid, dry_run=dry_run)
+    st = state(ctx)
+    importer = partial(import_accounts, declared=_declared_custom_fields(st.playbooks_dir))
+    _run_import(importer, st.engine(), file, skip_invalid=skip_invalid, dry_run=dry_run)
+
+
+def _declared_custom_fields(folder: Path) -> dict[str, list[tuple[str, str]]]:
+    """The custom fields the playbooks of ``folder`` declare: ``{name: [(type, file name), ...]}``
+    (a playbook that does not compile declares nothing)."""
+    from flows.engine.tick import valid_playbooks
+
+    declared: dict[str, list[tuple[str, str]]] = {}
+    if not folder.is_dir():
+        return declared
+    compiled, _ = valid_playbooks(folder)
+    for pb in compiled.values():
+        for name, kind in pb.spec.custom_fields.items():
+            declared.setdefault(name, []).append((str(kind), Path(pb.file).name))
+    return declared
 
 
 @contacts_app.command("import")

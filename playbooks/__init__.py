@@ -37,6 +37,7 @@ from playbooks._expr import (
     explain,
     fields_of,
     parse,
+    read_as,
     read_clauses,
     to_sql,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "parse",
     "playbook_files",
     "policy_problems",
+    "read_as",
     "read_clauses",
     "render",
     "sources_file",

@@ -62,6 +62,7 @@ import difflib
 import logging
 import re
 import zoneinfo
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -109,6 +110,7 @@ from models import (
     table_of,
     utcnow,
 )
+from playbooks import read_as
 
 __all__ = [
     "ACCOUNT_COLUMNS",
@@ -362,6 +364,23 @@ def _logged(result: ImportResult) -> ImportResult:
 # accounts
 
 
+def _check_declared(
+    csv_file: CsvFile, columns: Sequence[str], declared: Mapping[str, Sequence[tuple[str, str]]]
+) -> None:
+    """A custom field's cell that does not read as the type a playbook declares for it is a problem
+    of its row: ``account.custom.seats > 10`` would silently skip the account otherwise."""
+    checked = [(c, kind, where) for c in columns for kind, where in declared.get(c, ()) if kind != "text"]
+    for record in csv_file.records:
+        for column, kind, where in checked:
+            value = record.cells.get(column)
+            if value is not None and read_as(value, kind) is None:
+                how = "a plain number like 12 or -0.5" if kind == "number" else "true, false, yes or no"
+                message = (
+                    f"{quote_cell(value)} is not a {kind}: {where} declares custom field {column!r} {kind} ({how})"
+                )
+                csv_file.problems.append(RowProblem(record.line, message, csv_file.header(column)))
+
+
 def import_accounts(
     engine: Engine,
     path: str | Path,
@@ -369,12 +388,15 @@ def import_accounts(
     skip_invalid: bool = False,
     dry_run: bool = False,
     now: datetime | None = None,
+    declared: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> ImportResult:
     """Upsert the accounts of a CSV file by ``external_id`` (see the module's documentation).
 
     Raises :class:`models.DataImportError` listing every bad row (nothing written) unless
     ``skip_invalid``; with ``dry_run`` nothing is written and the counts say what would be.
     ``now`` (aware) stamps ``updated_at`` and the timeline; by default the current time.
+    ``declared``: the custom fields playbooks declare, ``{name: [(type, playbook), ...]}``: a cell
+    of such a column that does not read as its declared ``number`` or ``bool`` is a bad row.
     """
     moment = now or utcnow()
     csv_file = read_csv(path, "accounts", _required(_AccountRow))
@@ -403,6 +425,7 @@ def land_accounts(
     ``skip_invalid`` and ``dry_run`` as for :func:`import_accounts`."""
     custom_columns = tuple(c for c in csv_file.headers if c not in _AccountRow.model_fields)
     rows = validate_rows(csv_file, _AccountRow)
+    _check_declared(csv_file, custom_columns, declared or {})
     flag_duplicates(csv_file, lambda r: r.cells.get("external_id"), "external_id", lambda k: f"external_id {k!r}")
     problems = settle_problems(csv_file, skip_invalid)
     bad_lines = {p.row for p in problems}
