@@ -404,7 +404,15 @@ def import_accounts(
 
     def write(conn: Connection) -> None:
         results.append(
-            land_accounts(conn, csv_file, now=moment, label=Path(path).name, skip_invalid=skip_invalid, dry_run=dry_run)
+            land_accounts(
+                conn,
+                csv_file,
+                now=moment,
+                label=Path(path).name,
+                skip_invalid=skip_invalid,
+                dry_run=dry_run,
+                declared=declared,
+            )
         )
 
     write_all_or_nothing(engine, csv_file.name, write)
@@ -419,10 +427,11 @@ def land_accounts(
     label: str,
     skip_invalid: bool = False,
     dry_run: bool = False,
+    declared: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> ImportResult:
     """Upsert the accounts of ``csv_file``'s records (from a file, or a SQL source's batch) in the
     caller's transaction; ``label`` names where they came from on the timeline. Errors,
-    ``skip_invalid`` and ``dry_run`` as for :func:`import_accounts`."""
+    ``skip_invalid``, ``dry_run`` and ``declared`` as for :func:`import_accounts`."""
     custom_columns = tuple(c for c in csv_file.headers if c not in _AccountRow.model_fields)
     rows = validate_rows(csv_file, _AccountRow)
     _check_declared(csv_file, custom_columns, declared or {})
