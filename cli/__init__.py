@@ -21,6 +21,7 @@ def _register() -> None:
     # imported for their side effect: each module adds its commands to ``app``
     from . import (  # noqa: F401
         accounts,
+        approvals,
         data,
         database,
         demo,

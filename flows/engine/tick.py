@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from flows.engine.advance import AdvanceResult, advance
+from flows.engine.approvals import settle_approvals
 from flows.engine.enroll import enroll
 from flows.engine.outbox import CUSTOMER_CHANNELS, DeliveryPolicy, deliver
 from flows.engine.policy import ContactPolicy, effective_policy
@@ -161,6 +162,7 @@ def tick(
         with session(bind) as s:
             sync_revision(s, pb)
             report.settled = dict(settle(s, cache, pb.id, as_of))
+            settle_approvals(s, as_of, playbook=pb.id)  # drafts past their approval deadline
             report.enrolled, report.holdout = enroll(s, pb, as_of, only=enroll_only)
         result = advance(bind, cache, pb.id, as_of, worker=_worker())
         _fill(report, result)

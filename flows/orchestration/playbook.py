@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 
 from flows.engine.advance import AdvanceResult, advance
+from flows.engine.approvals import settle_approvals
 from flows.engine.enroll import enroll
 from flows.engine.outbox import deliver
 from flows.engine.revisions import RevisionCache, sync_revision
@@ -79,7 +80,9 @@ def settle_task(
 ) -> dict[str, int]:
     with session(bind) as s:
         sync_revision(s, pb)
-        return dict(settle(s, cache, pb.id, as_of))
+        settled = dict(settle(s, cache, pb.id, as_of))
+        settle_approvals(s, as_of, playbook=pb.id)  # drafts past their approval deadline
+        return settled
 
 
 @task(name="enroll", cache_policy=NO_CACHE)

@@ -15,6 +15,7 @@ from models import (
     Account,
     ConfigError,
     Contact,
+    CsmTask,
     Enrollment,
     Settings,
     SurveyResponse,
@@ -153,3 +154,19 @@ def test_simulate_on_the_demo_data_changes_nothing(ran: tuple[Engine, Settings, 
     assert result.touches.get("email", {}).get("would be delivered", 0) > 0
     assert result.held_back, "quiet hours, weekends, caps or unsubscribes hold some touches back"
     assert files() == before
+
+
+def test_tasks_of_ended_enrollments_are_closed_with_the_reason(ran: tuple[Engine, Settings, demo.DemoResult]) -> None:
+    engine, _, _ = ran
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                CsmTask.status, CsmTask.closed_reason, CsmTask.keep_open, Enrollment.status, Enrollment.playbook
+            ).join(Enrollment, Enrollment.id == CsmTask.enrollment_id)
+        ).all()
+    assert rows
+    left_open = [r for r in rows if r[0] == "open" and r[3] != "active" and not r[2]]
+    assert left_open == []
+    closed = [r for r in rows if r[0] == "closed"]
+    assert closed, "some enrollments with tasks ended in 40 days"
+    assert all(reason == f"its enrollment in {pb} ended: " + reason.split(": ", 1)[1] for _, reason, _, _, pb in closed)
