@@ -17,6 +17,12 @@ What the events say about accounts is kept current as they land:
 * ``account.onboarded_at``: the first ``track`` of the *activation event*, if the account has no
   ``onboarded_at`` yet. The activation event is declared in ``sources.yaml`` in the playbooks
   folder (``activation_event: Onboarding Completed``); without it, no event onboards anyone.
+* contacts: a user with an ``email`` trait and an account (its ``group`` call, or the ``groupId``
+  or ``context.groupId`` of its ``identify``) is a contact of that account: created when the
+  account has no contact with that address (primary when the account has no primary contact, and
+  unsubscribed when the address is suppressed), its ``name`` (or ``firstName`` and ``lastName``),
+  ``title`` and ``role`` traits written on it. So the playbooks reach users known only from
+  product events.
 
 All or nothing: every record is checked first (shape, cells, unknown accounts) and one bad
 record means nothing is written; the error lists every one by its line.
@@ -41,7 +47,8 @@ from integrations.sources._batches import CHUNK, chunks, import_event, write_all
 from integrations.sources._csv import CsvFile, parse_timestamp, quote_cell, settle_problems, validate_rows
 from integrations.sources._records import read_records
 from integrations.sources.activity import account_ids
-from models import Account, ProductEvent, ProductUser, TimelineEvent, table_of
+from integrations.sources.suppression import apply_suppressions
+from models import Account, Contact, ProductEvent, ProductUser, TimelineEvent, table_of
 
 __all__ = [
     "EventRecord",
@@ -56,6 +63,7 @@ logger = logging.getLogger(__name__)
 _ACCOUNT: Table = table_of(Account)
 _EVENT: Table = table_of(ProductEvent)
 _USER: Table = table_of(ProductUser)
+_CONTACT: Table = table_of(Contact)
 _TIMELINE: Table = table_of(TimelineEvent)
 
 
@@ -161,12 +169,14 @@ class EventsResult:
     unchanged: int = 0  # events already stored (same message id)
     users: int = 0  # users added or changed
     onboarded: int = 0  # accounts whose onboarded_at the activation event set
+    contacts: int = 0  # contacts added or changed from identify calls
     dry_run: bool = False
 
     def line(self) -> str:
         text = (
             f"{self.file}: events: {self.inserted} new, {self.unchanged} already stored; "
-            f"{self.users} users added or changed; {self.onboarded} accounts onboarded by the activation event"
+            f"{self.users} users added or changed; {self.onboarded} accounts onboarded by the activation event; "
+            f"{self.contacts} contacts added or updated"
         )
         return text + (" (dry run: nothing written)" if self.dry_run else "")
 
@@ -178,6 +188,8 @@ def _user_after(old: dict[str, Any] | None, event: EventRecord, ids: Mapping[str
     if event.type == "group" and event.group_id:
         user["account_id"] = ids[event.group_id]
     if event.type == "identify":
+        if event.group_id and not user.get("account_id"):  # an identify that names its account
+            user["account_id"] = ids[event.group_id]
         user["traits"] = {**(user.get("traits") or {}), **event.properties}
         email = event.properties.get("email")
         if isinstance(email, str) and email.strip():
@@ -255,7 +267,81 @@ def land_events(
     touched: set[int] = {r["account_id"] for r in rows if isinstance(r["account_id"], int)}
     touched |= {a for a in [*grouped.values(), *stored.values()] if isinstance(a, int)}
     onboarded = _derive(conn, sorted(touched), now=now, activation=activation, source=source)
-    return EventsResult(source, len(rows), len(events) - len(rows), len(changed_users), onboarded)
+    contacts = _land_contacts(conn, list(changed_users.values()), now=now, source=source)
+    return EventsResult(source, len(rows), len(events) - len(rows), len(changed_users), onboarded, contacts)
+
+
+def _trait(traits: Mapping[str, Any], *names: str, limit: int) -> str | None:
+    for name in names:
+        value = traits.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:limit]
+    return None
+
+
+def _contact_traits(traits: Mapping[str, Any]) -> dict[str, str]:
+    """What an identify call's traits say of a contact: name (or first and last name), title, role."""
+    name = _trait(traits, "name", limit=200)
+    if name is None:
+        parts = [_trait(traits, *keys, limit=100) for keys in (("firstName", "first_name"), ("lastName", "last_name"))]
+        name = " ".join(p for p in parts if p) or None
+    found = {"name": name, "title": _trait(traits, "title", limit=200), "role": _trait(traits, "role", limit=60)}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _land_contacts(conn: Connection, users: Sequence[Mapping[str, Any]], *, now: datetime, source: str) -> int:
+    """The contact of each product user with an email and an account: created when the account has
+    none with that address (primary when the account has no primary contact), its name, title and
+    role updated from the traits. Returns the contacts created or changed; idempotent."""
+    wanted: dict[tuple[int, str], dict[str, str]] = {}
+    for user in users:
+        email, account_id = user.get("email"), user.get("account_id")
+        if isinstance(email, str) and email and isinstance(account_id, int):
+            wanted[(account_id, email)] = _contact_traits(user.get("traits") or {})
+    if not wanted:
+        return 0
+    accounts = sorted({a for a, _ in wanted})
+    existing: dict[tuple[int, str], dict[str, Any]] = {}
+    has_primary: set[int] = set()
+    for chunk in chunks(accounts, CHUNK):
+        columns = (_CONTACT.c.id, _CONTACT.c.account_id, _CONTACT.c.email, _CONTACT.c.name, _CONTACT.c.title,
+                   _CONTACT.c.role, _CONTACT.c.is_primary)  # fmt: skip
+        for found in conn.execute(select(*columns).where(_CONTACT.c.account_id.in_(chunk))).mappings():
+            existing.setdefault((found["account_id"], found["email"].lower()), dict(found))
+            if found["is_primary"]:
+                has_primary.add(found["account_id"])
+    inserts: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    changed = 0
+    label = Path(source).name
+    for (account_id, email), traits in sorted(wanted.items()):
+        old = existing.get((account_id, email))
+        if old is None:
+            primary = account_id not in has_primary
+            has_primary.add(account_id)
+            inserts.append(
+                {
+                    "account_id": account_id, "email": email, "name": traits.get("name"),
+                    "title": traits.get("title"), "role": traits.get("role"), "timezone": None,
+                    "is_primary": primary, "unsubscribed": False, "unsubscribed_channels": [],
+                    "unsubscribed_at": None, "preferences": {}, "slack_user_id": None, "created_at": now,
+                }
+            )  # fmt: skip
+            summary = f"contact {email} added from product events ({label})"
+            events.append(import_event(account_id, now, summary, {"email": email, **traits}))
+            continue
+        updates = {k: v for k, v in traits.items() if old.get(k) != v}
+        if updates:
+            conn.execute(update(_CONTACT).where(_CONTACT.c.id == old["id"]).values(**updates))
+            summary = f"contact {email} updated from product events ({label}): {', '.join(sorted(updates))}"
+            events.append(import_event(account_id, now, summary, {"email": email, **updates}))
+            changed += 1
+    if inserts:
+        conn.execute(insert(_CONTACT), inserts)
+        apply_suppressions(conn, now, {row["email"] for row in inserts})
+    if events:
+        conn.execute(insert(_TIMELINE), events)
+    return changed + len(inserts)
 
 
 def _derive(conn: Connection, accounts: list[int], *, now: datetime, activation: str | None, source: str) -> int:

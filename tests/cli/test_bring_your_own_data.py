@@ -5,6 +5,7 @@ enrolls exactly the accounts the sample was built for."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from sqlmodel import Session, select
 
 import cli
 from cli._app import console
-from models import BUNDLED_PLAYBOOKS_DIR, Account, Enrollment, make_engine
+from models import BUNDLED_PLAYBOOKS_DIR, Account, Contact, Enrollment, Touch, make_engine
 
 SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "samples"
 AS_OF = "2027-03-10T15:00:00Z"  # a Wednesday, 10:00 in New York
@@ -27,8 +28,10 @@ EXPECTED: dict[str, set[str]] = {
     "check_in": {"initech", "hooli"},
     # active, ARR 48,000, renews in 51 days; stark would qualify but has given notice
     "renewal": {"umbrella"},
-    # churned 64 days ago after onboarding; soylent churned 3 days ago, acme 282 days ago
-    "win_back": {"vandelay"},
+    # churned 64 days ago after onboarding; duff's revenue stopped in January (churned 68 days ago,
+    # known from revenue alone). Soylent churned 3 days ago, acme 282 days ago; krusty's revenue
+    # stopped too, but its product events show it never went live (no activation event)
+    "win_back": {"vandelay", "duff"},
     # churned 3 days ago, and gave notice (cancelling)
     "farewell": {"soylent", "stark"},
 }
@@ -40,6 +43,17 @@ LOAD = [
     ("usage", "import", "usage_events.jsonl"),
     ("tickets", "import", "tickets.csv"),
     ("events", "import", "events.jsonl"),
+]
+#: the billing export runs through the day before the tick; the state is derived as of the tick
+REVENUE = [
+    "revenue",
+    "import",
+    "revenue.csv",
+    "--create-accounts",
+    "--data-through",
+    "2027-03-09",
+    "--as-of",
+    "2027-03-10",
 ]
 
 
@@ -65,7 +79,9 @@ def test_each_shipped_playbook_enrolls_exactly_the_accounts_it_should(
     retain("init")
     for *command, name in LOAD:
         retain(*command, SAMPLES / name)
-    assert "1 accounts onboarded by the activation event" not in retain("events", "import", SAMPLES / "events.jsonl")
+    retain(*REVENUE[:2], SAMPLES / REVENUE[2], *REVENUE[3:])
+    again = retain("events", "import", SAMPLES / "events.jsonl")  # idempotent: nothing new
+    assert "0 new" in again and "0 accounts onboarded" in again and "0 contacts added or updated" in again
     for playbook in EXPECTED:
         retain("run", playbook, "--as-of", AS_OF, "--no-prefect")
 
@@ -76,10 +92,28 @@ def test_each_shipped_playbook_enrolls_exactly_the_accounts_it_should(
         for enrollment in s.exec(select(Enrollment)).all():
             entered[enrollment.playbook].add(names[enrollment.account_id])
         globex = s.exec(select(Account).where(Account.external_id == "globex")).one()
+        # a user known only from product events (an identify naming its account in its context)
+        nina = s.exec(select(Contact).where(Contact.email == "nina@northwind.example")).one()
+        northwind = s.exec(select(Account).where(Account.external_id == "northwind")).one()
+        welcomed = {
+            t.contact_id
+            for t in s.exec(select(Touch).where(Touch.playbook == "onboarding", Touch.step_id == "welcome")).all()
+        }
+        duff = s.exec(select(Account).where(Account.external_id == "duff")).one()
     engine.dispose()
     with capsys.disabled():
-        print(f"\n{'playbook':<12} {'should enter':<28} {'entered':<28}")
+        print(f"\n{'playbook':<12} {'should enter':<36} {'entered':<36}")
         for playbook, expected in EXPECTED.items():
-            print(f"{playbook:<12} {', '.join(sorted(expected)):<28} {', '.join(sorted(entered[playbook])):<28}")
+            should, did = sorted(expected), sorted(entered[playbook])
+            print(f"{playbook:<12} {len(should)}: {', '.join(should):<33} {len(did)}: {', '.join(did):<33}")
     assert entered == EXPECTED
     assert globex.onboarded_at is not None  # from the activation event in sources.yaml
+    assert (duff.status, duff.churned_at, duff.onboarded_at) == ("churned", datetime(2027, 1, 1, tzinfo=UTC), None)
+    assert (nina.account_id, nina.name, nina.title, nina.role) == (
+        northwind.id,
+        "Nina Nakamura",
+        "Operations lead",
+        "admin",
+    )
+    assert not nina.is_primary  # northwind has its primary contact from contacts.csv
+    assert nina.id in welcomed  # onboarding's first email reaches her

@@ -20,6 +20,7 @@ from flows.engine.tick import tick
 from integrations.sources import import_accounts, import_events
 from models import (
     Account,
+    Contact,
     Enrollment,
     ProductEvent,
     ProductUser,
@@ -180,9 +181,11 @@ def test_events_land_once_tie_users_to_accounts_and_set_onboarded_and_last_seen(
     _load_accounts(retain)
     code, out, _ = retain("events", "import", SAMPLES / "events.jsonl", "--activation-event", "Onboarding Completed")
     assert code == 0, out
-    assert "events: 7 new, 0 already stored; 2 users added or changed; 1 accounts onboarded" in out
+    assert "events: 10 new, 0 already stored; 4 users added or changed; 1 accounts onboarded" in out
+    assert "1 contacts added or updated" in out  # nina, of northwind (gary is a contact already)
     code, out, _ = retain("events", "import", SAMPLES / "events.jsonl", "--activation-event", "Onboarding Completed")
-    assert "events: 0 new, 7 already stored; 0 users added or changed; 0 accounts onboarded" in out
+    assert "events: 0 new, 10 already stored; 0 users added or changed; 0 accounts onboarded" in out
+    assert "0 contacts added or updated" in out
     with Session(_engine(retain)) as s:
         accounts = {a.external_id: a for a in s.exec(select(Account)).all()}
         assert accounts["globex"].onboarded_at == datetime(2027, 3, 5, 15, 30, tzinfo=UTC)
@@ -190,12 +193,52 @@ def test_events_land_once_tie_users_to_accounts_and_set_onboarded_and_last_seen(
         assert accounts["hooli"].onboarded_at == datetime(2025, 5, 1, tzinfo=UTC)  # already set: kept
         assert accounts["hooli"].last_seen_at == datetime(2027, 3, 9, 9, 0, tzinfo=UTC)
         # the Login came before hank's group call: it belongs to hooli all the same
-        login = s.exec(select(ProductEvent).where(ProductEvent.name == "Login")).one()
+        login = s.exec(select(ProductEvent).where(ProductEvent.name == "Login", ProductEvent.user_id == "u-hank")).one()
         assert login.account_id == accounts["hooli"].id
         gary = s.get(ProductUser, "u-gary")
         assert gary is not None and (gary.email, gary.account_id) == ("gary@globex.example", accounts["globex"].id)
         onboarded = s.exec(select(TimelineEvent).where(col(TimelineEvent.summary).startswith("onboarded"))).all()
         assert [e.account_id for e in onboarded] == [accounts["globex"].id]
+
+
+def test_an_identify_with_an_email_is_the_contact_of_its_account(retain: Retain, tmp_path: Path) -> None:
+    """A user known only from product events becomes a contact of the account its group call (or
+    its identify's groupId) names, with the name, title and role its traits give; a later identify
+    updates them; a suppressed address is never contactable; a re-run changes nothing."""
+    _load_accounts(retain)
+    suppressed = tmp_path / "suppressed.csv"
+    suppressed.write_text("email,reason\nzed@duff.example,asked us not to write\n", encoding="utf-8")
+    assert retain("contacts", "suppress", suppressed)[0] == 0
+    lines = [
+        {"type": "identify", "messageId": "i-1", "userId": "u-ann", "timestamp": "2027-03-01T10:00:00Z",
+         "traits": {"email": "Ann@Duff.example", "first_name": "Ann", "last_name": "Archer"}},
+        {"type": "group", "messageId": "g-1", "userId": "u-ann", "groupId": "duff", "timestamp": "2027-03-01T10:00:01Z"},
+        {"type": "identify", "messageId": "i-2", "userId": "u-zed", "groupId": "duff",
+         "timestamp": "2027-03-01T11:00:00Z", "traits": {"email": "zed@duff.example", "name": "Zed"}},
+    ]  # fmt: skip
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    code, out, err = retain("events", "import", events)
+    assert code == 0, (out, err)
+    assert "2 contacts added or updated" in out
+    assert "0 contacts added or updated" in retain("events", "import", events)[1]
+    later = tmp_path / "later.jsonl"
+    later.write_text(
+        json.dumps({"type": "identify", "messageId": "i-3", "userId": "u-ann", "timestamp": "2027-03-05T10:00:00Z",
+                    "traits": {"title": "Head of Support", "role": "champion"}}) + "\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    assert "1 contacts added or updated" in retain("events", "import", later)[1]
+    with Session(_engine(retain)) as s:
+        duff = s.exec(select(Account).where(Account.external_id == "duff")).one()
+        contacts = {c.email: c for c in s.exec(select(Contact).where(Contact.account_id == duff.id)).all()}
+        timeline = [e.summary for e in s.exec(select(TimelineEvent).where(TimelineEvent.account_id == duff.id)).all()]
+    ann, zed = contacts["ann@duff.example"], contacts["zed@duff.example"]
+    assert (ann.name, ann.title, ann.role) == ("Ann Archer", "Head of Support", "champion")
+    assert ann.is_primary and not zed.is_primary  # duff had no contact: the first one is its primary
+    assert zed.unsubscribed and not ann.unsubscribed  # zed's address is suppressed
+    assert any("contact ann@duff.example added from product events" in t for t in timeline)
+    assert any("contact ann@duff.example updated from product events (later.jsonl): role, title" in t for t in timeline)
 
 
 def test_events_csv_with_bad_lines_writes_nothing(retain: Retain, tmp_path: Path) -> None:
