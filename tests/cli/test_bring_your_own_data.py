@@ -49,7 +49,6 @@ REVENUE = [
     "revenue",
     "import",
     "revenue.csv",
-    "--create-accounts",
     "--data-through",
     "2027-03-09",
     "--as-of",
