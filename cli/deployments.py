@@ -153,9 +153,14 @@ def serve(
     beside: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if web:
         from integrations.web.server import WebThread, web_server
+        from playbooks import load_sources
 
         settings = st.settings
-        beside = WebThread(web_server(st.engine(), settings, host=settings.web_host, port=settings.web_port))
+        activation = load_sources(st.playbooks_dir).activation_event
+        inbound = web_server(
+            st.engine(), settings, host=settings.web_host, port=settings.web_port, activation_event=activation
+        )
+        beside = WebThread(inbound)
         console.print(f"retain web on http://{settings.web_host}:{settings.web_port}", markup=False)
     with beside, prefect_environment(st.settings, start_temporary_server=False):
         if configured:

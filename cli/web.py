@@ -26,12 +26,14 @@ def web(
     (replies). The product: /v1/identify, /v1/group, /v1/track, /v1/batch (Segment spec).
     Set RETAIN_PUBLIC_URL to where people reach it (https://…)."""
     from integrations.web.server import web_server
+    from playbooks import load_sources
 
     st = state(ctx)
     settings = st.settings
     chosen_host = host or settings.web_host
     chosen_port = port or settings.web_port
-    server = web_server(st.engine(), settings, host=chosen_host, port=chosen_port)
+    activation = load_sources(st.playbooks_dir).activation_event
+    server = web_server(st.engine(), settings, host=chosen_host, port=chosen_port, activation_event=activation)
     console.print(
         f"retain web on http://{chosen_host}:{chosen_port} (links point to {settings.public_url}; Ctrl-C stops)",
         markup=False,

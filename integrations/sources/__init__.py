@@ -58,7 +58,7 @@ from integrations.sources.billing import (
     revenue_of,
     spread_cents,
 )
-from integrations.sources.events import EventRecord, EventsResult, event_records, import_events, land_events
+from integrations.sources.events import EventRecord, EventsResult, event_records, import_events, land_calls, land_events
 from integrations.sources.mailbox import (
     Answer,
     Mailbox,
@@ -149,6 +149,7 @@ __all__ = [
     "import_usage",
     "json_safe",
     "land_accounts",
+    "land_calls",
     "land_contacts",
     "land_events",
     "land_provider_events",

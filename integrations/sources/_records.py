@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from integrations.sources._csv import (
     MAX_IMPORT_ROWS,
@@ -28,7 +29,7 @@ from integrations.sources._csv import (
 )
 from models import DataImportError, RowProblem
 
-__all__ = ["JSONL_SUFFIXES", "read_records"]
+__all__ = ["JSONL_SUFFIXES", "object_records", "read_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,32 @@ def _cell(value: object) -> str | None:
         return "true" if value else "false"
     text = str(value).strip()
     return text or None
+
+
+def _cells(data: dict[str, Any], headers: dict[str, str]) -> dict[str, str]:
+    """One JSON object's cells by column key (the headers seen are noted in ``headers``)."""
+    cells: dict[str, str] = {}
+    for written, value in data.items():
+        key = _key(str(written))
+        headers.setdefault(key, str(written))
+        cell = _cell(value)
+        if key and cell is not None:
+            cells[key] = cell
+    return cells
+
+
+def object_records(name: str, objects: Sequence[Any]) -> CsvFile:
+    """The records of JSON objects already parsed (the calls of a request), numbered from 1 as a
+    file's lines are, read as :func:`read_records` reads a JSON Lines file."""
+    records: list[CsvRecord] = []
+    problems: list[RowProblem] = []
+    headers: dict[str, str] = {}
+    for line, data in enumerate(objects, start=1):
+        if not isinstance(data, dict):
+            problems.append(RowProblem(line, f"not a JSON object but a {type(data).__name__}"))
+            continue
+        records.append(CsvRecord(line, _cells(data, headers)))
+    return CsvFile(name, headers, records, problems)
 
 
 def read_records(path: str | Path, kind: str, required: Sequence[str]) -> CsvFile:
@@ -83,14 +110,7 @@ def read_records(path: str | Path, kind: str, required: Sequence[str]) -> CsvFil
         if not isinstance(data, dict):
             problems.append(RowProblem(line, f"not a JSON object but a {type(data).__name__}"))
             continue
-        cells: dict[str, str] = {}
-        for written, value in data.items():
-            key = _key(str(written))
-            headers.setdefault(key, str(written))
-            cell = _cell(value)
-            if key and cell is not None:
-                cells[key] = cell
-        records.append(CsvRecord(line, cells))
+        records.append(CsvRecord(line, _cells(data, headers)))
     if not records and not problems:
         raise DataImportError(name, [RowProblem(1, "the file holds no records")])
     logger.info("%s: %d records read", name, len(records))

@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from integrations.sources._batches import CHUNK, chunks, import_event, write_all_or_nothing
 from integrations.sources._csv import CsvFile, parse_timestamp, quote_cell, settle_problems, validate_rows
-from integrations.sources._records import read_records
+from integrations.sources._records import object_records, read_records
 from integrations.sources.activity import account_ids
 from integrations.sources.suppression import apply_suppressions
 from models import Account, Contact, ProductEvent, ProductUser, TimelineEvent, table_of
@@ -55,6 +55,7 @@ __all__ = [
     "EventsResult",
     "event_records",
     "import_events",
+    "land_calls",
     "land_events",
 ]
 
@@ -395,3 +396,21 @@ def event_records(records: CsvFile) -> list[EventRecord]:
     rows = validate_rows(records, _EventRow)
     settle_problems(records, skip_invalid=False)
     return [_record(record.line, row) for record, row in rows]
+
+
+def land_calls(
+    engine: Engine, source: str, calls: Sequence[Any], *, now: datetime, activation: str | None
+) -> EventsResult:
+    """Land Segment calls received over HTTP (``retain web``'s ``/v1/...``) through the same path as
+    a file of them: each checked (every bad one a problem, raised at once as
+    :class:`DataImportError`, nothing written), stored once by its message id."""
+    events = event_records(object_records(source, calls))
+    result = EventsResult(source)
+
+    def work(conn: Connection) -> None:
+        nonlocal result
+        result = land_events(conn, source, events, now=now, activation=activation)
+
+    write_all_or_nothing(engine, source, work)
+    logger.info("%s", result.line())
+    return result

@@ -24,6 +24,8 @@ class Web:
     settings: Settings
     links: LinkConfig
     now: Callable[[], datetime] = field(default=utcnow)
+    #: the track event that means onboarded (``sources.yaml``), for product events over HTTP
+    activation_event: str | None = None
 
 
 def web(request: Request) -> Web:

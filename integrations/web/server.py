@@ -38,12 +38,20 @@ def check_exposure(host: str, links: LinkConfig) -> None:
         )
 
 
-def web_server(engine: Engine, settings: Settings, *, host: str, port: int, log_level: str = "info") -> uvicorn.Server:
+def web_server(
+    engine: Engine,
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    activation_event: str | None = None,
+) -> uvicorn.Server:
     """A uvicorn server for the app (``.run()`` serves until Ctrl-C or ``should_exit``)."""
     links = LinkConfig.from_environment()
     check_exposure(host, links)
     config = uvicorn.Config(
-        create_app(engine, settings, links=links),
+        create_app(engine, settings, links=links, activation_event=activation_event),
         host=host,
         port=port,
         proxy_headers=True,
