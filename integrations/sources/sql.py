@@ -3,9 +3,10 @@ column, in batches, and landed through the same functions as the file imports.
 
 How a run reads (``sources.yaml`` declares the source; see :mod:`models.sources`):
 
-* The query is wrapped, never edited: ``SELECT * FROM (<query>) retain_source WHERE <cursor> >
-  :last ORDER BY <cursor>``, so the warehouse does the filtering and only rows changed since the
-  last committed batch are read (the first run reads everything).
+* The query is wrapped, never edited: ``SELECT * FROM (<query>) retain_source WHERE <cursor> IS
+  NOT NULL AND <cursor> > :last ORDER BY <cursor>``, so the warehouse does the filtering and only
+  rows changed since the last committed batch are read (the first run reads every row with a
+  cursor value; a row without one is never read).
 * The result is streamed (a server-side cursor on PostgreSQL, ``yield_per``): at most one batch of
   rows is held at a time, whatever the table's size.
 * A batch is ``batch_size`` rows, extended to the end of its last cursor value, so rows sharing a
@@ -168,7 +169,9 @@ class SqlReader:
     def _statement(self, conn: Connection, last: Any) -> Any:
         quote = conn.dialect.identifier_preparer.quote
         cursor = quote(self.spec.cursor)
-        where = "" if last is None else f" WHERE retain_source.{cursor} > :retain_last"
+        # a row without a cursor value cannot be placed after the stored cursor: it is never read
+        where = f" WHERE retain_source.{cursor} IS NOT NULL"
+        where += "" if last is None else f" AND retain_source.{cursor} > :retain_last"
         sql = f"SELECT * FROM ({self.spec.query}) retain_source{where} ORDER BY retain_source.{cursor}"
         return text(sql)
 

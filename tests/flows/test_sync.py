@@ -261,7 +261,7 @@ def test_rows_sharing_a_cursor_value_are_never_split_between_batches(
         conn.execute("CREATE TABLE t (external_id TEXT, name TEXT, version INTEGER)")
         conn.executemany(
             "INSERT INTO t VALUES (?, ?, ?)",
-            [("a", "A", 1), ("b", "B", 2), ("c", "C", 2), ("d", "D", 2), ("e", "E", 3)],
+            [("a", "A", 1), ("b", "B", 2), ("c", "C", 2), ("d", "D", 2), ("e", "E", 3), ("x", "X", None)],
         )
     folder = tmp_path / "playbooks"
     folder.mkdir()
@@ -275,7 +275,9 @@ def test_rows_sharing_a_cursor_value_are_never_split_between_batches(
     out = retain(db, "sync", capsys=capsys)
     # a, b, c, d: the batch of two (a, b) runs on to the end of version 2; then e
     assert "crm (accounts): 5 rows in, 2 batches; cursor 3" in out
-    assert accounts(db)["c"]["custom"] == {}  # the cursor column is not a custom field
+    book = accounts(db)
+    assert book["c"]["custom"] == {}  # the cursor column is not a custom field
+    assert "x" not in book  # no cursor value: never read (it could not be placed after a cursor)
 
 
 def test_a_missing_url_variable_fails_the_source_and_says_which(
