@@ -58,7 +58,7 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from flows.orchestration.deployments import local_prefect_server, stop_process  # noqa: E402
-from models import Enrollment, Touch, make_engine  # noqa: E402
+from models import Enrollment, Touch, make_engine, table_of  # noqa: E402
 
 PLAYBOOK = "fanout"
 #: the tick time every run is given: they all tick "at once"
@@ -312,14 +312,11 @@ def count(book_url: str, received: list[str]) -> dict[str, Any]:
     engine = make_engine(book_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                select(Touch.key, Touch.status, Touch.claimed_by).where(Touch.playbook == PLAYBOOK)  # type: ignore[arg-type]
-            ).all()
+            t, e = table_of(Touch), table_of(Enrollment)
+            rows = conn.execute(select(t.c.key, t.c.status, t.c.claimed_by).where(t.c.playbook == PLAYBOOK)).all()
             touches = {key: status for key, status, _ in rows}
             by_process = Counter(claimed_by for _, status, claimed_by in rows if status == "delivered")
-            enrollments = conn.execute(
-                select(func.count()).select_from(Enrollment).where(Enrollment.playbook == PLAYBOOK)  # type: ignore[arg-type]
-            ).scalar_one()
+            enrollments = conn.execute(select(func.count()).select_from(e).where(e.c.playbook == PLAYBOOK)).scalar_one()
     finally:
         engine.dispose()
     seen = Counter(received)
