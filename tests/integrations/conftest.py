@@ -302,6 +302,17 @@ class Dovecot:
             return f"imaps://{user}@127.0.0.1:{self.imaps_port}/INBOX"
         return f"imap://{user}@127.0.0.1:{self.imap_port}/INBOX" + (f"?{query}" if query else "")
 
+    def empty(self) -> None:
+        """Delete every message of the mailbox (each test starts from an empty one)."""
+        import imaplib
+
+        with imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=10) as imap:
+            imap.login(MAILBOX_USER, MAILBOX_PASSWORD)
+            imap.select("INBOX")
+            if imap.search(None, "ALL")[1][0]:
+                imap.store("1:*", "+FLAGS", "(\\Deleted)")
+                imap.expunge()
+
     def deliver(self, raw: bytes, mail_from: str = "") -> None:
         """Deliver one message into the mailbox (LMTP), as a mail server would."""
         import smtplib
@@ -435,6 +446,13 @@ def dovecot(tls: Tls) -> Iterator[Dovecot]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture
+def mailbox(dovecot: Dovecot) -> Dovecot:
+    """The session's dovecot with its mailbox emptied for this test."""
+    dovecot.empty()
+    return dovecot
+
+
 @dataclass
 class MailRelay:
     """What the handler of an SMTP server that delivers into the dovecot mailbox keeps: the
@@ -452,10 +470,10 @@ class MailRelay:
 
 
 @pytest.fixture
-def mail_relay(dovecot: Dovecot) -> Iterator[SmtpServer]:
-    """An SMTP server on 127.0.0.1 (aiosmtpd) that delivers every message into the dovecot
-    mailbox through LMTP. ``.sink`` is the :class:`MailRelay`."""
-    relay = MailRelay(dovecot)
+def mail_relay(mailbox: Dovecot) -> Iterator[SmtpServer]:
+    """An SMTP server on 127.0.0.1 (aiosmtpd) that delivers every message into the (emptied)
+    dovecot mailbox through LMTP. ``.sink`` is the :class:`MailRelay`."""
+    relay = MailRelay(mailbox)
     controller = Controller(relay, hostname="127.0.0.1", port=free_port(), ready_timeout=5)
     controller.start()
     try:

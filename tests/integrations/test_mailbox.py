@@ -4,6 +4,7 @@ first note sent by SMTP, and the customer's answers read by ``retain replies pol
 
 from __future__ import annotations
 
+import imaplib
 import os
 import smtplib
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from models import (
     make_engine,
     table_of,
 )
-from tests.integrations.conftest import MAILBOX_PASSWORD, Dovecot, SmtpServer, Tls
+from tests.integrations.conftest import MAILBOX_PASSWORD, MAILBOX_USER, Dovecot, SmtpServer, Tls
 
 SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "samples"
 Retain = Callable[..., str]
@@ -57,7 +58,7 @@ def retain(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     smtp_server: SmtpServer,
-    dovecot: Dovecot,
+    mailbox: Dovecot,
 ) -> Retain:
     """``retain ARGS…`` on a new SQLite file, email sent through a real SMTP server and replies read
     from the dovecot mailbox; returns stdout and asserts the command succeeded."""
@@ -66,7 +67,7 @@ def retain(
     monkeypatch.setenv("RETAIN_OUTBOX_DIR", str(tmp_path / "outbox"))
     monkeypatch.setenv("RETAIN_SMTP_URL", smtp_server.url(query="starttls=false"))
     monkeypatch.setenv("RETAIN_EMAIL_FROM", "Acme Success <success@acme.example>")
-    monkeypatch.setenv("RETAIN_MAILBOX_URL", dovecot.url())
+    monkeypatch.setenv("RETAIN_MAILBOX_URL", mailbox.url())
     monkeypatch.setenv("RETAIN_SECRET_MAILBOX_PASSWORD", MAILBOX_PASSWORD)
     monkeypatch.setattr(console, "width", 200)
 
@@ -84,8 +85,26 @@ def _engine() -> Engine:
     return make_engine(os.environ["RETAIN_DATABASE_URL"])
 
 
+def _newest(mailbox: Dovecot) -> str:
+    """``UIDVALIDITY:UID`` of the newest message in the mailbox, as the server says."""
+    with imaplib.IMAP4("127.0.0.1", mailbox.imap_port) as imap:
+        imap.login(MAILBOX_USER, MAILBOX_PASSWORD)
+        imap.select("INBOX", readonly=True)
+        validity = int(imap.response("UIDVALIDITY")[1][0])
+        return f"{validity}:{max(map(int, imap.uid('SEARCH', 'ALL')[1][0].split()))}"
+
+
+def _as_if_rebuilt(engine: Engine, source: str, mailbox: Dovecot) -> None:
+    """The mailbox's cursor as if its folder had had another UIDVALIDITY (a rebuilt folder)."""
+    with engine.begin() as conn:
+        cursor = conn.execute(select(SyncCursor.cursor).where(SyncCursor.source == source)).scalar_one()
+        assert cursor == _newest(mailbox)  # UIDVALIDITY:UID of the last message read
+        rebuilt = update(table_of(SyncCursor)).where(SyncCursor.source == source)
+        conn.execute(rebuilt.values(cursor="1:" + cursor.split(":")[1]))
+
+
 def test_a_reply_ends_the_renewal_silence_branch_and_an_out_of_office_does_not(
-    retain: Retain, smtp_server: SmtpServer, mail_relay: SmtpServer
+    retain: Retain, smtp_server: SmtpServer, mail_relay: SmtpServer, mailbox: Dovecot
 ) -> None:
     retain("accounts", "import", SAMPLES / "accounts.csv")
     retain("contacts", "import", SAMPLES / "contacts.csv")
@@ -148,10 +167,7 @@ def test_a_reply_ends_the_renewal_silence_branch_and_an_out_of_office_does_not(
 
     # the folder rebuilt (a new UIDVALIDITY): everything is read again, and nothing counted twice
     source = parse_mailbox_url(os.environ["RETAIN_MAILBOX_URL"]).source
-    with engine.begin() as conn:
-        cursor = conn.execute(select(SyncCursor.cursor).where(SyncCursor.source == source)).scalar_one()
-        assert cursor is not None and cursor.endswith(":4")  # UIDVALIDITY:UID of the last message read
-        conn.execute(update(table_of(SyncCursor)).where(SyncCursor.source == source).values(cursor="1:4"))
+    _as_if_rebuilt(engine, source, mailbox)
     out = retain("replies", "poll")
     assert "(its UIDVALIDITY changed: read from the start): 4 new messages, 0 replies, 0 automatic replies, 1 not about a Retain email (left alone), 2 processed before, 1 from the team's side" in out  # fmt: skip
     with engine.connect() as conn:
@@ -251,7 +267,7 @@ def test_a_mailbox_url_names_the_folder_and_the_secret() -> None:
 # --- two pollers at once (PostgreSQL) ----------------------------------------------------------------
 
 
-def test_two_pollers_at_once_record_each_reply_once(dovecot: Dovecot, pg_clean: Engine) -> None:
+def test_two_pollers_at_once_record_each_reply_once(mailbox: Dovecot, pg_clean: Engine) -> None:
     """Two workers poll the same mailbox into the same PostgreSQL database at the same moment: each
     reply is recorded once (the unique Message-ID), whichever poller wins each batch."""
     from concurrent.futures import ThreadPoolExecutor
@@ -275,12 +291,12 @@ def test_two_pollers_at_once_record_each_reply_once(dovecot: Dovecot, pg_clean: 
     for n in range(replies):
         reply = _message(From="uma@umbrella.example", To="success@acme.example", Subject=f"Re: note ({n})",
                          In_Reply_To=sent_id, Message_ID=make_msgid(domain="umbrella.example"))  # fmt: skip
-        dovecot.deliver(reply.as_bytes(), "uma@umbrella.example")
-    mailbox = parse_mailbox_url(dovecot.url())
+        mailbox.deliver(reply.as_bytes(), "uma@umbrella.example")
+    where = parse_mailbox_url(mailbox.url())
     now = datetime(2027, 3, 16, 9, 0, tzinfo=UTC)
 
     def poll() -> int:
-        return poll_mailbox(engine, mailbox, now=now, password=MAILBOX_PASSWORD, batch=2).replies
+        return poll_mailbox(engine, where, now=now, password=MAILBOX_PASSWORD, batch=2).replies
 
     with ThreadPoolExecutor(2) as pool:
         counted = list(pool.map(lambda _: poll(), range(2)))
