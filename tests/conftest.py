@@ -8,7 +8,9 @@ down FAILS them, so the multi-worker tests can never silently vanish from a CI r
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,25 +120,130 @@ PREFECT_HERMETIC = {
 }
 
 
+class _PrefectServer:
+    """``prefect server start`` on a free loopback port, started as soon as the session knows a
+    test needs it (:func:`pytest_collection_finish`), so that its start overlaps the tests that
+    run before; stopped at the end of the session, after this process's clients drained."""
+
+    def __init__(self, home: Path) -> None:
+        import socket
+        import subprocess
+        import sys
+        import tempfile
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(PREFECT_HERMETIC, PREFECT_HOME=str(home), PREFECT_SERVER_LOGGING_LEVEL="WARNING")
+        self.log = Path(tempfile.mkstemp(prefix="retain-test-prefect-", suffix=".log")[1])
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # its own process group: stopped as a whole
+            )
+
+    def wait_healthy(self, timeout: float = 240) -> str:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"the test Prefect server exited:\n{self.log.read_text(errors='replace')[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self.api_url
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the test Prefect server did not answer within {timeout:g} s")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.unlink(missing_ok=True)
+
+
+_prefect_server: _PrefectServer | None = None
+_PREFECT_FIXTURES = {"prefect_server", "prefect_api"}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    global _prefect_server
+    if any(_PREFECT_FIXTURES & set(getattr(item, "fixturenames", ())) for item in session.items):
+        home = Path(tempfile.mkdtemp(prefix="retain-test-prefect-home-"))
+        _prefect_server = _PrefectServer(home)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _prefect_server is not None:
+        _prefect_server.stop()
+
+
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One temporary Prefect server (``prefect_test_harness``) for every test of the session."""
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The API URL of one real local Prefect server shared by every test of the session."""
+    global _prefect_server
+    if _prefect_server is None:  # (asked for by a test the collection did not see: start it now)
+        _prefect_server = _PrefectServer(tmp_path_factory.mktemp("prefect-server-home"))
+    return _prefect_server.wait_healthy()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """This process's Prefect client pointed at the session's server, with hermetic settings; its
+    log and event workers are drained at the end (stopping a server first makes the exit hang)."""
     import prefect.settings as ps
-    from prefect.testing.utilities import prefect_test_harness
 
     home = tmp_path_factory.mktemp("prefect-home")
     mp = pytest.MonkeyPatch()
-    # the server runs as a subprocess and reads the environment; this process reads settings
     for name, value in {**PREFECT_HERMETIC, "PREFECT_HOME": str(home)}.items():
         mp.setenv(name, value)
     updates = {
         ps.PREFECT_HOME: str(home),
-        ps.PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 90,
+        ps.PREFECT_API_URL: prefect_server,
         ps.PREFECT_LOGGING_LEVEL: "WARNING",
         ps.PREFECT_SERVER_ANALYTICS_ENABLED: False,
     }
     try:
-        with ps.temporary_settings(updates=updates), prefect_test_harness(server_startup_timeout=None):
+        with ps.temporary_settings(updates=updates), _global_settings():
             yield
+            _drain_prefect_workers()
     finally:
         mp.undo()
+
+
+@contextlib.contextmanager
+def _global_settings() -> Iterator[None]:
+    """These settings for threads whose context was copied before (as ``prefect_test_harness``)."""
+    import prefect.context
+
+    with prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+        yield
+
+
+def _drain_prefect_workers() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(RuntimeError):  # never started
+        APILogWorker.instance().drain()
+    EventsWorker.drain_all()
