@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("prefect", "sqlmodel", "alembic", "matplotlib", "models", "playbooks", "integrations", "flows")
 
@@ -47,29 +45,43 @@ def test_help_imports_none_of_retains_packages_nor_prefect(tmp_path: Path) -> No
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
+def _run_cli_commands(commands: list[list[str]], cwd: Path) -> list[tuple[list[str], int, bool]]:
+    """Several ``retain`` commands one after the other in one fresh interpreter (one start-up, not
+    one each): for each, its exit code and whether Prefect was imported by then."""
+    script = (
+        "import sys, json, cli\n"
+        f"for args in {commands!r}:\n"
+        "    code = cli.main(args)\n"
+        "    print(json.dumps({'args': args, 'code': code, 'prefect': 'prefect' in sys.modules}), flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"args"')]
+    assert [line["args"] for line in lines] == commands, result.stdout[-2000:] + result.stderr[-2000:]
+    return [(line["args"], line["code"], line["prefect"]) for line in lines]
+
+
+def test_commands_that_run_no_flow_never_import_prefect(tmp_path: Path) -> None:
+    commands = [
         ["playbooks", "validate"],
         ["playbooks", "list"],
         ["playbooks", "show", "renewal", "--graph"],
         ["playbooks", "schema"],
         ["health", "validate"],
         ["report", "--help"],
-    ],
-)
-def test_commands_that_run_no_flow_never_import_prefect(tmp_path: Path, args: list[str]) -> None:
-    code, modules = _outcome(_run_cli(args, tmp_path))
-    assert code == 0
-    assert "prefect" not in modules
+    ]
+    for args, code, prefect in _run_cli_commands(commands, tmp_path):
+        assert code == 0, args
+        assert not prefect, args  # (imported by this command or one before it)
 
 
 def test_database_commands_never_import_prefect(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'retain.db'}"
-    for args in (["init"], ["accounts", "list"], ["status", "--format", "json"], ["revenue", "summary"]):
-        code, modules = _outcome(_run_cli(["--database-url", url, *args], tmp_path))
+    commands = [["init"], ["accounts", "list"], ["status", "--format", "json"], ["revenue", "summary"]]
+    for args, code, prefect in _run_cli_commands([["--database-url", url, *a] for a in commands], tmp_path):
         assert code == 0, args
-        assert "prefect" not in modules, args
+        assert not prefect, args
 
 
 def test_choices_written_out_in_the_cli_equal_their_sources() -> None:
