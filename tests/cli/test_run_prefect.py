@@ -4,6 +4,7 @@ not race on the temporary server's migrations; unsupported database URLs are nam
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -68,8 +69,12 @@ def test_parallel_runs_with_a_broken_other_playbook_and_a_fresh_prefect_home(env
         assert "renewal@" in output and "as of 2027-03-01T12:00:00+00:00" in output
 
 
-def test_the_broken_playbook_fails_its_own_prefect_run_with_a_located_message(env: dict[str, str]) -> None:
+def test_the_broken_playbook_fails_its_own_prefect_run_with_a_located_message(
+    env: dict[str, str], prefect_server: str
+) -> None:
     # what a scheduled run of the broken playbook does: the flow run fails with the place of the typo
+    # (against the session's Prefect server: a fresh temporary server is the test above's subject)
+    env = {**env, "PREFECT_API_URL": prefect_server}
     script = (
         "from flows.orchestration.runtime import run_flow_in_process\n"
         "from models import RetainError, Settings\n"
@@ -91,22 +96,35 @@ def test_the_broken_playbook_fails_its_own_prefect_run_with_a_located_message(en
     assert "farewell.yaml:37:5" in cli.stderr and "Traceback" not in cli.stdout + cli.stderr
 
 
-@pytest.mark.parametrize(
-    ("url", "named"),
-    [
-        ("bogus://x", "'bogus' is not supported"),
-        ("mysql://retain:secret@db.example/retain", "'mysql' is not supported"),
-    ],
-)
-def test_unsupported_database_urls_name_what_is_supported(env: dict[str, str], url: str, named: str) -> None:
-    for command in (["status"], ["init"], ["run", "renewal", "--no-prefect"]):
-        done = subprocess.run(
-            [RETAIN, "--database-url", url, *command], env=env, capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 1
-        assert named in done.stderr and "use SQLite (sqlite:///" in done.stderr and "PostgreSQL" in done.stderr
-        assert "Traceback" not in done.stdout + done.stderr
-        assert "secret" not in done.stderr  # the password is never shown
+def test_unsupported_database_urls_name_what_is_supported(env: dict[str, str]) -> None:
+    urls = {
+        "bogus://x": "'bogus' is not supported",
+        "mysql://retain:secret@db.example/retain": "'mysql' is not supported",
+    }
+    commands = [
+        ["--database-url", url, *command]
+        for url in urls
+        for command in (["status"], ["init"], ["run", "renewal", "--no-prefect"])
+    ]
+    # one interpreter runs the six commands (one start-up, not six), each with its own output
+    script = (
+        "import contextlib, io, json, cli\n"
+        f"for args in {commands!r}:\n"
+        "    out, err = io.StringIO(), io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+        "        code = cli.main(args)\n"
+        "    print(json.dumps({'args': args, 'code': code, 'out': out.getvalue(), 'err': err.getvalue()}), flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"args"')]
+    assert [r["args"] for r in results] == commands, done.stdout + done.stderr
+    for r in results:
+        named = urls[r["args"][1]]
+        assert r["code"] == 1, r
+        assert named in r["err"] and "use SQLite (sqlite:///" in r["err"] and "PostgreSQL" in r["err"], r
+        assert "Traceback" not in r["out"] + r["err"]
+        assert "secret" not in r["err"]  # the password is never shown
 
 
 HOOK = """\
