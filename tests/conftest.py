@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy.engine import Engine, make_url
 
 from models import make_engine, upgrade
+from tests._sqlite import migrated_sqlite
 
 PG_ADMIN_URL = os.environ.get("RETAIN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -79,13 +80,22 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def pg_clean(pg_engine: Engine) -> Engine:
-    """The session's PostgreSQL engine with every Retain table emptied."""
+    """The session's PostgreSQL engine with every Retain table emptied and its ids restarting at 1.
+
+    ``DELETE`` children first, not ``TRUNCATE``: a test's tables hold a few rows, and TRUNCATE's
+    new files cost 0.6-0.9 s per test here against 15 ms."""
     from sqlalchemy import text
     from sqlmodel import SQLModel
 
-    names = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
     with pg_engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            conn.execute(text(f'DELETE FROM "{table.name}"'))
+        conn.execute(
+            text(
+                "SELECT setval(format('%I.%I', sequence_schema, sequence_name)::regclass, 1, false) "
+                "FROM information_schema.sequences"
+            )
+        )
     return pg_engine
 
 
@@ -95,10 +105,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
-    """A migrated SQLite file database, new for each test."""
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated SQLite file database (``sqlite_url``), new for each test: a copy of one template."""
+    engine = migrated_sqlite(tmp_path / "retain.db")
     yield engine
     engine.dispose()
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
-from models import BUNDLED_PLAYBOOKS_DIR, Account, Touch, make_engine, table_of, upgrade
+from models import BUNDLED_PLAYBOOKS_DIR, Account, Touch, make_engine, table_of
+from tests._sqlite import migrated_sqlite
 
 RETAIN = str(Path(sys.executable).parent / "retain")
 HERMETIC = {
@@ -39,8 +40,7 @@ def broken_farewell(tmp_path: Path) -> Path:
 @pytest.fixture
 def env(tmp_path: Path, broken_farewell: Path) -> Iterator[dict[str, str]]:
     database = tmp_path / "retain.db"
-    engine = make_engine(f"sqlite:///{database}")
-    upgrade(engine)
+    engine = migrated_sqlite(database)
     engine.dispose()
     values = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RETAIN_"))}
     values.update(HERMETIC)

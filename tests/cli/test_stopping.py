@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-from models import Account, make_engine, table_of, upgrade
+from models import Account, table_of
+from tests._sqlite import migrated_sqlite
 
 RETAIN = str(Path(sys.executable).parent / "retain")
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,8 +78,7 @@ def plain_env(tmp_path: Path, receiver: ThreadingHTTPServer) -> dict[str, str]:
     folder.mkdir()
     (folder / "slow.yaml").write_text(SLOW.format(port=receiver.server_address[1]), encoding="utf-8")
     database = tmp_path / "retain.db"
-    engine = make_engine(f"sqlite:///{database}")
-    upgrade(engine)
+    engine = migrated_sqlite(database)
     with engine.begin() as conn:
         conn.execute(insert(table_of(Account)), {"external_id": "acme", "name": "Acme", "custom": {}})
     engine.dispose()

@@ -13,7 +13,8 @@ from sqlalchemy import insert, select
 import cli
 from cli._app import console
 from flows.analytics.surveys import survey_token
-from models import Account, Contact, SurveyResponse, Touch, make_engine, upgrade, utcnow
+from models import Account, Contact, SurveyResponse, Touch, make_engine, utcnow
+from tests._sqlite import migrated_sqlite
 
 
 @dataclass
@@ -31,8 +32,7 @@ TOUCH_KEY = "check_in:1:ask_nps:1:1"
 @pytest.fixture
 def retain(sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Retain:
     """``retain --database-url <a database with acme (contact ana, a sent NPS survey) and globex>``."""
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
+    engine = migrated_sqlite(sqlite_url)
     with engine.begin() as conn:
         conn.execute(
             insert(Account),

@@ -19,8 +19,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
 from flows.engine.tick import tick
-from models import Account, Enrollment, make_engine, table_of, upgrade
+from models import Account, Enrollment, table_of
 from playbooks import CompiledPlaybook, compile_source
+from tests._sqlite import migrated_sqlite
 
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 ENR = table_of(Enrollment)
@@ -212,8 +213,7 @@ class Model:
 @pytest.fixture(scope="module")
 def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     path: Path = tmp_path_factory.mktemp("state") / "retain.db"
-    engine = make_engine(f"sqlite:///{path}")
-    upgrade(engine)
+    engine = migrated_sqlite(path)
     yield engine
     engine.dispose()
 

@@ -27,8 +27,6 @@ from models import (
     SurveyResponse,
     Touch,
     UsageMetric,
-    make_engine,
-    upgrade,
 )
 from playbooks import (
     AUDIENCE,
@@ -43,6 +41,7 @@ from playbooks import (
     parse,
     to_sql,
 )
+from tests._sqlite import migrated_sqlite
 
 CASES = yaml.safe_load((Path(__file__).parent / "expr_cases.yaml").read_text(encoding="utf-8"))
 NOW: datetime = CASES["now"]
@@ -107,8 +106,7 @@ def _truncate(engine: Engine) -> None:
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The fixture account of expr_cases.yaml, once per module and database."""
     if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('expr') / 'retain.db'}")
-        upgrade(engine)
+        engine = migrated_sqlite(tmp_path_factory.mktemp("expr") / "retain.db")
         yield _insert_fixture(engine)
         engine.dispose()
     else:

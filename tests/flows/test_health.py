@@ -29,11 +29,11 @@ from models import (
     Touch,
     UsageMetric,
     session,
-    upgrade,
 )
 from models.health import points_for
 from playbooks import health_file, load_health
 from playbooks import health_problems as problems_of
+from tests._sqlite import migrated_sqlite
 
 T = datetime(2027, 3, 31, 12, 0, tzinfo=UTC)
 TODAY = T.date()
@@ -497,10 +497,8 @@ def test_the_number_of_statements_does_not_grow_with_the_accounts(engine: Engine
 def retain(
     sqlite_url: str, definition: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Any:
-    from models import make_engine
 
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
+    engine = migrated_sqlite(sqlite_url)
     _seed(engine)
     engine.dispose()
     monkeypatch.setattr(console, "width", 200)

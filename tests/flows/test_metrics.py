@@ -36,7 +36,8 @@ from flows.analytics.metrics import (
     waterfall,
 )
 from integrations.sources.billing import BillingColumns, Spread, import_revenue
-from models import Account, RetainError, RevenueEntry, make_engine, upgrade
+from models import Account, RetainError, RevenueEntry
+from tests._sqlite import migrated_sqlite
 
 DATA = Path(__file__).parent / "data"
 SEGMENT = {"acme": "enterprise", "fjord": "enterprise", "bolt": "smb", "cargo": "smb", "delta": "smb", "echo": "smb"}
@@ -136,8 +137,7 @@ WATERFALL = [
 @pytest.fixture(scope="module")
 def book(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """The export imported once into a SQLite database, with the accounts' segments."""
-    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('book') / 'retain.db'}")
-    upgrade(engine)
+    engine = migrated_sqlite(tmp_path_factory.mktemp("book") / "retain.db")
     with Session(engine) as s:
         for external_id, segment in SEGMENT.items():
             s.add(Account.model_validate({"external_id": external_id, "name": external_id, "segment": segment}))

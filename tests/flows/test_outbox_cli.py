@@ -23,7 +23,8 @@ from sqlalchemy import insert, select, update
 
 import cli
 from cli._app import console
-from models import Account, TimelineEvent, Touch, make_engine, upgrade, utcnow
+from models import Account, TimelineEvent, Touch, make_engine, utcnow
+from tests._sqlite import migrated_sqlite
 from tests.integrations.conftest import HttpServer, Request, SmtpSink, free_port
 
 
@@ -93,8 +94,7 @@ def world(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead
     monkeypatch.setenv("RETAIN_OUTBOX_DIR", str(tmp_path / "outbox"))
     monkeypatch.delenv("RETAIN_CSM", raising=False)
     monkeypatch.setenv("USER", "ops-bot")
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
+    engine = migrated_sqlite(sqlite_url)
     now = utcnow()
     dead = dead_claimer
     with engine.begin() as conn:

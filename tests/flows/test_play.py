@@ -16,8 +16,9 @@ from flows.engine.outbox import deliver
 from flows.engine.play import run_play
 from flows.engine.tick import delivery_policy, tick, window_end
 from integrations.channels.file import FileChannel
-from models import Account, Contact, TimelineEvent, Touch, table_of, upgrade
+from models import Account, Contact, TimelineEvent, Touch, table_of
 from playbooks import compile_file, load_policy
+from tests._sqlite import migrated_sqlite
 
 # 05:37 UTC on a Tuesday is 00:37 in New York: inside the quiet hours 20:00-08:00 (08:00 EST = 13:00 UTC)
 NIGHT_IN_NEW_YORK = datetime(2027, 1, 12, 5, 37, tzinfo=UTC)
@@ -186,8 +187,6 @@ def test_retain_play_now_records_the_csm_from_the_environment(
 
 
 def _fresh(path: Path) -> Engine:
-    from models import make_engine
 
-    engine = make_engine(f"sqlite:///{path}")
-    upgrade(engine)
+    engine = migrated_sqlite(path)
     return engine

@@ -19,8 +19,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 from flows.orchestration.runtime import prefect_environment
-from models import Account, Enrollment, Settings, make_engine, table_of, upgrade
+from models import Account, Enrollment, Settings, table_of
 from playbooks import compile_file
+from tests._sqlite import migrated_sqlite
 
 T0 = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -51,8 +52,7 @@ def playbooks_dir(tmp_path: Path) -> Path:
 
 
 def database(path: Path, accounts: int) -> Engine:
-    engine = make_engine(f"sqlite:///{path}")
-    upgrade(engine)
+    engine = migrated_sqlite(path)
     add_accounts(engine, accounts)
     return engine
 

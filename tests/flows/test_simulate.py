@@ -14,9 +14,10 @@ import pytest
 from cli import main
 from flows.engine.simulate import simulate
 from flows.engine.tick import delivery_policy
-from models import Account, Contact, make_engine, session, upgrade
+from models import Account, Contact, make_engine, session
 from models.playbook import PolicySpec
 from playbooks import compile_source
+from tests._sqlite import migrated_sqlite
 
 PLAYBOOK = """
 playbook: nudge
@@ -45,8 +46,7 @@ steps:
 
 
 def _book(url: str) -> None:
-    engine = make_engine(url)
-    upgrade(engine)
+    engine = migrated_sqlite(url)
     with session(engine) as s:
         for i, (zone, unsubscribed) in enumerate(
             [("Europe/Berlin", False), ("Asia/Tokyo", False), ("America/New_York", True)]

@@ -244,6 +244,7 @@ def test_postgresql_down_fails_under_ci_and_skips_elsewhere(ci: str, outcome: st
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     env = {**os.environ, "CI": ci, "RETAIN_TEST_PG_URL": f"postgresql://postgres@127.0.0.1:{closed}/postgres"}
+    env.pop("PYTEST_ADDOPTS", None)  # CI's coverage options: the inner run measures nothing of ours
     node = f"{Path(__file__).relative_to(ROOT)}::test_a_worker_killed_while_holding_claims_frees_them_at_once"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],

@@ -29,9 +29,9 @@ from models import (
     Touch,
     UsageMetric,
     make_engine,
-    upgrade,
 )
 from playbooks import ENROLLMENT, compile_expression, compile_file, env_for, evaluate
+from tests._sqlite import migrated_sqlite
 
 SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "samples"
 NOW = datetime(2027, 3, 10, 15, 0, tzinfo=UTC)
@@ -346,8 +346,7 @@ def _event(i: int, user: str, name: str, at: str, **properties: object) -> str:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'retain.db'}")
-        upgrade(engine)
+        engine = migrated_sqlite(tmp_path / "retain.db")
         return engine
     return request.getfixturevalue("pg_clean")  # type: ignore[no-any-return]
 
