@@ -199,8 +199,7 @@ def test_the_replies_flow_reads_the_configured_mailbox_and_fails_plainly_when_it
     from tests.integrations.conftest import free_port
 
     url = f"sqlite:///{tmp_path / 'replies.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
+    engine = migrated_sqlite(url)
     settings = Settings(database_url=url, outbox_dir=tmp_path / "outbox")
     monkeypatch.setenv("RETAIN_DATABASE_URL", url)
     monkeypatch.delenv("RETAIN_MAILBOX_URL", raising=False)
