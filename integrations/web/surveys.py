@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Form, Request
 from sqlmodel import Session
 from starlette.responses import Response
 
@@ -69,12 +69,13 @@ def _record(web: Web, survey: SurveyTouch, token: str, score: str, comment: str 
     return _load(web, token)
 
 
-@router.get("/survey")
-def show(web: WebState, t: str = "", score: str | None = None) -> Response:
-    """The question; with ``score`` (a score button in the email), that answer recorded at once."""
+@router.api_route("/survey", methods=["GET", "HEAD"])
+def show(request: Request, web: WebState, t: str = "", score: str | None = None) -> Response:
+    """The question; with ``score`` (a score button in the email), that answer recorded at once.
+    A ``HEAD`` request (link checkers of mail systems send them) records nothing."""
     try:
         survey = _load(web, t)
-        if score is None:
+        if score is None or request.method == "HEAD":
             return _page(survey, t, "answered" if survey.score is not None else "ask")
         return _page(_record(web, survey, t, score, survey.comment), t, "thanks")
     except (SurveyError, NotFoundError) as exc:

@@ -19,6 +19,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from sqlalchemy.engine import Engine
 
 from flows.engine.tick import tick
 from integrations.channels import build_channels
+from integrations.links import sign
 from integrations.web.server import WebThread, web_server
 from models import Settings, SurveyResponse, Touch
 from playbooks import compile_source
@@ -175,6 +177,7 @@ def test_a_survey_email_s_link_a_click_on_a_score_and_the_answer_is_in_the_datab
     browser.find_element(By.ID, "comment").send_keys("Onboarding was quick.")
     browser.find_element(By.CSS_SELECTOR, 'form[action^="/survey/comment"] button').click()
     _shows(browser, '[role="status"]', "and your comment are recorded")
+    _shot(browser, "survey-commented")
 
     with sqlite_engine.connect() as conn:
         answers = conn.execute(select(SurveyResponse.kind, SurveyResponse.score, SurveyResponse.comment)).all()
@@ -237,3 +240,8 @@ def test_a_click_on_the_unsubscribe_link_and_the_next_touch_is_suppressed(
     browser.get(link.replace("t=", "t=x"))
     _shows(browser, "h1", "This link is not valid")
     _shot(browser, "invalid-link")
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    expired = sign("browser-unsubscribe-secret", "unsubscribe", "email|contact:1", yesterday)
+    browser.get(f"{served}/unsubscribe?t={expired}")
+    _shows(browser, "h1", "This link has expired")
+    _shot(browser, "expired-link")

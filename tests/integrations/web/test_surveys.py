@@ -108,6 +108,8 @@ def test_the_email_s_score_button_answers_in_one_click(
     sqlite_engine: Engine, client: Client, sent: dict[str, dict[str, str]]
 ) -> None:
     link = _path(sent["jo@kraft.example"]["survey_url"])
+    assert client.request("HEAD", f"{link}&score=3").status_code == 200  # a mail system's link checker
+    assert _answers(sqlite_engine) == []
     clicked = client.get(f"{link}&score=10")
     assert clicked.status_code == 200 and '<html lang="de">' in clicked.text
     assert "Ihre Antwort <strong>10</strong> ist gespeichert" in clicked.text

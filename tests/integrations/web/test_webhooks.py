@@ -315,3 +315,59 @@ def test_an_inbound_reply_is_matched_to_its_touch_once(
     stranger = {"headers": _reply_headers("<unknown@elsewhere.example>").replace("reply-1", "reply-2")}
     assert client.post("/webhooks/inbound", data=stranger, auth=auth).json()["unknown"] == 1
     assert client.post("/webhooks/inbound", data={"text": "no headers"}, auth=auth).status_code == 400
+
+
+WAITING = compile_source(
+    textwrap.dedent(
+        """
+        playbook: until_opened
+        name: Until opened
+        lifecycle: check_in
+        audience: account.external_id == "acme"
+        steps:
+          - id: first
+            kind: email
+            subject: "Your workspace"
+            body: "Hi {{ contact.first_name }}, have a look."
+          - id: opened
+            kind: wait_for
+            condition: touches("first").opened
+            timeout: 7 days
+            on_timeout: stop
+            check_every: 1 hour
+          - id: next_tip
+            kind: email
+            subject: "A next tip"
+            body: "Hi {{ contact.first_name }}, since you had a look: a tip."
+          - id: stop
+            kind: exit
+        """
+    ),
+    "until_opened.yaml",
+)
+
+
+def test_wait_for_moves_on_when_the_provider_reports_an_open(
+    sqlite_engine: Engine, clock: Clock, smtp_server: Any, tmp_path: Path
+) -> None:
+    book(sqlite_engine, tmp_path)
+    settings = Settings(  # type: ignore[call-arg]
+        smtp_url=smtp_server.url(query="starttls=false"), email_from="Acme Success <success@acme.example>",
+        outbox_dir=tmp_path / "out",
+    )  # fmt: skip
+    tick(sqlite_engine, WAITING, T0, channels=build_channels(settings), window=None)
+    [sent] = smtp_server.sink.messages
+    tick(sqlite_engine, WAITING, T0 + timedelta(hours=2), channels=build_channels(settings), window=None)
+    assert len(smtp_server.sink.messages) == 1  # still waiting
+
+    client = make_client(sqlite_engine, clock, events_webhook_secret=SECRET)
+    clock.travel(hours=3)
+    opened = {
+        "id": "o1",
+        "type": "opened",
+        "message_id": sent.message["Message-ID"],
+        "timestamp": clock.now().isoformat(),
+    }
+    assert _generic(client, clock, opened).json()["recorded"] == 1
+    tick(sqlite_engine, WAITING, T0 + timedelta(hours=4), channels=build_channels(settings), window=None)
+    assert [m.message["Subject"] for m in smtp_server.sink.messages] == ["Your workspace", "A next tip"]
