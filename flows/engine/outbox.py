@@ -106,16 +106,21 @@ def recover_interrupted(
     wall = now or utcnow()
     t = table_of(Touch)
     counts: Counter[str] = Counter()
-    with engine.connect() as conn:
-        holders = conn.execute(
-            select(t.c.claimed_by)
-            .where(
-                t.c.status.in_([TouchStatus.PENDING, TouchStatus.SENDING]),
-                t.c.lease_until >= wall,
-                t.c.claimed_by.is_not(None),
+    with session(engine) as s:  # (a session: a simulation's scratch copy on PostgreSQL is a Connection)
+        holders = (
+            s.connection()
+            .execute(
+                select(t.c.claimed_by)
+                .where(
+                    t.c.status.in_([TouchStatus.PENDING, TouchStatus.SENDING]),
+                    t.c.lease_until >= wall,
+                    t.c.claimed_by.is_not(None),
+                )
+                .distinct()
             )
-            .distinct()
-        ).scalars()
+            .scalars()
+            .all()
+        )
         held = [holder for holder in holders if holder]
     gone = gone_holders(held, runs_over)  # (outside any transaction: it may ask Prefect)
     with session(engine) as s:

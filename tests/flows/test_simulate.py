@@ -128,3 +128,82 @@ def test_simulate_command_json_and_no_outbox_written(
     assert len(report["entered"]) == 3 and report["touches"]["email"]["suppressed"] == 2
     assert _files(tmp_path) == before
     assert not (tmp_path / "retain-outbox").exists()
+
+
+# --- a past window: each tick reads the book as it stood then -------------------------------------
+
+BACKTEST_ACCOUNTS = """\
+external_id,name,status,signup_date,onboarded_at,churned_at,reactivated_at
+early,Early,churned,2026-01-01,2026-02-01,2026-09-01,
+late,Late,churned,2026-01-01,2026-02-01,2027-02-01,
+back,Back,active,2026-01-01,2026-02-01,2026-08-01,2027-02-01
+newbie,Newbie,active,2027-03-01,,,
+"""
+BACKTEST_TICKETS = """\
+external_id,account_external_id,subject,status,priority,opened_at,closed_at
+T-1,early,Export broken,solved,high,2026-12-05T10:00:00Z,2027-01-20T10:00:00Z
+T-2,late,Later problem,open,normal,2027-01-10T10:00:00Z,
+"""
+BACKTEST_EVENTS = """\
+{"type": "group", "messageId": "g-1", "userId": "u-1", "groupId": "late", "timestamp": "2026-12-03T08:00:00Z"}
+{"type": "track", "messageId": "t-1", "userId": "u-1", "event": "Login", "timestamp": "2026-12-03T08:00:01Z"}
+{"type": "track", "messageId": "t-2", "userId": "u-1", "event": "Login", "timestamp": "2027-01-30T08:00:00Z"}
+"""
+
+
+def _backtest_playbook(name: str, audience: str) -> str:
+    return textwrap.dedent(f"""\
+        playbook: {name}
+        name: {name}
+        lifecycle: custom
+        schedule: {{cron: "0 12 * * *", timezone: UTC}}
+        audience: '{audience}'
+        steps:
+          - id: hold
+            kind: wait
+            for: 90 days
+        """)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_simulation_over_a_past_window_reads_each_tick_as_of_its_moment(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Imported lifecycle dates and status, product events and tickets, all dated after a window,
+    are not read in it: a backtest from 2026-12-01 over 10 days sees the book of then."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'retain.db'}"
+        assert main(["--database-url", url, "init"]) == 0
+    else:
+        url = request.getfixturevalue("pg_clean").url.render_as_string(hide_password=False)
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    audiences = {
+        "churned": 'account.status == "churned"',
+        "active": 'account.status == "active"',
+        "came_back": "account.reactivated_at is not none",
+        "seen": "account.last_seen_at is not none",
+        "ticket": "open_tickets() > 0",
+    }
+    for name, audience in audiences.items():
+        (folder / f"{name}.yaml").write_text(_backtest_playbook(name, audience), encoding="utf-8")
+    for kind, text in (("accounts", BACKTEST_ACCOUNTS), ("tickets", BACKTEST_TICKETS), ("events", BACKTEST_EVENTS)):
+        path = tmp_path / (f"{kind}.jsonl" if kind == "events" else f"{kind}.csv")
+        path.write_text(text, encoding="utf-8")
+        assert main(["--database-url", url, kind, "import", str(path)]) == 0
+    capsys.readouterr()
+
+    def entered(name: str) -> dict[str, str]:
+        args = ["--database-url", url, "--playbooks-dir", str(folder), "playbooks", "simulate", name]
+        assert main([*args, "--as-of", "2026-12-01", "--days", "10", "--format", "json"]) == 0
+        return {e["account"]: e["on"] for e in json.loads(capsys.readouterr().out)["entered"]}
+
+    # late churned only in February; back churned in August and came back only in February;
+    # newbie signed up in March: it did not exist yet
+    assert entered("churned") == {"early": "2026-12-01", "back": "2026-12-01"}
+    assert entered("active") == {"late": "2026-12-01"}
+    assert entered("came_back") == {}
+    # late's first product event is on 2026-12-03 (its last one, stored on the row, in January)
+    assert entered("seen") == {"late": "2026-12-03"}
+    # early's ticket was opened on 2026-12-05 (and closed in January); late's opens in January
+    assert entered("ticket") == {"early": "2026-12-05"}
