@@ -36,6 +36,7 @@ def _register() -> None:
         surveys,
         sync,
         tasks,
+        today,
     )
     from . import web as _web  # noqa: F401  (retain web)
 

@@ -58,7 +58,7 @@ def list_(
         echo_json({"approver": approver, "total": total, "drafts": [d.to_dict() for d in lines]})
         return
     if not lines:
-        console.print(f"no drafts wait for {approver or 'anyone'}", markup=False)
+        console.print(f"no drafts wait for {approver or 'anyone'}", markup=False, emoji=False)
         return
     table = Table(title=f"Drafts waiting for {approver or 'approval'}", title_justify="left", pad_edge=False)
     table.add_column("key", no_wrap=True, overflow="fold", max_width=24)
@@ -67,10 +67,10 @@ def list_(
     table.add_column("to / subject", ratio=1, overflow="fold")
     for d in lines:
         what = f"{d.to or d.channel}\n{d.subject or ''}" + (" (edited)" if d.edited else "")
-        table.add_row(d.key, d.account, _waits(d.approve_by, now), Text(what))
+        table.add_row(Text(d.key), Text(d.account), _waits(d.approve_by, now), Text(what))
     console.print(table)
     if total > len(lines):
-        console.print(f"{len(lines)} of {total} shown: --limit N for more", markup=False)
+        console.print(f"{len(lines)} of {total} shown: --limit N for more", markup=False, emoji=False)
 
 
 @approvals_app.command("show")
@@ -93,11 +93,11 @@ def show(ctx: typer.Context, key: Annotated[str, _KEY], fmt: TableOrJson = Forma
         ("subject", str(payload.get("subject") or "")),
     ]
     for label, value in facts:
-        console.print(f"{label:>9}: {value}", markup=False, soft_wrap=True)
-    console.print("", markup=False)
-    console.print(str(payload.get("text") or ""), markup=False, soft_wrap=True)
+        console.print(f"{label:>9}: {value}", markup=False, emoji=False, soft_wrap=True)
+    console.print("", markup=False, emoji=False)
+    console.print(str(payload.get("text") or ""), markup=False, emoji=False, soft_wrap=True)
     if first is not None:
-        console.print(f"(edited; the first draft's subject was {first.get('subject')!r})", markup=False)
+        console.print(f"(edited; the first draft's subject was {first.get('subject')!r})", markup=False, emoji=False)
 
 
 @approvals_app.command("approve")
@@ -127,11 +127,11 @@ def approve(
     for key in keys:
         done, line = approve_draft(engine, key, by=by, now=now)
         approved += done
-        console.print(line, markup=False, soft_wrap=True)
+        console.print(line, markup=False, emoji=False, soft_wrap=True)
     if send and approved:
         playbooks, problems = valid_playbooks(st.playbooks_dir)
         for problem in problems:
-            err_console.print(f"warning: {problem.format()}", markup=False, soft_wrap=True)
+            err_console.print(f"warning: {problem.format()}", markup=False, emoji=False, soft_wrap=True)
         policy = delivery_policy(playbooks.values(), load_policy(st.playbooks_dir))
         counts = deliver(engine, build_channels(st.settings), as_of=now, policy=policy)
         console.print(
@@ -166,7 +166,7 @@ def edit(
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"--body-file {body_file}: {exc}") from None
     line = edit_draft(state(ctx).engine(), key, by=csm_identity(who), now=_now(), subject=subject, text=text)
-    console.print(line, markup=False, soft_wrap=True)
+    console.print(line, markup=False, emoji=False, soft_wrap=True)
 
 
 @approvals_app.command("reject")
@@ -180,4 +180,4 @@ def reject(
     from flows.engine.approvals import reject_draft
 
     line = reject_draft(state(ctx).engine(), key, by=csm_identity(who), now=_now(), reason=reason)
-    console.print(line, markup=False, soft_wrap=True)
+    console.print(line, markup=False, emoji=False, soft_wrap=True)

@@ -113,9 +113,11 @@ def list_(
         return
     whose = "every CSM" if assignee is None else assignee
     if not lines:
-        console.print(f"no {'' if status == 'any' else status + ' '}tasks for {whose}", markup=False)
+        console.print(f"no {'' if status == 'any' else status + ' '}tasks for {whose}", markup=False, emoji=False)
         if assignee is not None and csm is None and "@" not in assignee:
-            console.print("tasks are assigned to the CSM's email: set RETAIN_CSM or use --as EMAIL", markup=False)
+            console.print(
+                "tasks are assigned to the CSM's email: set RETAIN_CSM or use --as EMAIL", markup=False, emoji=False
+            )
         return
     table = Table(title=f"Tasks of {whose}", title_justify="left", pad_edge=False, expand=False)
     table.add_column("id", justify="right", no_wrap=True)
@@ -127,16 +129,16 @@ def list_(
     table.add_column("task", ratio=1, overflow="fold")
     for t in lines:
         pri = Text(t.priority[0].upper(), style="bold red" if t.priority == "high" else "")
-        cells: list[str | Text] = [str(t.id), _due(t, now), pri, t.account]
+        cells: list[str | Text] = [str(t.id), _due(t, now), pri, Text(t.account)]
         if assignee is None:
-            cells.append(t.assignee or "-")
+            cells.append(Text(t.assignee or "-"))
         title = (
             t.title + (f" [{len(t.notes)} notes]" if t.notes else "") + ("" if t.status == "open" else f" ({t.status})")
         )
         table.add_row(*cells, Text(title))
     console.print(table)
     if total > len(lines):
-        console.print(f"{len(lines)} of {total} shown: --limit N for more", markup=False)
+        console.print(f"{len(lines)} of {total} shown: --limit N for more", markup=False, emoji=False)
 
 
 @tasks_app.command("done")
@@ -151,7 +153,7 @@ def done(
     from models import utcnow
 
     line = complete_task(state(ctx).engine(), task_id, by=csm_identity(who), now=utcnow(), note=note)
-    console.print(line, markup=False, soft_wrap=True)
+    console.print(line, markup=False, emoji=False, soft_wrap=True)
 
 
 @tasks_app.command("snooze")
@@ -169,7 +171,7 @@ def snooze(
 
     now = utcnow()
     line = snooze_task(state(ctx).engine(), task_id, until=_later(now, until, "--until"), by=csm_identity(who), now=now)
-    console.print(line, markup=False, soft_wrap=True)
+    console.print(line, markup=False, emoji=False, soft_wrap=True)
 
 
 @tasks_app.command("reassign")
@@ -184,7 +186,7 @@ def reassign(
     from models import utcnow
 
     line = reassign_task(state(ctx).engine(), task_id, to=to.strip(), by=csm_identity(who), now=utcnow())
-    console.print(line, markup=False, soft_wrap=True)
+    console.print(line, markup=False, emoji=False, soft_wrap=True)
 
 
 @tasks_app.command("note")
@@ -199,7 +201,7 @@ def note(
     from models import utcnow
 
     line = note_task(state(ctx).engine(), task_id, text=text, by=csm_identity(who), now=utcnow())
-    console.print(line, markup=False, soft_wrap=True)
+    console.print(line, markup=False, emoji=False, soft_wrap=True)
 
 
 @tasks_app.command("sync")
@@ -219,4 +221,5 @@ def sync(ctx: typer.Context) -> None:
         f"CRM tasks: {counts['checked']} open checked, {counts['completed']} completed there and now here, "
         f"{counts['linked']} newly linked",
         markup=False,
+        emoji=False,
     )

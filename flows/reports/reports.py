@@ -63,6 +63,7 @@ from models.tables import DigestPost
 
 __all__ = [
     "Column",
+    "Digest",
     "PostResult",
     "Report",
     "ReportTable",
@@ -71,6 +72,7 @@ __all__ = [
     "health_report",
     "playbooks_report",
     "post_digest",
+    "post_once",
     "retention_report",
     "surveys_report",
     "weekly_digest",
@@ -948,7 +950,7 @@ class PostResult:
     detail: str | None = None
 
 
-def _payload(digest: WeeklyDigest, channel: str, to: str | None) -> dict[str, Any]:
+def _payload(digest: WeeklyDigest | Digest, channel: str, to: str | None) -> dict[str, Any]:
     if channel == "slack":
         return {"kind": "slack", "channel": to or "#customer-success", "text": digest.markdown}
     if channel == "email":
@@ -993,6 +995,29 @@ def post_digest(
     now) is posted again only through a channel that drops repeats of a key; otherwise it is an
     error to look into, because it may have gone out. ``ledger``: the file of older versions."""
     key = f"weekly:{digest.week}:{channel.name}" + (f":{to}" if to else "")
+    return post_once(key, digest, channel, engine=engine, to=to, now=now, ledger=ledger)
+
+
+@dataclass(frozen=True)
+class Digest:
+    """Any digest to post once: a title (the email's subject) and its Markdown."""
+
+    title: str
+    markdown: str
+
+
+def post_once(
+    key: str,
+    digest: WeeklyDigest | Digest,
+    channel: Channel,
+    *,
+    engine: Engine,
+    to: str | None = None,
+    now: datetime | None = None,
+    ledger: Path | None = None,
+) -> PostResult:
+    """Post a digest through ``channel`` once under ``key`` (a ``digest_post`` row: see
+    :func:`post_digest`); the daily ``retain today`` digest of each CSM uses it too."""
     payload = _payload(digest, channel.name, to)
     moment = now or datetime.now(UTC)
     posts = table_of(DigestPost)
