@@ -327,3 +327,84 @@ def test_the_prefect_flow_runs_a_source_and_fails_with_the_reason(
         state = sync_flow(source="crm", return_state=True)
     assert state.is_failed()
     assert "crm (accounts): 0 rows in, 0 batches; stopped: 1 rows refused" in (state.message or "")
+
+
+def test_every_kind_lands_through_its_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Contacts, usage, tickets and events from the warehouse, as their file imports land them:
+    contacts matched by account and email, usage per day, tickets by id, events once per message id
+    (the activation event onboards its account)."""
+    wh = tmp_path / "warehouse.db"
+    with sqlite3.connect(wh) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE accounts (id TEXT, name TEXT, changed INTEGER);
+            INSERT INTO accounts VALUES ('acme', 'Acme', 1), ('globex', 'Globex', 1);
+            CREATE TABLE people (account TEXT, email TEXT, name TEXT, role TEXT, changed INTEGER);
+            INSERT INTO people VALUES ('acme', 'Ada@Acme.example', 'Ada', 'champion', 1),
+                                      ('globex', 'gus@globex.example', 'Gus', 'admin', 2);
+            CREATE TABLE daily (account TEXT, metric TEXT, day TEXT, value REAL, changed INTEGER);
+            INSERT INTO daily VALUES ('acme', 'logins', '2026-11-01', 12, 1), ('acme', 'logins', '2026-11-02', 7, 1);
+            CREATE TABLE tickets (id TEXT, account TEXT, opened TEXT, closed TEXT, priority TEXT, changed INTEGER);
+            INSERT INTO tickets VALUES ('T-1', 'globex', '2026-11-03 09:00:00', NULL, 'high', 1);
+            CREATE TABLE segment (message_id TEXT, type TEXT, user_id TEXT, event TEXT, group_id TEXT, ts TEXT, seq INTEGER);
+            INSERT INTO segment VALUES ('m1', 'group', 'u1', NULL, 'globex', '2026-11-01 08:00:00', 1),
+                                       ('m2', 'track', 'u1', 'Onboarding Completed', NULL, '2026-11-02 10:30:00', 2);
+            """
+        )
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "sources.yaml").write_text(
+        """\
+activation_event: Onboarding Completed
+sources:
+  crm:
+    {kind: accounts, url: {env: WAREHOUSE_URL}, query: SELECT * FROM accounts, columns: {external_id: id}, cursor: changed}
+  people:
+    kind: contacts
+    url: {env: WAREHOUSE_URL}
+    query: SELECT * FROM people
+    columns: {account_external_id: account}
+    cursor: changed
+  product:
+    kind: usage
+    url: {env: WAREHOUSE_URL}
+    query: SELECT account AS account_external_id, metric, day, value, changed FROM daily
+    cursor: changed
+  support:
+    kind: tickets
+    url: {env: WAREHOUSE_URL}
+    query: SELECT * FROM tickets
+    columns: {external_id: id, account_external_id: account, opened_at: opened, closed_at: closed}
+    cursor: changed
+  segment:
+    kind: events
+    url: {env: WAREHOUSE_URL}
+    query: SELECT * FROM segment
+    columns: {timestamp: ts, group_id: group_id}
+    cursor: seq
+""",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("WAREHOUSE_URL", f"sqlite:///{wh}")
+    db = (f"sqlite:///{tmp_path / 'retain.db'}", folder)
+    assert cli.main(["--database-url", db[0], "init"]) == 0
+    out = retain(db, "sync", capsys=capsys)
+    # accounts first, then what names them, whatever the file's order
+    assert [line.split(" (")[0] for line in out.splitlines() if " rows in" in line] == [
+        "crm", "people", "product", "support", "segment",
+    ]  # fmt: skip
+    engine = make_engine(db[0])
+    with engine.connect() as conn:
+        contacts = conn.execute(text("SELECT email, role FROM contact ORDER BY email")).all()
+        usage = conn.execute(text("SELECT day, value FROM usage_metric ORDER BY day")).all()
+        tickets = conn.execute(text("SELECT external_id, status, priority FROM support_ticket")).all()
+        onboarded = conn.execute(text("SELECT onboarded_at FROM account WHERE external_id = 'globex'")).scalar_one()
+    engine.dispose()
+    assert [tuple(r) for r in contacts] == [("ada@acme.example", "champion"), ("gus@globex.example", "admin")]
+    assert [(str(d), v) for d, v in usage] == [("2026-11-01", 12.0), ("2026-11-02", 7.0)]
+    assert [tuple(r) for r in tickets] == [("T-1", "open", "high")]
+    assert str(onboarded).startswith("2026-11-02 10:30:00")
+    out = retain(db, "sync", capsys=capsys)
+    assert out.count(": 0 rows in, 0 batches") == 5  # nothing changed: nothing read
