@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
-from sqlalchemy import Table, insert, select, tuple_
+from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from integrations.sources._batches import CHUNK, chunks, update_in_batches, write_all_or_nothing
@@ -154,12 +154,12 @@ def land_usage(conn: Connection, source: str, days: Sequence[UsageDay], *, write
     ids = account_ids(conn, source, [(d.line, d.account_external_id) for d in days], "account_external_id")
     wanted = {(ids[d.account_external_id], d.metric, d.day): d.value for d in days}
     stored: dict[tuple[int, str, date], tuple[int, float]] = {}
-    # only the days landing now are read (by account, metric and day), never an account's whole
-    # history: a sync's small batch costs what it carries, not what is stored
-    key = tuple_(_USAGE.c.account_id, _USAGE.c.metric, _USAGE.c.day)
-    for chunk in chunks(sorted(wanted), CHUNK):
+    # only the days landing now are read (their accounts, between their first and last day), never
+    # an account's whole history: a sync's small batch costs what it carries, not what is stored
+    first, last = min((d for _, _, d in wanted), default=None), max((d for _, _, d in wanted), default=None)
+    for chunk in chunks(sorted({a for a, _, _ in wanted}), CHUNK):
         query = select(_USAGE.c.id, _USAGE.c.account_id, _USAGE.c.metric, _USAGE.c.day, _USAGE.c.value).where(
-            key.in_(chunk)
+            _USAGE.c.account_id.in_(chunk), _USAGE.c.day >= first, _USAGE.c.day <= last
         )
         for row_id, account_id, metric, day, value in conn.execute(query):
             stored[(account_id, metric, day)] = (row_id, value)

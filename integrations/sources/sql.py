@@ -77,6 +77,11 @@ def _engine(name: str, url: str) -> Engine:
 
 def _cell(value: Any) -> str | None:
     """A database value as a file's cell would give it."""
+    kind = type(value)
+    if kind is str:
+        return value.strip() or None
+    if kind is int:
+        return str(value)
     if value is None:
         return None
     if isinstance(value, bool):
