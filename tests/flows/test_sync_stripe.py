@@ -147,9 +147,7 @@ def accounts(engine: Engine) -> dict[str, dict[str, Any]]:
         return {r.external_id: dict(r._mapping) for r in conn.execute(select(a))}
 
 
-def test_a_page_that_fails_mid_way_resumes_after_the_last_committed_page(
-    sqlite_engine: Engine, stripe: FakeStripe
-) -> None:
+def test_a_page_that_fails_mid_way_resumes_after_the_last_committed_page(engine: Engine, stripe: FakeStripe) -> None:
     sleeps: list[float] = []
     second_page = lambda r: r.url.path == "/v1/customers" and r.url.params.get("starting_after") == "cus_globex"  # noqa: E731
     # the first ask of page 2 is rate limited (and says when to come back); then Stripe fails twice more
@@ -158,21 +156,21 @@ def test_a_page_that_fails_mid_way_resumes_after_the_last_committed_page(
                                      json={"error": {"type": "invalid_request_error", "code": "rate_limit"}})),
         *[(second_page, httpx.Response(503, json={"error": {"type": "api_error", "message": "busy"}}))] * 2,
     ]  # fmt: skip
-    first = sync_stripe(sqlite_engine, SPEC, now=NOW, client=client(stripe, sleeps))
+    first = sync_stripe(engine, SPEC, now=NOW, client=client(stripe, sleeps))
     assert (first.status, first.rows_in, first.batches) == ("failed", 2, 1)
     assert "Stripe /v1/customers: HTTP 503: busy" in (first.message or "")
     assert sleeps == [2.0, 1.0]  # Retry-After honoured, then a backoff; the third attempt (max_attempts) ends it
-    assert sorted(accounts(sqlite_engine)) == ["cus_globex", "cus_initech"]  # page 1 (newest first) is kept
+    assert sorted(accounts(engine)) == ["cus_globex", "cus_initech"]  # page 1 (newest first) is kept
     assert json.loads(first.cursor or "") == {"phase": "walk", "since": int(NOW.timestamp()), "after": "cus_globex"}
 
     stripe.seen.clear()
-    second = sync_stripe(sqlite_engine, SPEC, now=NOW, client=client(stripe, sleeps))
+    second = sync_stripe(engine, SPEC, now=NOW, client=client(stripe, sleeps))
     assert (second.status, second.rows_in) == ("ok", 1)
     customer_pages = [p for path, p in stripe.seen if path == "/v1/customers"]
     assert customer_pages == [{"limit": "2", "starting_after": "cus_globex"}]  # resumed, page 1 not read again
     assert json.loads(second.cursor or "") == {"phase": "events", "since": int(NOW.timestamp())}
 
-    book = accounts(sqlite_engine)
+    book = accounts(engine)
     assert sorted(book) == ["cus_acme", "cus_globex", "cus_initech"]
     acme, globex = book["cus_acme"], book["cus_globex"]
     assert (acme["name"], acme["country"], acme["plan"], str(acme["renewal_date"])) == (

@@ -24,15 +24,15 @@ def test_cursors_keep_their_type(value: object) -> None:
     assert decode_cursor(*encode_cursor(value)) == value
 
 
-def test_a_cursor_moves_only_with_its_batch(sqlite_engine: Engine) -> None:
-    run = start_run(sqlite_engine, "crm", "accounts", now=NOW)
-    with sqlite_engine.begin() as conn:
+def test_a_cursor_moves_only_with_its_batch(engine: Engine) -> None:
+    run = start_run(engine, "crm", "accounts", now=NOW)
+    with engine.begin() as conn:
         commit_batch(conn, run, "crm", "accounts", 10, 500, now=NOW)
-    with pytest.raises(RuntimeError), sqlite_engine.begin() as conn:
+    with pytest.raises(RuntimeError), engine.begin() as conn:
         commit_batch(conn, run, "crm", "accounts", 20, 500, now=NOW)
         raise RuntimeError("the batch's write failed")
-    finish_run(sqlite_engine, run, "refused", now=NOW, refused=1, message="bad rows", problems=["row 3: bad"])
-    with sqlite_engine.connect() as conn:
+    finish_run(engine, run, "refused", now=NOW, refused=1, message="bad rows", problems=["row 3: bad"])
+    with engine.connect() as conn:
         assert read_cursor(conn, "crm") == 10
         (status,) = sync_status(conn, [("crm", "accounts"), ("never", "usage")])[:1]
         never = sync_status(conn, [("never", "usage")])[1]
