@@ -332,7 +332,8 @@ def _dovecot_unavailable(reason: str) -> None:
 
 def _dovecot_config(base: Path, tls: Tls, ports: dict[str, int]) -> str:
     """A dovecot of its own: its own folder, ports and passwd-file user, run as this user (as root,
-    its processes and the mail belong to ``nobody``: dovecot never keeps mail as root)."""
+    its processes and the mail belong to ``nobody``: dovecot never keeps mail as root). No chroot:
+    only root may chroot."""
     import grp
     import os
     import pwd
@@ -378,6 +379,9 @@ service imap-login {{
     address = 127.0.0.1
     port = {ports["imaps"]}
   }}
+}}
+service anvil {{
+  chroot =
 }}
 service lmtp {{
   inet_listener lmtp {{
