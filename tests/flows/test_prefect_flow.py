@@ -187,34 +187,3 @@ def test_a_dry_run_keeps_nothing(
 
 #: pysqlite emits no BEGIN for ``Connection.begin()``; the session's SAVEPOINT then opens the
 #: transaction itself and its RELEASE commits it, so the outer rollback of ``_bind`` undoes nothing.
-
-
-def test_the_replies_flow_reads_the_configured_mailbox_and_fails_plainly_when_it_cannot(
-    prefect_api: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Through Prefect: no mailbox configured is a run that says so; an unreachable one a Failed run
-    with the reason (no traceback), kept as a failed sync run of the mailbox."""
-    from flows.orchestration.replies import poll_replies
-    from integrations.sources import sync_status
-    from tests.integrations.conftest import free_port
-
-    url = f"sqlite:///{tmp_path / 'replies.db'}"
-    engine = migrated_sqlite(url)
-    settings = Settings(database_url=url, outbox_dir=tmp_path / "outbox")
-    monkeypatch.setenv("RETAIN_DATABASE_URL", url)
-    monkeypatch.delenv("RETAIN_MAILBOX_URL", raising=False)
-    with prefect_environment(settings):
-        state = poll_replies(return_state=True)
-    assert state.is_completed() and state.result() == {"mailbox": None}
-
-    port = free_port()  # nothing listens there
-    monkeypatch.setenv("RETAIN_MAILBOX_URL", f"imap://cs@127.0.0.1:{port}/INBOX?starttls=false")
-    monkeypatch.setenv("RETAIN_SECRET_MAILBOX_PASSWORD", "not-used")
-    with prefect_environment(settings):
-        state = poll_replies(return_state=True)
-    assert state.is_failed() and f"mailbox imap://cs@127.0.0.1:{port}/INBOX: " in str(state.message)
-    assert "refused" in str(state.message).lower() and "Traceback" not in str(state.message)
-    with engine.connect() as conn:
-        [status] = sync_status(conn)
-    assert (status.source, status.kind, status.status) == (f"mailbox:cs@127.0.0.1:{port}/INBOX", "mailbox", "failed")
-    engine.dispose()

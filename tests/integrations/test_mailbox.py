@@ -264,20 +264,17 @@ def test_a_mailbox_url_names_the_folder_and_the_secret() -> None:
     assert str(parse_mailbox_url("imaps://me@host")) == "imaps://me@host:993/INBOX"
 
 
-# --- two pollers at once (PostgreSQL) ----------------------------------------------------------------
+# --- two pollers at once (PostgreSQL), and the scheduled flow (Prefect) ------------------------------
+
+SENT_AT = datetime(2027, 3, 15, 14, 0, tzinfo=UTC)
 
 
-def test_two_pollers_at_once_record_each_reply_once(mailbox: Dovecot, pg_clean: Engine) -> None:
-    """Two workers poll the same mailbox into the same PostgreSQL database at the same moment: each
-    reply is recorded once (the unique Message-ID), whichever poller wins each batch."""
-    from concurrent.futures import ThreadPoolExecutor
-
+def _sent_note(engine: Engine) -> str:
+    """An account and an email touch delivered to it (as the outbox leaves them); its Message-ID."""
     from sqlalchemy import insert
 
     from integrations.channels.email import message_id
 
-    engine = pg_clean
-    sent_at = datetime(2027, 3, 15, 14, 0, tzinfo=UTC)
     key = "renewal:1:first_note:1:4"
     sent_id = message_id(key, "acme.example")
     with engine.begin() as conn:
@@ -285,8 +282,18 @@ def test_two_pollers_at_once_record_each_reply_once(mailbox: Dovecot, pg_clean: 
         conn.execute(
             insert(table_of(Touch)),
             {"key": key, "account_id": 1, "playbook": "renewal", "step_id": "first_note", "channel": "email",
-             "status": "delivered", "payload": {}, "provider_id": sent_id, "sent_at": sent_at, "delivered_at": sent_at},
+             "status": "delivered", "payload": {}, "provider_id": sent_id, "sent_at": SENT_AT, "delivered_at": SENT_AT},
         )  # fmt: skip
+    return sent_id
+
+
+def test_two_pollers_at_once_record_each_reply_once(mailbox: Dovecot, pg_clean: Engine) -> None:
+    """Two workers poll the same mailbox into the same PostgreSQL database at the same moment: each
+    reply is recorded once (the unique Message-ID), whichever poller wins each batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = pg_clean
+    sent_id = _sent_note(engine)
     replies = 6
     for n in range(replies):
         reply = _message(From="uma@umbrella.example", To="success@acme.example", Subject=f"Re: note ({n})",
@@ -305,6 +312,53 @@ def test_two_pollers_at_once_record_each_reply_once(mailbox: Dovecot, pg_clean: 
         assert conn.execute(select(func.count()).select_from(table_of(InboundMessage))).scalar_one() == replies
         replied = conn.execute(select(func.count()).select_from(table_of(TimelineEvent))).scalar_one()
         assert replied == replies
-        assert conn.execute(select(Touch.replied_at)).scalar_one() == sent_at  # the first reply's time
+        assert conn.execute(select(Touch.replied_at)).scalar_one() == SENT_AT  # the first reply's time
         runs = sync_status(conn)
     assert [(s.kind, s.status, s.runs) for s in runs] == [("mailbox", "ok", 2)]
+
+
+def test_the_scheduled_flow_reads_the_mailbox_through_prefect(
+    prefect_api: None, mailbox: Dovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``replies`` deployment's flow: without a mailbox configured a run that says so; with one,
+    the reply read and its touch marked; an unreachable mailbox a Failed run with the reason (no
+    traceback), kept as a failed sync run of the mailbox."""
+    from flows.orchestration.replies import poll_replies
+    from flows.orchestration.runtime import prefect_environment
+    from models import Settings
+    from tests._sqlite import migrated_sqlite
+    from tests.integrations.conftest import free_port
+
+    url = f"sqlite:///{tmp_path / 'replies.db'}"
+    engine = migrated_sqlite(url)
+    sent_id = _sent_note(engine)
+    settings = Settings(database_url=url, outbox_dir=tmp_path / "outbox")  # type: ignore[call-arg]
+    monkeypatch.setenv("RETAIN_DATABASE_URL", url)
+    monkeypatch.delenv("RETAIN_MAILBOX_URL", raising=False)
+    with prefect_environment(settings):
+        state = poll_replies(return_state=True)
+    assert state.is_completed() and state.result() == {"mailbox": None}
+
+    reply = _message(From="uma@umbrella.example", To="success@acme.example", Subject="Re: note",
+                     In_Reply_To=sent_id, Message_ID=make_msgid(domain="umbrella.example"))  # fmt: skip
+    mailbox.deliver(reply.as_bytes(), "uma@umbrella.example")
+    monkeypatch.setenv("RETAIN_MAILBOX_URL", mailbox.url())
+    monkeypatch.setenv("RETAIN_SECRET_MAILBOX_PASSWORD", MAILBOX_PASSWORD)
+    with prefect_environment(settings):
+        state = poll_replies(return_state=True)
+    assert state.is_completed(), state
+    found = state.result()
+    assert (found["replies"], found["touches"]) == (1, ["renewal:1:first_note:1:4"])
+    with engine.connect() as conn:
+        assert conn.execute(select(Touch.replied_at)).scalar_one() == SENT_AT
+
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("RETAIN_MAILBOX_URL", f"imap://cs@127.0.0.1:{port}/INBOX?starttls=false")
+    with prefect_environment(settings):
+        state = poll_replies(return_state=True)
+    assert state.is_failed() and f"mailbox imap://cs@127.0.0.1:{port}/INBOX: " in str(state.message)
+    assert "refused" in str(state.message).lower() and "Traceback" not in str(state.message)
+    with engine.connect() as conn:
+        failed = {s.source: s.status for s in sync_status(conn)}
+    assert failed[f"mailbox:cs@127.0.0.1:{port}/INBOX"] == "failed"
+    engine.dispose()
