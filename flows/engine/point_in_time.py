@@ -118,8 +118,11 @@ class PointInTime:
     Built once on the scratch copy (it keeps the accounts as imported in a temporary table), then
     :meth:`move_to` before each tick, and :meth:`present` as a condition on who may enroll."""
 
-    def __init__(self, bind: Engine | Connection) -> None:
+    def __init__(self, bind: Engine | Connection, start: datetime | None = None, end: datetime | None = None) -> None:
+        """``start`` and ``end`` (aware) bound the moments it will be moved to, when known: only the
+        changes between them are kept in memory (a long event history costs nothing then)."""
         self.bind = bind
+        self._start, self._end = start, end
         meta = MetaData()
         self.imported = Table(
             "retain_sim_imported_account",
@@ -148,12 +151,21 @@ class PointInTime:
         """Every moment at which the rebuilt rows may differ from the moment just before."""
         moments: set[datetime] = set()
         o = self.imported
+
+        def within(column: Any) -> list[Any]:
+            bounds = [column.is_not(None)]
+            if self._start is not None:
+                bounds.append(column > literal(self._start, UTCDateTime()))
+            if self._end is not None:
+                bounds.append(column <= literal(self._end, UTCDateTime()))
+            return bounds
+
         for name in DATED_COLUMNS:
-            moments.update(_aware(v) for v in conn.execute(select(o.c[name]).where(o.c[name].is_not(None))).scalars())
+            moments.update(_aware(v) for v in conn.execute(select(o.c[name]).where(*within(o.c[name]))).scalars())
         for day in conn.execute(select(o.c.signup_date).where(o.c.signup_date.is_not(None)).distinct()).scalars():
             moments.add(_midnight(day))
-        moments.update(_aware(v) for v in conn.execute(select(_EVENT.c.occurred_at).distinct()).scalars())
-        moments.update(_aware(v) for v in conn.execute(select(_HEALTH.c.scored_at).distinct()).scalars())
+        for column in (_EVENT.c.occurred_at, _HEALTH.c.scored_at):
+            moments.update(_aware(v) for v in conn.execute(select(column).where(*within(column)).distinct()).scalars())
         # a month of revenue is read from its last day on (flows.analytics.state.judged_through)
         for period in conn.execute(select(_REVENUE.c.period).distinct()).scalars():
             moments.add(_midnight(add_months(period, 1) - timedelta(days=1)))

@@ -135,7 +135,7 @@ def simulate(engine: Engine, pb: CompiledPlaybook, start: datetime, days: int, d
         first_touch = _max_id(scratch, Touch)
         first_enrollment = _max_id(scratch, Enrollment)
         cache = RevisionCache()
-        then = PointInTime(scratch)
+        then = PointInTime(scratch, start, start + timedelta(days=days))
         for moment in sorted(ticks | drains):
             if moment in ticks:
                 then.move_to(moment)
