@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -44,7 +45,16 @@ from integrations.sources import (
     revenue_of,
     start_run,
 )
-from models import Account, AccountStatus, ConfigError, DataImportError, RetainError, TimelineEvent, table_of
+from models import (
+    Account,
+    AccountStatus,
+    ConfigError,
+    DataImportError,
+    RetainError,
+    RowProblem,
+    TimelineEvent,
+    table_of,
+)
 from models.sources import StripeSource
 
 __all__ = ["STRIPE", "sync_stripe"]
@@ -104,12 +114,28 @@ def _mark_deleted(conn: Connection, customers: list[str], now: datetime) -> None
             conn.execute(insert(_TIMELINE), [import_event(account_id, now, summary, {"source": STRIPE})])
 
 
+@contextmanager
+def _named(rows: list[dict[str, str]], key: str) -> Iterator[None]:
+    """A refusal of these rows names each row's Stripe object (``in_…``, ``cn_…``, ``cus_…``)."""
+    try:
+        yield
+    except DataImportError as exc:
+        problems = [
+            RowProblem(
+                p.row, f"{rows[p.row - 1].get(key)}: {p.message}" if 0 < p.row <= len(rows) else p.message, p.column
+            )
+            for p in exc.problems
+        ]
+        raise DataImportError(exc.file, problems) from None
+
+
 def _land(conn: Connection, histories: list[CustomerHistory], now: datetime) -> None:
     """One page of customers: accounts, revenue (one landing per currency), deletions."""
     live = [h for h in histories if not h.deleted]
     if live:
         rows = [customer_record(i, h) for i, h in enumerate(live, 1)]
-        land_accounts(conn, records(STRIPE, rows), now=now, label=STRIPE)
+        with _named(rows, "external_id"):
+            land_accounts(conn, records(STRIPE, rows), now=now, label=STRIPE)
     by_currency: dict[str, list[dict[str, str]]] = defaultdict(list)
     for history in live:
         billed = {i["id"] for i in history.invoices if i.get("status") in ("open", "paid", "uncollectible")}
@@ -120,9 +146,11 @@ def _land(conn: Connection, histories: list[CustomerHistory], now: datetime) -> 
     for currency, rows in sorted(by_currency.items()):
         revenue = records(f"{STRIPE} ({currency})", rows)
         columns = _revenue_columns(revenue.headers)
-        land_revenue(
-            conn, revenue_of(revenue, columns, spread=Spread.MONTH, service_end_exclusive=True), now=now, label=STRIPE
-        )
+        with _named(rows, "stripe_id"):
+            land_revenue(
+                conn, revenue_of(revenue, columns, spread=Spread.MONTH, service_end_exclusive=True), now=now,
+                label=STRIPE,
+            )  # fmt: skip
     deleted = [h.customer["id"] for h in histories if h.deleted]
     if deleted:
         _mark_deleted(conn, deleted, now)

@@ -231,7 +231,8 @@ def customer_record(line: int, history: CustomerHistory) -> dict[str, str]:
 
 def revenue_rows(history: CustomerHistory) -> list[dict[str, str]]:
     """A customer's invoice lines and credit notes as a revenue import's rows (Stripe's service
-    periods end on the day after: read with ``service_end_exclusive``)."""
+    periods end on the day after: read with ``service_end_exclusive``); ``stripe_id`` names the
+    invoice or credit note, for messages."""
     rows: list[dict[str, str]] = []
     customer = history.customer["id"]
     for invoice in history.invoices:
@@ -249,6 +250,7 @@ def revenue_rows(history: CustomerHistory) -> list[dict[str, str]]:
             price = line.get("price") or {}
             if price.get("product"):
                 row["product"] = str(price["product"])
+            row["stripe_id"] = str(invoice["id"])
             rows.append(row)
     products = {row["invoice"]: row["product"] for row in rows if row.get("product")}
     for note in history.credit_notes:
@@ -258,6 +260,7 @@ def revenue_rows(history: CustomerHistory) -> list[dict[str, str]]:
                "currency": str(note.get("currency") or "usd").upper(), "credits": str(note.get("invoice") or "")}  # fmt: skip
         if row["credits"] in products:  # the product of the invoice it refunds, so that they net
             row["product"] = products[row["credits"]]
+        row["stripe_id"] = str(note["id"])
         rows.append(row)
     return rows
 

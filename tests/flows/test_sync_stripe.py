@@ -271,3 +271,13 @@ def test_the_key_comes_from_the_environment_never_the_file(tmp_path: Path, monke
 
     with pytest.raises(ConfigError, match=r"stripe: \$STRIPE_API_KEY is not set"):
         stripe_key(SPEC)
+
+
+def test_a_refused_page_names_the_stripe_object_and_is_not_written(sqlite_engine: Engine, stripe: FakeStripe) -> None:
+    stripe.credit_notes[0]["total"] = 50000  # more than the invoice it credits
+    result = sync_stripe(sqlite_engine, SPEC, now=NOW, client=client(stripe, []))
+    assert (result.status, result.rows_in, result.rows_refused) == ("refused", 0, 1)
+    (problem,) = result.problems
+    assert problem.startswith("stripe (USD): row 7, column 'amount': cn_globex_8: credit notes exceed invoices")
+    assert accounts(sqlite_engine) == {}  # the page (globex's and initech's) is written whole or not at all
+    assert result.cursor is None  # the next run starts again from the first page
