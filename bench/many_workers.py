@@ -35,6 +35,7 @@ import asyncio
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -292,6 +293,24 @@ def _with_api(api_url: str, coroutine: Any) -> Any:
         return asyncio.run(coroutine)
 
 
+#: the line each tick logs (``TickReport.line``), which the flow run's process prints to its worker
+TICK_LINE = re.compile(
+    r"enrolled (?P<enrolled>\d+) \(\d+ holdout\), advanced (?P<advanced>\d+), "
+    r"touches written (?P<written>\d+), delivered (?P<delivered>\d+)"
+)
+
+
+def ticks(logs: dict[str, Path]) -> list[dict[str, int]]:
+    """What each run's tick did, from its summary line in the workers' logs: how the work was
+    shared among the runs (most first)."""
+    found = []
+    for path in logs.values():
+        for line in path.read_text(errors="replace").splitlines():
+            if f"{PLAYBOOK}@" in line and (match := TICK_LINE.search(line)):
+                found.append({k: int(v) for k, v in match.groupdict().items()})
+    return sorted(found, key=lambda tick: (-tick["delivered"], -tick["written"], -tick["enrolled"]))
+
+
 def runs_by_worker(logs: dict[str, Path], ids: list[str]) -> tuple[dict[str, int], int]:
     """Which worker ran each run, from the workers' own logs; and how many submissions the server
     refused because another worker had the run already (both workers may reach for one run)."""
@@ -313,9 +332,8 @@ def count(book_url: str, received: list[str]) -> dict[str, Any]:
     try:
         with engine.connect() as conn:
             t, e = table_of(Touch), table_of(Enrollment)
-            rows = conn.execute(select(t.c.key, t.c.status, t.c.claimed_by).where(t.c.playbook == PLAYBOOK)).all()
-            touches = {key: status for key, status, _ in rows}
-            by_process = Counter(claimed_by for _, status, claimed_by in rows if status == "delivered")
+            rows = conn.execute(select(t.c.key, t.c.status).where(t.c.playbook == PLAYBOOK)).all()
+            touches = {key: status for key, status in rows}
             enrollments = conn.execute(select(func.count()).select_from(e).where(e.c.playbook == PLAYBOOK)).scalar_one()
     finally:
         engine.dispose()
@@ -329,8 +347,6 @@ def count(book_url: str, received: list[str]) -> dict[str, Any]:
         "duplicates": sum(1 for key in touches if seen[key] > 1),
         "lost": sum(1 for key in touches if seen[key] == 0),
         "unexpected": sum(n for key, n in seen.items() if key not in touches),
-        # how the deliveries were shared among the flow runs' processes (each holds its claims)
-        "delivered_by_process": sorted(by_process.values(), reverse=True),
     }
 
 
@@ -424,6 +440,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 - one scri
         runs_seconds = time.monotonic() - started
         _say(f"{args.runs} runs at once: {runs_seconds:.1f} s")
         per_worker, aborted = runs_by_worker(logs, ids)
+        per_tick = ticks(logs)
         with receiver.lock:
             received = list(receiver.keys)
         counts = count(book_url, received)
@@ -441,6 +458,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 - one scri
         "runs_by_state": dict(Counter(states.values())),
         "runs_by_worker": per_worker,
         "submissions_refused": aborted,
+        # each run's tick: enrolled, advanced, touches written, delivered (how the work was shared)
+        "ticks": per_tick,
         "runs_seconds": round(runs_seconds, 1),
         "total_seconds": round(time.monotonic() - began, 1),
     }

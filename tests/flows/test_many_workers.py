@@ -53,6 +53,10 @@ def test_two_workers_run_one_deployment_four_times_at_once_and_every_touch_arriv
     # both workers ran flow runs, and between them every run once
     assert sum(counts["runs_by_worker"].values()) == 4
     assert all(n >= 1 for n in counts["runs_by_worker"].values()), counts["runs_by_worker"]
+    # the four ticks' own reports add up to the work done once: what one did, the others skipped
+    assert len(counts["ticks"]) == 4
+    for figure in ("enrolled", "written", "delivered"):
+        assert sum(tick[figure] for tick in counts["ticks"]) == 30, counts["ticks"]
     assert counts["ok"] is True and done.returncode == 0
     # what the script showed on the way: the documented commands, each of which succeeded
     for line in ("retain accounts import", "retain deployments sync", "prefect deploy --all", "2 workers online"):
