@@ -171,16 +171,30 @@ def simulate_command(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The playbook id.")],
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Start of the simulation, ISO 8601. Default: now.")
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Start of the simulation, ISO 8601; in the past, a backtest: each tick reads the data as it stood "
+            "then. Default: now.",
+        ),
     ] = None,
     days: Annotated[
-        int, typer.Option("--days", min=0, max=730, help="How many days to simulate, one tick a day.")
+        int,
+        typer.Option(
+            "--days",
+            min=0,
+            max=730,
+            help="How many days to simulate: ticks on the playbook's schedule (at most one per 6 hours), or daily without one.",
+        ),
     ] = 30,
     fmt: TextOrJson = Format.text,
 ) -> None:
     """Preview a playbook over the whole book: who would enter, which steps they would reach, the
     touches by channel, and what the contact policy would defer or suppress and why. Nothing is
-    kept and nothing is sent: it runs on a scratch copy with recording channels."""
+    kept and nothing is sent: it runs on a scratch copy with recording channels.
+
+    Each tick reads the book as it stood at its moment (revenue state, lifecycle dates, events, usage, tickets, survey answers), so a window in the past replays what the playbook would have done then: a backtest.
+    """
     from flows.engine.simulate import simulate
     from flows.engine.tick import delivery_policy, parse_as_of
     from playbooks import load_policy
