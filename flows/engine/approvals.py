@@ -7,23 +7,33 @@ the step's deadline, :func:`settle_approvals` sends, skips or escalates what is 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from sqlmodel import select as sqlmodel_select
 
 from flows.engine.render import markdown_to_html
 from flows.engine.steps._message import with_unsubscribe_footer
+from integrations.sources import (
+    ANY_CSM,
+    DraftLine,
+    approve_draft,
+    decided_line,
+    draft_of,
+    list_drafts,
+    may_decide,
+    recipient,
+    record_decision,
+    reject_draft,
+    show_draft,
+)
 from models import (
     Account,
     CsmTask,
     Enrollment,
     EnrollmentStatus,
-    NotFoundError,
     RetainError,
     TaskStatus,
     TimelineEvent,
@@ -45,171 +55,6 @@ __all__ = [
 ]
 
 _T, _A, _TL = table_of(Touch), table_of(Account), table_of(TimelineEvent)
-#: the approver of a draft of an account without a CSM: any CSM may decide
-ANY_CSM = "csm"
-
-
-@dataclass(frozen=True)
-class DraftLine:
-    """A draft as the approver sees it."""
-
-    key: str
-    account: str
-    account_name: str
-    playbook: str | None
-    step_id: str | None
-    channel: str
-    to: str | None
-    subject: str | None
-    approver: str | None
-    approve_by: datetime | None
-    on_deadline: str | None
-    status: str
-    created_at: datetime
-    edited: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _line(row: Any) -> DraftLine:
-    payload = row["payload"] or {}
-    return DraftLine(
-        key=row["key"],
-        account=row["account"],
-        account_name=row["account_name"],
-        playbook=row["playbook"],
-        step_id=row["step_id"],
-        channel=row["channel"],
-        to=payload.get("to"),
-        subject=payload.get("subject"),
-        approver=row["approver"],
-        approve_by=row["approve_by"],
-        on_deadline=row["on_deadline"],
-        status=row["status"],
-        created_at=row["created_at"],
-        edited=row["draft"] is not None,
-    )
-
-
-def _query() -> Any:
-    return select(_T, _A.c.external_id.label("account"), _A.c.name.label("account_name")).select_from(
-        _T.join(_A, _A.c.id == _T.c.account_id)
-    )
-
-
-def list_drafts(
-    engine: Engine, *, approver: str | None = None, account: str | None = None, limit: int | None = None
-) -> tuple[list[DraftLine], int]:
-    """The drafts waiting for approval (``approver``'s and those any CSM may approve; None: all),
-    the oldest first, and how many wait in all."""
-    where: list[Any] = [_T.c.status == TouchStatus.DRAFT]
-    if approver is not None:
-        where.append(func.lower(_T.c.approver).in_([approver.lower(), ANY_CSM]))
-    if account is not None:
-        where.append(_A.c.external_id == account)
-    with engine.connect() as conn:
-        total = conn.execute(
-            select(func.count()).select_from(_T.join(_A, _A.c.id == _T.c.account_id)).where(*where)
-        ).scalar_one()
-        rows = conn.execute(_query().where(*where).order_by(_T.c.created_at, _T.c.id).limit(limit)).all()
-    return [_line(r._mapping) for r in rows], total
-
-
-def show_draft(engine: Engine, key: str) -> tuple[DraftLine, dict[str, Any], dict[str, Any] | None]:
-    """A draft (or a decided one): its line, the message as it stands, and the first draft when edited."""
-    with engine.connect() as conn:
-        row = conn.execute(_query().where(_T.c.key == key)).first()
-    if row is None or row._mapping["approver"] is None:
-        raise NotFoundError(f"no draft with key {key!r} (retain approvals list shows them)")
-    return _line(row._mapping), dict(row._mapping["payload"] or {}), row._mapping["draft"]
-
-
-def _draft(s: Session, key: str) -> Touch:
-    touch: Touch | None = s.exec(sqlmodel_select(Touch).where(Touch.key == key)).first()
-    if touch is None or touch.approver is None:
-        raise NotFoundError(f"no draft with key {key!r} (retain approvals list shows them)")
-    return touch
-
-
-def _may_decide(touch: Touch, by: str) -> None:
-    if touch.approver not in (None, ANY_CSM) and touch.approver.lower() != by.lower():
-        raise RetainError(f"only {touch.approver} may decide on {touch.key} (you are {by}: --as or RETAIN_CSM)")
-
-
-def _decided(touch: Touch) -> str:
-    when = f" at {touch.decided_at:%Y-%m-%d %H:%M} UTC" if touch.decided_at else ""
-    who = f" by {touch.decided_by}" if touch.decided_by else ""
-    if touch.status == TouchStatus.REJECTED:
-        return f"{touch.key} was rejected{who}{when}"
-    return f"{touch.key} was approved{who}{when} ({touch.status})"
-
-
-def _record(s: Session, touch: Touch, now: datetime, kind: str, summary: str, **detail: Any) -> None:
-    s.add(
-        TimelineEvent.model_validate(
-            {
-                "account_id": touch.account_id,
-                "enrollment_id": touch.enrollment_id,
-                "playbook": touch.playbook,
-                "step_id": touch.step_id,
-                "at": now,
-                "kind": kind,
-                "summary": summary,
-                "detail": {"key": touch.key, **detail},
-            }
-        )
-    )
-
-
-def _to(touch: Touch) -> str:
-    return str(touch.payload.get("to") or touch.channel)
-
-
-def approve_draft(engine: Engine, key: str, *, by: str, now: datetime) -> tuple[bool, str]:
-    """Approve a draft: it becomes pending and the outbox sends it, once, under its key. The change
-    is one conditional update, so two approvals (or an approval racing the deadline) send it once.
-    Returns whether this call approved it, and what happened."""
-    with session(engine) as s:
-        touch = _draft(s, key)
-        if touch.status != TouchStatus.DRAFT:
-            if touch.status == TouchStatus.REJECTED:
-                raise RetainError(_decided(touch) + ": it cannot be approved now")
-            return False, _decided(touch) + ": nothing to do"
-        _may_decide(touch, by)
-        changed = execute(
-            s,
-            update(_T)
-            .where(_T.c.id == touch.id, _T.c.status == TouchStatus.DRAFT)
-            .values(status=TouchStatus.PENDING, decided_by=by, decided_at=now, not_before=None),
-        ).rowcount
-        if not changed:  # someone decided between the read and the update
-            s.rollback()
-            return False, f"{key} was decided meanwhile: nothing to do"
-        _record(s, touch, now, "approved", f"{touch.step_id}: {touch.channel} to {_to(touch)} approved by {by}", by=by)
-    return True, f"{key} approved: the outbox sends it"
-
-
-def reject_draft(engine: Engine, key: str, *, by: str, now: datetime, reason: str | None = None) -> str:
-    """Reject a draft: it is never sent."""
-    with session(engine) as s:
-        touch = _draft(s, key)
-        if touch.status != TouchStatus.DRAFT:
-            raise RetainError(_decided(touch) + ": it cannot be rejected now")
-        _may_decide(touch, by)
-        why = f"rejected by {by}" + (f": {reason}" if reason else "")
-        changed = execute(
-            s,
-            update(_T)
-            .where(_T.c.id == touch.id, _T.c.status == TouchStatus.DRAFT)
-            .values(status=TouchStatus.REJECTED, decided_by=by, decided_at=now, reason=why),
-        ).rowcount
-        if not changed:
-            raise RetainError(f"{key} was decided meanwhile")
-        _record(
-            s, touch, now, "rejected", f"{touch.step_id}: {touch.channel} to {_to(touch)} {why}", by=by, reason=reason
-        )
-    return f"{key} rejected: it will not be sent"
 
 
 def edit_draft(
@@ -224,10 +69,10 @@ def edit_draft(
     if text is not None and not text.strip():
         raise RetainError("the text would be empty")
     with session(engine) as s:
-        touch = _draft(s, key)
+        touch = draft_of(s, key)
         if touch.status != TouchStatus.DRAFT:
-            raise RetainError(_decided(touch) + ": only a waiting draft can be edited")
-        _may_decide(touch, by)
+            raise RetainError(decided_line(touch) + ": only a waiting draft can be edited")
+        may_decide(touch, by)
         payload = dict(touch.payload)
         changes: dict[str, Any] = {}
         if subject is not None and subject != payload.get("subject"):
@@ -248,10 +93,10 @@ def edit_draft(
             values["draft"] = touch.payload  # the first draft, as rendered
         execute(s, update(_T).where(_T.c.id == touch.id, _T.c.status == TouchStatus.DRAFT).values(**values))
         what = " and ".join("the subject" if k == "subject" else "the text" for k in changes)
-        summary = f"{touch.step_id}: draft to {_to(touch)} edited by {by}: {what}"
+        summary = f"{touch.step_id}: draft to {recipient(touch)} edited by {by}: {what}"
         if "subject" in changes:
             summary += f" ({changes['subject']['from']!r} -> {changes['subject']['to']!r})"
-        _record(s, touch, now, "edited", summary, by=by, changes=changes)
+        record_decision(s, touch, now, "edited", summary, by=by, changes=changes)
     return f"{key} edited ({what})"
 
 

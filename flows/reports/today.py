@@ -15,6 +15,8 @@ from sqlalchemy.engine import Engine
 from flows.engine.approvals import DraftLine, list_drafts
 from flows.engine.tasks import TaskFilter, TaskLine, list_tasks
 from integrations.channels import Channel
+from integrations.links import LinkConfig
+from integrations.sources import approvals_link
 from models import Account, Contact, HealthScore, Touch, table_of
 
 from .reports import Digest, PostResult, post_once
@@ -58,6 +60,8 @@ class Today:
     drafts_total: int = 0
     red: list[RedAccount] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
+    #: the CSM's approvals page of ``retain web`` (a signed link), when drafts wait
+    approvals_url: str | None = None
 
     @property
     def title(self) -> str:
@@ -82,6 +86,8 @@ class Today:
         ] or ["- none"]
         lines += ["", f"## Waiting for your approval ({self.drafts_total})"]
         lines += [f"- {d.account}: {d.subject or d.channel} to {d.to} ({d.key})" for d in self.drafts] or ["- none"]
+        if self.approvals_url and self.drafts:
+            lines.append(f"- review them: {self.approvals_url}")
         lines += ["", f"## Turned red ({len(self.red)})"]
         lines += [
             f"- {r.name} ({r.account}): health {r.score:.0f}" + (f", was {r.was}" if r.was else "") for r in self.red
@@ -110,6 +116,8 @@ def csm_today(engine: Engine, csm: str, *, now: datetime, since: timedelta = tim
         engine, TaskFilter(assignee=csm, due_before=end_of_day), now=now, limit=10
     )
     today.drafts, today.drafts_total = list_drafts(engine, approver=csm, limit=10)
+    if today.drafts:
+        today.approvals_url = approvals_link(LinkConfig.from_environment(), csm, now)
     today.red = _turned_red(engine, csm, start, now)
     today.replies = _replies(engine, csm, start, now)
     return today

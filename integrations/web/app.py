@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from starlette.responses import Response
 
 from integrations.links import ExpiredLink, InvalidLink, LinkConfig
-from integrations.web import health, providers, segment, surveys, unsubscribe
+from integrations.web import approvals, health, providers, segment, surveys, unsubscribe
 from integrations.web._limits import BodyLimit, RateLimit, TokenBuckets
 from integrations.web._pages import page
 from integrations.web._state import Web
@@ -60,7 +60,7 @@ def create_app(
     app = FastAPI(title="Retain", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.web = Web(engine, settings, links or LinkConfig.from_environment(), now or utcnow, activation_event)
     app.add_exception_handler(InvalidLink, _invalid_link)
-    for routes in (health, unsubscribe, surveys, providers, segment):
+    for routes in (health, unsubscribe, surveys, providers, segment, approvals):
         app.include_router(routes.router)
     buckets = TokenBuckets(settings.web_rate_limit, clock=rate_clock or time.monotonic)
     # outermost first: the rate limit refuses before a body is read

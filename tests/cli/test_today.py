@@ -120,7 +120,9 @@ def test_a_csm_morning_in_one_screen_and_once_a_day_by_email(retain: Retain, smt
     assert sorted(m.rcpt_tos[0] for m in digests) == ["kim@csm.example", "sam@csm.example"]
     sam = next(m for m in digests if m.rcpt_tos == ["sam@csm.example"])
     assert sam.message["Subject"].startswith("Today for sam@csm.example")
-    assert "Call Acme" in sam.message.get_body(("plain",)).get_content()
+    text = sam.message.get_body(("plain",)).get_content()
+    assert "Call Acme" in text
+    assert "review them: http://localhost:8000/approvals?t=" in text  # the CSM's approvals page
     assert f"daily digest today:{day}:sam@csm.example:email:sam@csm.example: already posted" in run.err
     refused = retain("today", "--every-csm")
     assert refused.code == 2
