@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import socket
@@ -330,7 +331,7 @@ def _dovecot_unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _dovecot_config(base: Path, tls: Tls, ports: dict[str, int]) -> str:
+def _dovecot_config(base: Path, cert_file: Path | None, key_file: Path | None, ports: dict[str, int]) -> str:
     """A dovecot of its own: its own folder, ports and passwd-file user, run as this user (as root,
     its processes and the mail belong to ``nobody``: dovecot never keeps mail as root). No chroot:
     only root may chroot."""
@@ -344,15 +345,14 @@ def _dovecot_config(base: Path, tls: Tls, ports: dict[str, int]) -> str:
     else:
         account = pwd.getpwuid(os.getuid())
     group = grp.getgrgid(account.pw_gid).gr_name
+    ssl = f"ssl = yes\nssl_cert = <{cert_file}\nssl_key = <{key_file}" if cert_file and key_file else "ssl = no"
     return f"""\
 base_dir = {base}/run
 state_dir = {base}/state
 log_path = {base}/dovecot.log
 protocols = imap lmtp
 listen = 127.0.0.1
-ssl = yes
-ssl_cert = <{tls.cert_file}
-ssl_key = <{tls.key_file}
+{ssl}
 auth_mechanisms = plain login
 disable_plaintext_auth = no
 default_internal_user = {account.pw_name}
@@ -392,11 +392,16 @@ service lmtp {{
 """
 
 
-@pytest.fixture(scope="session")
-def dovecot(tls: Tls) -> Iterator[Dovecot]:
-    """Debian's dovecot, started for the session with its own configuration in a temporary folder,
-    stopped after. Skips (fails under CI=true) when dovecot is not installed
-    (``apt-get install dovecot-imapd dovecot-lmtpd``) or does not start."""
+class DovecotUnavailable(Exception):
+    """Dovecot is not installed, or did not start (the message says why)."""
+
+
+@contextlib.contextmanager
+def run_dovecot(cert_file: Path | None = None, key_file: Path | None = None) -> Iterator[Dovecot]:
+    """Debian's dovecot with its own configuration, ports, passwd-file user and maildir in a
+    temporary folder, stopped (and the folder removed) after. Without a certificate, no TLS port.
+    :class:`DovecotUnavailable` when it is not installed (``apt-get install dovecot-imapd
+    dovecot-lmtpd``) or does not start."""
     import os
     import shutil
     import signal
@@ -406,15 +411,14 @@ def dovecot(tls: Tls) -> Iterator[Dovecot]:
 
     binary = shutil.which("dovecot") or next((p for p in ("/usr/sbin/dovecot",) if Path(p).exists()), None)
     if binary is None:
-        _dovecot_unavailable("dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd)")
-    assert binary is not None
+        raise DovecotUnavailable("dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd)")
     # not under pytest's temporary folder: as root, the mail belongs to nobody, who must reach it
     base = Path(tempfile.mkdtemp(prefix="retain-dovecot-"))
     base.chmod(0o755)
     (base / "mail").mkdir()
     (base / "passwd").write_text(f"{MAILBOX_USER.split('@')[0]}:{{PLAIN}}{MAILBOX_PASSWORD}\n")
-    ports = {"imap": free_port(), "imaps": free_port(), "lmtp": free_port()}
-    (base / "dovecot.conf").write_text(_dovecot_config(base, tls, ports))
+    ports = {"imap": free_port(), "imaps": free_port() if cert_file else 0, "lmtp": free_port()}
+    (base / "dovecot.conf").write_text(_dovecot_config(base, cert_file, key_file, ports))
     log = base / "dovecot.log"
     with (base / "stderr.log").open("wb") as stderr:
         process = subprocess.Popen(
@@ -436,7 +440,7 @@ def dovecot(tls: Tls) -> Iterator[Dovecot]:
                 said = (base / "stderr.log").read_text(errors="replace") + (
                     log.read_text(errors="replace") if log.exists() else ""
                 )
-                _dovecot_unavailable(f"dovecot did not start: {said[-800:]}")
+                raise DovecotUnavailable(f"dovecot did not start: {said[-800:]}")
             time.sleep(0.1)
         yield Dovecot(ports["imap"], ports["imaps"], ports["lmtp"], log)
     finally:
@@ -448,6 +452,17 @@ def dovecot(tls: Tls) -> Iterator[Dovecot]:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot(tls: Tls) -> Iterator[Dovecot]:
+    """Dovecot for the session (:func:`run_dovecot`, TLS with the session's test certificate).
+    Skips (fails under CI=true) when dovecot is not installed or does not start."""
+    try:
+        with run_dovecot(tls.cert_file, tls.key_file) as server:
+            yield server
+    except DovecotUnavailable as exc:
+        _dovecot_unavailable(str(exc))
 
 
 @pytest.fixture
