@@ -134,20 +134,30 @@ def test_simulate_command_json_and_no_outbox_written(
 
 BACKTEST_ACCOUNTS = """\
 external_id,name,status,signup_date,onboarded_at,churned_at,reactivated_at
-early,Early,churned,2026-01-01,2026-02-01,2026-09-01,
-late,Late,churned,2026-01-01,2026-02-01,2027-02-01,
-back,Back,active,2026-01-01,2026-02-01,2026-08-01,2027-02-01
-newbie,Newbie,active,2027-03-01,,,
+early,Early,churned,2025-01-01,2025-02-01,2025-09-01,
+late,Late,churned,2025-01-01,2025-02-01,2026-02-01,
+back,Back,active,2025-01-01,2025-02-01,2025-08-01,2026-02-01
+newbie,Newbie,active,2026-03-01,,,
 """
 BACKTEST_TICKETS = """\
 external_id,account_external_id,subject,status,priority,opened_at,closed_at
-T-1,early,Export broken,solved,high,2026-12-05T10:00:00Z,2027-01-20T10:00:00Z
-T-2,late,Later problem,open,normal,2027-01-10T10:00:00Z,
+T-1,early,Export broken,solved,high,2025-12-05T10:00:00Z,2026-01-20T10:00:00Z
+T-2,late,Later problem,open,normal,2026-01-10T10:00:00Z,
+"""
+BACKTEST_SURVEYS = """\
+account_external_id,kind,score,responded_at
+early,nps,9,2025-11-01T10:00:00Z
+early,nps,2,2026-01-15T10:00:00Z
+"""
+BACKTEST_USAGE = """\
+account_external_id,metric,day,value
+late,logins,2025-12-04,5
+late,logins,2026-01-20,100
 """
 BACKTEST_EVENTS = """\
-{"type": "group", "messageId": "g-1", "userId": "u-1", "groupId": "late", "timestamp": "2026-12-03T08:00:00Z"}
-{"type": "track", "messageId": "t-1", "userId": "u-1", "event": "Login", "timestamp": "2026-12-03T08:00:01Z"}
-{"type": "track", "messageId": "t-2", "userId": "u-1", "event": "Login", "timestamp": "2027-01-30T08:00:00Z"}
+{"type": "group", "messageId": "g-1", "userId": "u-1", "groupId": "late", "timestamp": "2025-12-03T08:00:00Z"}
+{"type": "track", "messageId": "t-1", "userId": "u-1", "event": "Login", "timestamp": "2025-12-03T08:00:01Z"}
+{"type": "track", "messageId": "t-2", "userId": "u-1", "event": "Login", "timestamp": "2026-01-30T08:00:00Z"}
 """
 
 
@@ -169,8 +179,9 @@ def _backtest_playbook(name: str, audience: str) -> str:
 def test_a_simulation_over_a_past_window_reads_each_tick_as_of_its_moment(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Imported lifecycle dates and status, product events and tickets, all dated after a window,
-    are not read in it: a backtest from 2026-12-01 over 10 days sees the book of then."""
+    """Imported lifecycle dates and status, product events, tickets, survey answers and usage, all
+    dated after a window, are not read in it: a backtest from 2025-12-01 over 10 days sees the book
+    of then."""
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'retain.db'}"
         assert main(["--database-url", url, "init"]) == 0
@@ -184,10 +195,21 @@ def test_a_simulation_over_a_past_window_reads_each_tick_as_of_its_moment(
         "came_back": "account.reactivated_at is not none",
         "seen": "account.last_seen_at is not none",
         "ticket": "open_tickets() > 0",
+        "promoter": 'last_survey("nps").score >= 9',
+        "detractor": 'last_survey("nps").score <= 6',
+        "used": 'usage("logins", 30) > 0',
+        "busy": 'usage("logins", 30) > 50',
     }
     for name, audience in audiences.items():
         (folder / f"{name}.yaml").write_text(_backtest_playbook(name, audience), encoding="utf-8")
-    for kind, text in (("accounts", BACKTEST_ACCOUNTS), ("tickets", BACKTEST_TICKETS), ("events", BACKTEST_EVENTS)):
+    files = (
+        ("accounts", BACKTEST_ACCOUNTS),
+        ("tickets", BACKTEST_TICKETS),
+        ("events", BACKTEST_EVENTS),
+        ("surveys", BACKTEST_SURVEYS),
+        ("usage", BACKTEST_USAGE),
+    )
+    for kind, text in files:
         path = tmp_path / (f"{kind}.jsonl" if kind == "events" else f"{kind}.csv")
         path.write_text(text, encoding="utf-8")
         assert main(["--database-url", url, kind, "import", str(path)]) == 0
@@ -195,15 +217,19 @@ def test_a_simulation_over_a_past_window_reads_each_tick_as_of_its_moment(
 
     def entered(name: str) -> dict[str, str]:
         args = ["--database-url", url, "--playbooks-dir", str(folder), "playbooks", "simulate", name]
-        assert main([*args, "--as-of", "2026-12-01", "--days", "10", "--format", "json"]) == 0
+        assert main([*args, "--as-of", "2025-12-01", "--days", "10", "--format", "json"]) == 0
         return {e["account"]: e["on"] for e in json.loads(capsys.readouterr().out)["entered"]}
 
     # late churned only in February; back churned in August and came back only in February;
     # newbie signed up in March: it did not exist yet
-    assert entered("churned") == {"early": "2026-12-01", "back": "2026-12-01"}
-    assert entered("active") == {"late": "2026-12-01"}
+    assert entered("churned") == {"early": "2025-12-01", "back": "2025-12-01"}
+    assert entered("active") == {"late": "2025-12-01"}
     assert entered("came_back") == {}
-    # late's first product event is on 2026-12-03 (its last one, stored on the row, in January)
-    assert entered("seen") == {"late": "2026-12-03"}
-    # early's ticket was opened on 2026-12-05 (and closed in January); late's opens in January
-    assert entered("ticket") == {"early": "2026-12-05"}
+    # late's first product event is on 2025-12-03 (its last one, stored on the row, in January)
+    assert entered("seen") == {"late": "2025-12-03"}
+    # early's ticket was opened on 2025-12-05 (and closed in January); late's opens in January
+    assert entered("ticket") == {"early": "2025-12-05"}
+    # early's latest answer by then is a 9 (its 2 comes in January)
+    assert (entered("promoter"), entered("detractor")) == ({"early": "2025-12-01"}, {})
+    # late's first logins are on 2025-12-04; the 100 come in January
+    assert (entered("used"), entered("busy")) == ({"late": "2025-12-04"}, {})
