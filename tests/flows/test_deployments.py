@@ -267,6 +267,39 @@ def test_check_accepts_a_hand_set_work_pool(tmp_path: Path, capsys: pytest.Captu
     assert "with the same options" in capsys.readouterr().err
 
 
+def test_what_a_person_adds_is_kept_and_typos_still_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "prefect.yaml"
+    assert _sync(target) == 0
+    data = yaml.safe_load(target.read_text(encoding="utf-8"))
+    data["prefect-version"] = "3.9.1"
+    for dep in data["deployments"]:
+        if dep["name"] == "outbox":
+            dep["concurrency_limit"] = 1
+        if dep["name"] == "health":
+            dep["pull"] = [{"prefect.deployments.steps.set_working_directory": {"directory": "/srv/health"}}]
+        if dep["name"] == "renewal":
+            dep["schedules"] = [{"cron": "0 1 * * *", "timezone": "UTC", "active": True}]  # Retain's to write
+    target.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    assert _sync(target) == 0
+    assert _sync(target, "--check") == 0
+    kept = yaml.safe_load(target.read_text(encoding="utf-8"))
+    deps = {d["name"]: d for d in kept["deployments"]}
+    assert kept["prefect-version"] == "3.9.1"
+    assert deps["outbox"]["concurrency_limit"] == 1
+    assert deps["health"]["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/srv/health"
+    assert deps["renewal"]["schedules"] == [{"cron": "*/30 * * * *", "timezone": "America/New_York", "active": True}]
+    # a misspelt key is kept too, and --check says so: Prefect would ignore it
+    text = target.read_text(encoding="utf-8").replace("concurrency_limit: 1", "concurency_limit: 1")
+    target.write_text(text, encoding="utf-8")
+    capsys.readouterr()
+    assert _sync(target, "--check") == 1
+    assert "deployment 'outbox': unknown key 'concurency_limit' (did you mean 'concurrency_limit'?)" in (
+        capsys.readouterr().err
+    )
+
+
 def test_contradictory_code_places_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "prefect.yaml"
     assert _sync(target, "--code-dir", "/srv/retain", "--git-repository", "https://git.example.com/r.git") == 1
