@@ -544,8 +544,9 @@ def poll_mailbox(
                 result.read += len(part)
                 cursor = f"{folder.uidvalidity}:{max(part)}"
                 _write_batch(engine, answers, cursor, run=run, mailbox=mailbox, now=now, result=result, team=lowered)
-    except Exception as exc:
-        finish_run(engine, run, "failed", now=now, message=redact(str(exc) or type(exc).__name__))
+    except BaseException as exc:  # Ctrl-C and a cancelled flow run too: the run never stays "running"
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
+        finish_run(engine, run, "failed", now=now, message=redact(why))
         raise
     finish_run(engine, run, "ok", now=now, message=result.line())
     logger.info("%s", result.line())

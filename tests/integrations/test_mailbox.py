@@ -269,8 +269,9 @@ def test_a_mailbox_url_names_the_folder_and_the_secret() -> None:
 SENT_AT = datetime(2027, 3, 15, 14, 0, tzinfo=UTC)
 
 
-def _sent_note(engine: Engine) -> str:
-    """An account and an email touch delivered to it (as the outbox leaves them); its Message-ID."""
+def _sent_note(engine: Engine, *, id_kept: bool = True) -> str:
+    """An account and an email touch delivered to it (as the outbox leaves them; without its
+    Message-ID kept, as a send in doubt resolved by hand leaves it); its Message-ID."""
     from sqlalchemy import insert
 
     from integrations.channels.email import message_id
@@ -282,7 +283,8 @@ def _sent_note(engine: Engine) -> str:
         conn.execute(
             insert(table_of(Touch)),
             {"key": key, "account_id": 1, "playbook": "renewal", "step_id": "first_note", "channel": "email",
-             "status": "delivered", "payload": {}, "provider_id": sent_id, "sent_at": SENT_AT, "delivered_at": SENT_AT},
+             "status": "delivered", "payload": {}, "provider_id": sent_id if id_kept else None, "sent_at": SENT_AT,
+             "delivered_at": SENT_AT},
         )  # fmt: skip
     return sent_id
 
@@ -362,3 +364,17 @@ def test_the_scheduled_flow_reads_the_mailbox_through_prefect(
         failed = {s.source: s.status for s in sync_status(conn)}
     assert failed[f"mailbox:cs@127.0.0.1:{port}/INBOX"] == "failed"
     engine.dispose()
+
+
+def test_a_reply_to_a_send_resolved_by_hand_is_found_by_its_key(mailbox: Dovecot, sqlite_engine: Engine) -> None:
+    """A send in doubt that a person resolved as delivered (``retain outbox resolve --delivered``)
+    kept no Message-ID: its reply is still matched, by the hash of the key the id carries."""
+    sent_id = _sent_note(sqlite_engine, id_kept=False)
+    reply = _message(From="uma@umbrella.example", To="success@acme.example", Subject="Re: note",
+                     References=f"<older@umbrella.example> {sent_id}", Message_ID=make_msgid(domain="umbrella.example"))  # fmt: skip
+    mailbox.deliver(reply.as_bytes(), "uma@umbrella.example")
+    mailbox.deliver(b"Subject: no headers to speak of\r\n\r\nText.\r\n")  # no Message-ID, no reference
+    result = poll_mailbox(sqlite_engine, parse_mailbox_url(mailbox.url()), now=SENT_AT, password=MAILBOX_PASSWORD)
+    assert (result.read, result.replies, result.unknown, result.touches) == (2, 1, 1, ["renewal:1:first_note:1:4"])
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(Touch.replied_at)).scalar_one() == SENT_AT
