@@ -55,8 +55,10 @@ def sync(
     and one per scheduled SQL source of sources.yaml (sync-<source>), on a work pool, with a pull
     step that finds the code on the worker's machine.
 
-    Then: `prefect work-pool create retain --type process`, `prefect --no-prompt deploy --all`, and
-    `prefect worker start --pool retain` on each machine (docs/workers.md)."""
+    What a person added to the file (a pool per deployment, job variables, a concurrency limit)
+    is kept. Then: `prefect work-pool create retain --type process`, `prefect --no-prompt deploy
+    --all`, and `RETAIN_CODE_DIR=<checkout> prefect worker start --pool retain` on each machine
+    (docs/workers.md)."""
     from flows.orchestration.deployments import prefect_yaml_problems, pull_steps, render_prefect_yaml
     from playbooks import load_playbooks, load_sources
 
