@@ -408,3 +408,33 @@ sources:
     assert str(onboarded).startswith("2026-11-02 10:30:00")
     out = retain(db, "sync", capsys=capsys)
     assert out.count(": 0 rows in, 0 batches") == 5  # nothing changed: nothing read
+
+
+def test_a_query_without_a_required_column_or_that_fails_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wh = tmp_path / "warehouse.db"
+    with sqlite3.connect(wh) as conn:
+        conn.execute("CREATE TABLE t (id TEXT, title TEXT, version INTEGER)")
+        conn.execute("INSERT INTO t VALUES ('a', 'A', 1)")
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "sources.yaml").write_text(
+        f"sources:\n  crm:\n    kind: accounts\n    url: sqlite:///{wh}\n    query: SELECT * FROM t\n"
+        "    columns: {external_id: id}\n    cursor: version\n"
+        f"  broken:\n    kind: accounts\n    url: sqlite:///{wh}\n    query: SELECT * FROM missing_table\n"
+        "    cursor: version\n",
+        encoding="utf-8",
+    )
+    db = (f"sqlite:///{tmp_path / 'retain.db'}", folder)
+    assert cli.main(["--database-url", db[0], "init"]) == 0
+    out = retain(db, "sync", capsys=capsys, code=1)
+    assert (
+        "broken (accounts): 0 rows in, 0 batches; failed: source 'broken': the query failed: no such table: "
+        "missing_table" in out
+    )
+    assert (
+        "crm (accounts): 0 rows in, 0 batches; failed: source 'crm': the query gives no column for 'name' (name it "
+        "so in the query, or map it: columns: {name: <query column>}); it gives ['id', 'title', 'version']" in out
+    )
+    assert accounts(db) == {}
