@@ -50,8 +50,15 @@ def sync(
     st = state(ctx)
     spec = load_sources(st.playbooks_dir)
     if not spec.sources and spec.stripe is None:
+        from models import BUNDLED_PLAYBOOKS_DIR
+
+        where = (
+            "a sources.yaml in your playbooks folder (./playbooks, or --playbooks-dir / RETAIN_PLAYBOOKS_DIR)"
+            if st.playbooks_dir.resolve() == BUNDLED_PLAYBOOKS_DIR.resolve()
+            else str(st.playbooks_dir / "sources.yaml")
+        )
         err_console.print(
-            f"error: no sources: declare them under 'sources:' (or 'stripe:') in {st.playbooks_dir / 'sources.yaml'} "
+            f"error: no sources: declare them under 'sources:' (or 'stripe:') in {where} "
             "(see README, 'Connect your data')",
             style="red",
             markup=False,
