@@ -270,6 +270,7 @@ class Figures:
     unknown: int
     unknown_arrived: int
     failed: int
+    failed_4xx: int
     pending: int
     same_key_repeats: int  # webhook requests repeated with the same key after a kill (dropped by key)
     kills: Kills
@@ -286,8 +287,8 @@ class Figures:
             f"expected touches {self.expected}, delivered {self.delivered}, duplicates {self.duplicates}, "
             f"lost {self.lost}, unknown {self.unknown}",
             f"  unknown: {self.unknown_arrived} had reached the SMTP server, {self.unknown - self.unknown_arrived} "
-            "had not (a person resolves them); failed for good (4xx): "
-            f"{self.failed}; still pending: {self.pending}",
+            f"had not (a person resolves them); failed {self.failed} ({self.failed_4xx} answered 4xx for good, "
+            f"{self.failed - self.failed_4xx} cut short or out of retries 8 times); still pending: {self.pending}",
             f"  webhook requests repeated with the same Idempotency-Key after a kill (dropped by the receiver): "
             f"{self.same_key_repeats}",
         ]
@@ -353,6 +354,7 @@ def figures(
         unknown=len(unknown),
         unknown_arrived=sum(1 for r in unknown if mails[r.key] > 0),
         failed=sum(1 for r in rows if r.status == "failed"),
+        failed_4xx=sum(1 for r in rows if r.status == "failed" and r.key in bad_keys),
         pending=sum(1 for r in rows if r.status in ("pending", "sending")),
         same_key_repeats=same_key,
         kills=kills,
@@ -408,7 +410,10 @@ def _kill_jobs(
 ) -> None:
     """Run ticks and outbox runs one at a time, each SIGKILLed at a random moment, until ``kills``
     of them died. A job that ends before its kill moment teaches how long that kind of job runs
-    here: later kill moments are drawn within it, so kills land whatever the machine's speed."""
+    here: later kill moments are drawn within it, so kills land whatever the machine's speed. A
+    kill that lands widens the reach again (up to ``max_kill_delay``): a job with little to do must
+    not pin every later kill to the first moments of the next jobs, where the same first touches
+    are always in flight (8 sends cut short fail a touch, see ``recover_interrupted``)."""
     attempts = 0
     reach = {"tick": max_kill_delay, "outbox": max_kill_delay}
     harness = Harness()
@@ -419,6 +424,8 @@ def _kill_jobs(
             began = time.monotonic()
             if harness.run(job(mode, day), rng.uniform(0.0, reach[mode]), record) != -signal.SIGKILL:
                 reach[mode] = min(reach[mode], 0.8 * (time.monotonic() - began))
+            else:
+                reach[mode] = min(max_kill_delay, reach[mode] * 1.5)
             attempts += 1
             if attempts % 10 == 0:
                 say(f"  {record.total} kills of {kills} ({attempts} jobs), day {day}")

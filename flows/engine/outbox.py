@@ -230,7 +230,9 @@ def _claim(
     due = (
         select(t.c.id)
         .where(and_(*conditions))
-        .order_by(t.c.priority.desc(), t.c.id)
+        # a touch whose earlier sends were cut short goes after the untried ones of its priority: a
+        # crash loop spreads over the queue instead of hitting the same first touches every time
+        .order_by(t.c.priority.desc(), t.c.attempts, t.c.id)
         .limit(policy.batch_size)
         .with_for_update(skip_locked=True)
     )
@@ -254,7 +256,12 @@ def _claim(
                 t.c.created_at,
             )
         ).all()
-    return sorted((dict(row._mapping) for row in rows), key=lambda r: (-r["priority"], r["id"]))
+    return sorted((dict(row._mapping) for row in rows), key=_queue_order)
+
+
+def _queue_order(row: dict[str, Any]) -> tuple[int, int, int]:
+    """Higher playbook priority first; then fewer attempts so far; then the oldest."""
+    return (-row["priority"], row["attempts"], row["id"])
 
 
 def _apply_contact_policy(
@@ -356,7 +363,7 @@ def _apply_contact_policy(
                 )
             )
             counts[what] += 1
-    return sorted(ready, key=lambda r: (-r["priority"], r["id"]))
+    return sorted(ready, key=_queue_order)
 
 
 async def _send_and_record(
