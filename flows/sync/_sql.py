@@ -162,6 +162,10 @@ def sync_source(
                 result.state = derive_account_state(conn, now, now=now).line()
     except (RetainError, SQLAlchemyError) as exc:
         result.status, result.message = "failed", redact(str(exc))
+    except BaseException as exc:  # Ctrl-C, a cancelled flow run, a bug: the run never stays "running"
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
+        finish_run(engine, run, "failed", now=now, message=redact(why))
+        raise
     finally:
         if reader is not None:
             reader.close()

@@ -234,6 +234,10 @@ def sync_stripe(
         result.message = f"{result.rows_refused} rows refused; nothing of that page was written"
     except (RetainError, SQLAlchemyError) as exc:
         result.status, result.message = "failed", redact(str(exc))
+    except BaseException as exc:  # Ctrl-C, a cancelled flow run, a bug: the run never stays "running"
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc) or type(exc).__name__
+        finish_run(engine, run, "failed", now=now, message=redact(why))
+        raise
     finally:
         if own and client is not None:
             client.close()

@@ -438,3 +438,26 @@ def test_a_query_without_a_required_column_or_that_fails_says_so(
         "so in the query, or map it: columns: {name: <query column>}); it gives ['id', 'title', 'version']" in out
     )
     assert accounts(db) == {}
+
+
+def test_an_interrupted_run_is_recorded_failed_never_left_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.sync import sync_source
+    from models.sources import SqlSource
+
+    db = (f"sqlite:///{tmp_path / 'retain.db'}", tmp_path)
+    assert cli.main(["--database-url", db[0], "init"]) == 0
+    source = SqlSource.model_validate(
+        {"kind": "accounts", "url": {"secret": "warehouse"}, "query": "SELECT 1", "cursor": "x"}
+    )
+
+    def ctrl_c(name: str) -> str:
+        raise KeyboardInterrupt
+
+    engine = make_engine(db[0])
+    with pytest.raises(KeyboardInterrupt):
+        sync_source(engine, "crm", source, now=datetime.now(UTC), lookup=ctrl_c)
+    engine.dispose()
+    report = status(db, capsys)["crm"]
+    assert (report["last_run"], report["message"]) == ("failed", "interrupted")
