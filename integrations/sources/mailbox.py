@@ -11,7 +11,7 @@ to its touch by ``In-Reply-To``/``References``, and the touch marked replied.
   an answer to that touch; a touch delivered without its id kept (resolved by hand after a crash)
   is found by the key's hash the id carries. Anything else is *unknown*: counted, left alone.
 - Automatic replies (``Auto-Submitted`` other than ``no``, ``X-Autoreply``/``X-Autorespond``,
-  ``Precedence: auto_reply|bulk|junk``, a delivery report, and as a fallback an out-of-office
+  ``Precedence: auto_reply|bulk|junk``, a null sender, a delivery report, and as a fallback an out-of-office
   subject) are recorded on the timeline as such; they do not mark the touch replied.
 - Once: the folder is read from its cursor (UIDVALIDITY and the highest UID processed, kept with
   the other sources' cursors; each poll is a sync run that ``retain sync status`` shows), and every
@@ -90,7 +90,7 @@ BATCH = 200
 #: the headers read of each message: nothing of its body
 _HEADERS = (
     "MESSAGE-ID IN-REPLY-TO REFERENCES FROM SUBJECT DATE AUTO-SUBMITTED X-AUTOREPLY X-AUTORESPOND "
-    "X-AUTO-RESPONSE-SUPPRESS PRECEDENCE CONTENT-TYPE"
+    "X-AUTO-RESPONSE-SUPPRESS PRECEDENCE CONTENT-TYPE RETURN-PATH"
 )
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _FETCHED = re.compile(rb"UID (\d+)")
@@ -211,6 +211,8 @@ def automatic_reason(message: EmailMessage) -> str | None:
     suppress = str(message.get("X-Auto-Response-Suppress", "")).lower()
     if "oof" in suppress.replace(" ", "").split(","):
         return "X-Auto-Response-Suppress: OOF"
+    if message.get("Return-Path") is not None and str(message["Return-Path"]).strip() in ("<>", ""):
+        return "a null sender (Return-Path: <>)"  # what RFC 3834 asks of automatic responders
     if message.get_content_type() == "multipart/report":
         return "a delivery report"
     subject = " ".join(str(message.get("Subject", "")).split())

@@ -5,6 +5,7 @@ first note sent by SMTP, and the customer's answers read by ``retain replies pol
 from __future__ import annotations
 
 import imaplib
+import json
 import os
 import smtplib
 from collections.abc import Callable
@@ -173,10 +174,10 @@ def test_a_reply_ends_the_renewal_silence_branch_and_an_out_of_office_does_not(
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(table_of(InboundMessage))).scalar_one() == 2
         assert conn.execute(select(func.count()).select_from(table_of(TimelineEvent)).where(TimelineEvent.kind == "replied")).scalar_one() == 1  # fmt: skip
-        [status] = sync_status(conn)
-    # each poll is a sync run of the mailbox: 4 so far, the last one ok; 2 answers taken in in all
-    assert (status.source, status.kind, status.status, status.runs) == (source, "mailbox", "ok", 4)
-    assert status.message is not None and "2 processed before" in status.message
+    # each poll is a sync run of the mailbox, which retain sync status shows: 4 so far, the last one ok
+    [status] = json.loads(retain("sync", "status", "--format", "json"))
+    assert (status["source"], status["kind"], status["last_run"], status["runs"]) == (source, "mailbox", "ok", 4)
+    assert "2 processed before" in status["message"] and status["cursor"] == _newest(mailbox)  # the folder's own again
     engine.dispose()
 
 
@@ -221,6 +222,15 @@ def test_over_tls_a_wrong_password_is_a_clear_error_kept_for_status(
         ({"Subject": "Re: renewal", "Precedence": "junk"}, "Precedence: junk"),
         ({"Subject": "Re: renewal", "Precedence": "list"}, None),
         ({"Subject": "Re: renewal", "X-Auto-Response-Suppress": "DR, OOF"}, "X-Auto-Response-Suppress: OOF"),
+        ({"Subject": "Re: renewal", "Return-Path": "<>"}, "a null sender (Return-Path: <>)"),
+        ({"Subject": "Re: renewal", "Return-Path": "<uma@umbrella.example>"}, None),
+        (
+            {
+                "Subject": "Delivery Status Notification",
+                "Content-Type": "multipart/report; report-type=delivery-status",
+            },
+            "a delivery report",
+        ),
         ({"Subject": "Out of Office: Planning your renewal"}, "out-of-office subject ('out of office')"),
         ({"Subject": "Automatic reply: Planning your renewal"}, "out-of-office subject ('automatic reply')"),
         ({"Subject": "Abwesenheitsnotiz: Ihre Verlängerung"}, "out-of-office subject ('abwesenheitsnotiz')"),
