@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from integrations.sources._batches import chunks, write_all_or_nothing
@@ -90,16 +90,15 @@ def _touches(conn: Connection, events: Sequence[ProviderEventRecord]) -> dict[st
 
 
 def _seen(conn: Connection, events: Sequence[ProviderEventRecord]) -> set[tuple[str, str]]:
+    """The (provider, event id) pairs already kept: one indexed lookup per provider and chunk."""
     seen: set[tuple[str, str]] = set()
-    for chunk in chunks({(e.provider, e.event_id) for e in events}):
-        seen.update(
-            (p, i)
-            for p, i in conn.execute(
-                select(_EVENT.c.provider, _EVENT.c.event_id).where(
-                    tuple_(_EVENT.c.provider, _EVENT.c.event_id).in_(chunk)
-                )
-            )
-        )
+    for provider in sorted({e.provider for e in events}):
+        ids = {e.event_id for e in events if e.provider == provider}
+        for chunk in chunks(ids):
+            found = conn.execute(
+                select(_EVENT.c.event_id).where(_EVENT.c.provider == provider, _EVENT.c.event_id.in_(chunk))
+            ).scalars()
+            seen.update((provider, event_id) for event_id in found)
     return seen
 
 
