@@ -271,7 +271,7 @@ def enroll_figures(engine: Engine, db: str, n: int, *, quick: bool) -> None:
     with engine.begin() as conn:
         conn.execute(update(enr).where(enr.c.playbook == pb.id).values(next_due_at=AS_OF + timedelta(days=7)))
     cache = RevisionCache()
-    tick(engine, pb, AS_OF, cache=cache)  # the holdout ends where it began: not part of the figure
+    tick(engine, pb, AS_OF + timedelta(minutes=1), cache=cache)  # the holdout ends: not part of the figure
     base = due_check(engine, pb.id)
     with measured(f"tick_nothing_due_{db}") as took:
         report = tick(engine, pb, LATER, cache=cache)
