@@ -133,7 +133,9 @@ class Account(AccountBase, table=True):
     # set on insert from external_id (also for Core bulk inserts), never changed
     holdout_bucket: int = Field(default=None, nullable=False, sa_column_kwargs={"default": _bucket_default})
     created_at: datetime = _ts(nullable=False, default=utcnow)
-    updated_at: datetime = _ts(nullable=False, default=utcnow)
+    #: stamped by every writer that changes the account: enroll reads only accounts changed since
+    #: the playbook's last tick (``PlaybookRevision.enrolled_through``), by this index
+    updated_at: datetime = _ts(nullable=False, default=utcnow, index=True)
 
 
 class ContactBase(SQLModel):
@@ -253,6 +255,10 @@ class PlaybookRevision(SQLModel, table=True):
     templates: dict[str, str] = _json(dict)  # template path -> source, as of this revision
     path: str | None = None
     created_at: datetime = _ts(nullable=False, default=utcnow)
+    #: enroll's cursor for this revision: every account up to this id, and every account changed
+    #: before this moment, was looked at by a tick (flows/engine/enroll.py reads only the others)
+    enrolled_through: datetime | None = _ts()
+    enrolled_through_id: int | None = None
 
 
 class EnrollmentStatus(StrEnum):
@@ -275,6 +281,12 @@ class Enrollment(SQLModel, table=True):
             postgresql_where=text("status = 'active'"),
         ),
         Index("ix_enrollment_due", "playbook", "status", "next_due_at"),
+        # a tick's reads, each by an index (tests/flows/test_tick_plans.py): the anti-join of
+        # enroll, the enrollments it just made, the revisions in flight, the holdouts to end
+        Index("ix_enrollment_playbook_account", "playbook", "account_id"),
+        Index("ix_enrollment_started", "playbook", "started_at"),
+        Index("ix_enrollment_revision", "playbook", "revision", "status"),
+        Index("ix_enrollment_holdout", "playbook", "status", "holdout", "started_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
     playbook: str = Field(max_length=100)
@@ -314,6 +326,7 @@ class Touch(SQLModel, table=True):
         Index("ix_touch_status_not_before", "status", "not_before"),
         # a reply names the message it answers by its Message-ID, which an email touch keeps here
         Index("ix_touch_provider_id", "provider_id"),
+        Index("ix_touch_playbook_created", "playbook", "created_at"),  # the touches a tick just wrote
     )
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=200, unique=True)
@@ -533,7 +546,10 @@ class TimelineEvent(SQLModel, table=True):
     """One line of an account's story: enrolled, a step, a touch, a suppression, an outcome."""
 
     __tablename__ = "timeline_event"
-    __table_args__ = (Index("ix_timeline_account_at", "account_id", "at"),)
+    __table_args__ = (
+        Index("ix_timeline_account_at", "account_id", "at"),
+        Index("ix_timeline_enrollment", "enrollment_id"),  # "is this enrollment's line written?"
+    )
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="account.id")
     at: datetime = _ts(nullable=False, default=utcnow)

@@ -3,25 +3,48 @@ re-entry rule, holdout by a stable hash), each new enrollment recorded in the ti
 
 A playbook with ``entry.on_event`` enrolls only accounts with a matching event not yet used by
 it: the same one statement picks each account's earliest such event (recorded as the
-enrollment's ``trigger_event_id``), so events are read set-based at the tick, never a run per event."""
+enrollment's ``trigger_event_id``), so events are read set-based at the tick, never a run per event.
+
+A tick's cost follows what changed, not the book's size: when only a change to an account's own row
+can bring it into the audience (the audience reads the account alone and not the clock, an account
+enters once, no ``on_event``), a tick reads only the accounts added or changed since this revision's
+previous tick (``PlaybookRevision.enrolled_through``, by the indexes on ``account.id`` and
+``account.updated_at``); otherwise every account is read, set-based, in the one statement."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import cast, exists, false, func, insert, literal, null, or_, select, true, update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import ColumnElement, cast, exists, false, func, insert, literal, null, or_, select, true, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import ColumnClause
+from sqlalchemy.sql.selectable import AliasedReturnsRows, SelectBase, TableClause
+from sqlalchemy.sql.visitors import iterate
 from sqlmodel import Session, col
 
 from flows.engine._sql import insert_ignore
 from flows.engine.revisions import holdout_salt, today_in
-from models import Account, Enrollment, EnrollmentStatus, ProductEvent, TimelineEvent, execute, table_of
+from models import (
+    Account,
+    Enrollment,
+    EnrollmentStatus,
+    PlaybookRevision,
+    ProductEvent,
+    TimelineEvent,
+    execute,
+    table_of,
+)
 from models.playbook import reentry_after
 from models.tables import HOLDOUT_BUCKETS
 from playbooks import AUDIENCE, EVENT, CompiledPlaybook, clause_columns, read_clauses, to_sql
 
-__all__ = ["enroll"]
+__all__ = ["LOOK_BACK", "enroll"]
+
+#: how long before the previous tick's moment a tick looks again at changed accounts: a change
+#: stamped a little before that tick but committed after it is not missed
+LOOK_BACK = timedelta(days=1)
+TIMELINE_CHUNK = 2_000  # new enrollments' timeline lines written per statement: memory stays flat
 
 
 def enroll(
@@ -49,6 +72,9 @@ def enroll(
     in_holdout = ((acct.c.holdout_bucket + holdout_salt(pb.id)) % HOLDOUT_BUCKETS) < threshold if threshold else false()
     first_step = pb.spec.steps[0].id
     trigger = _trigger(pb, as_of, today)
+    # a simulation's narrower set of accounts (``only``) neither uses nor moves the cursor
+    candidates = _candidates(s, pb, as_of, today, audience) if only is None else None
+    top = execute(s, select(func.max(acct.c.id))).scalar()  # before the statement: a later account is read later
     chosen = select(
         literal(pb.id),
         literal(pb.revision),
@@ -66,6 +92,7 @@ def enroll(
         ~blocked,
         *([trigger.is_not(None)] if trigger is not None else []),
         *([only] if only is not None else []),
+        *(candidates or []),
     )
     columns = [
         "playbook",
@@ -92,47 +119,110 @@ def enroll(
     # and the values it read, computed in SQL for all of them at once
     audience_expr = pb.expression("audience")
     why = clause_columns(audience_expr, now=as_of, today=today)
-    new = execute(
-        s,
-        select(enr.c.id, enr.c.account_id, enr.c.holdout, *(column.label(name) for name, column in why))
-        .select_from(enr.join(acct, acct.c.id == enr.c.account_id))
-        .where(
-            enr.c.playbook == pb.id,
-            enr.c.started_at == as_of,
-            enr.c.source == source,
-            ~exists(
-                select(col(TimelineEvent.id)).where(
-                    col(TimelineEvent.enrollment_id) == enr.c.id, col(TimelineEvent.kind) == "enrolled"
-                )
-            ),
-        ),
-    ).all()
-    values = []
-    for row in new:
-        held = read_clauses(audience_expr, row._mapping)
-        values.append(
-            {
-                "account_id": row.account_id,
-                "enrollment_id": row.id,
-                "playbook": pb.id,
-                "at": as_of,
-                "kind": "enrolled",
-                "summary": f"enrolled in {pb.spec.name}"
-                + (" (holdout: never contacted)" if row.holdout else "")
-                + ": "
-                + "; ".join(c.line() for c in held),
-                "detail": {
-                    "revision": pb.revision,
-                    "holdout": bool(row.holdout),
-                    "source": source,
-                    "audience": [c.to_dict() for c in held],
-                },
-            }
-        )
-    if values:
+    enrolled = holdouts = 0
+    after = 0
+    while True:  # in chunks by id: memory follows the chunk, not the number enrolled
+        new = execute(
+            s,
+            select(enr.c.id, enr.c.account_id, enr.c.holdout, *(column.label(name) for name, column in why))
+            .select_from(enr.join(acct, acct.c.id == enr.c.account_id))
+            .where(
+                enr.c.playbook == pb.id,
+                enr.c.started_at == as_of,
+                enr.c.source == source,
+                enr.c.id > after,
+                ~exists(
+                    select(col(TimelineEvent.id)).where(
+                        col(TimelineEvent.enrollment_id) == enr.c.id, col(TimelineEvent.kind) == "enrolled"
+                    )
+                ),
+            )
+            .order_by(enr.c.id)
+            .limit(TIMELINE_CHUNK),
+        ).all()
+        if not new:
+            break
+        after = new[-1].id
+        values = []
+        for row in new:
+            held = read_clauses(audience_expr, row._mapping)
+            values.append(
+                {
+                    "account_id": row.account_id,
+                    "enrollment_id": row.id,
+                    "playbook": pb.id,
+                    "at": as_of,
+                    "kind": "enrolled",
+                    "summary": f"enrolled in {pb.spec.name}"
+                    + (" (holdout: never contacted)" if row.holdout else "")
+                    + ": "
+                    + "; ".join(c.line() for c in held),
+                    "detail": {
+                        "revision": pb.revision,
+                        "holdout": bool(row.holdout),
+                        "source": source,
+                        "audience": [c.to_dict() for c in held],
+                    },
+                }
+            )
         s.connection().execute(insert(table_of(TimelineEvent)), values)
-    holdouts = sum(1 for row in new if row.holdout)
-    return len(new), holdouts
+        enrolled += len(new)
+        holdouts += sum(1 for row in new if row.holdout)
+    if candidates is not None and top is not None:
+        rev = table_of(PlaybookRevision)
+        s.exec(
+            update(rev)
+            .where(rev.c.playbook == pb.id, rev.c.revision == pb.revision)
+            .values(enrolled_through=as_of, enrolled_through_id=top)
+        )
+    return enrolled, holdouts
+
+
+def _candidates(
+    s: Session, pb: CompiledPlaybook, as_of: datetime, today: date, audience: ColumnElement[Any]
+) -> list[ColumnElement[bool]] | None:
+    """The condition that limits enroll to the accounts added or changed since this revision's
+    previous tick ([] for a first tick, a tick back in time, or one after a long gap: every
+    account), or None when anything but a change of the account's own row can bring it into the
+    audience (the clock, other tables, re-entry, events): then every account is read."""
+    if not _only_account_changes(pb, as_of, today, audience, s.get_bind().dialect):
+        return None
+    rev, acct = table_of(PlaybookRevision), table_of(Account)
+    cursor = execute(
+        s,
+        select(rev.c.enrolled_through, rev.c.enrolled_through_id).where(
+            rev.c.playbook == pb.id, rev.c.revision == pb.revision
+        ),
+    ).first()
+    if cursor is None or cursor[0] is None or cursor[1] is None or cursor[0] > as_of:
+        return []
+    changed = acct.alias("account_changed")  # an alias: not correlated with the enclosing read of account
+    since = select(changed.c.id).where(changed.c.id > cursor[1])
+    since = since.union(select(changed.c.id).where(changed.c.updated_at >= cursor[0] - LOOK_BACK))
+    return [acct.c.id.in_(since)]
+
+
+def _only_account_changes(
+    pb: CompiledPlaybook, as_of: datetime, today: date, audience: ColumnElement[Any], dialect: Dialect
+) -> bool:
+    """True when only a change to an account's own row can bring it into the audience: it enters
+    once (no re-entry, no events), and the audience reads no other table and not the clock."""
+    if pb.spec.entry.on_event is not None or reentry_after(pb.spec.entry.reentry) is not None:
+        return False
+    for element in iterate(audience):
+        if isinstance(element, SelectBase | AliasedReturnsRows):
+            return False
+        if isinstance(element, TableClause) and element.name != "account":
+            return False
+        table = getattr(element, "table", None) if isinstance(element, ColumnClause) else None
+        if table is not None and getattr(table, "name", None) != "account":
+            return False
+    # the clock: the same audience compiled for a moment years away must be the very same statement
+    later = to_sql(
+        pb.expression("audience"), AUDIENCE, now=as_of + timedelta(days=3000), today=today + timedelta(days=3000)
+    )
+    now_sql, later_sql = audience.compile(dialect=dialect), later.compile(dialect=dialect)
+    return str(now_sql) == str(later_sql) and now_sql.params == later_sql.params
 
 
 def _trigger(pb: CompiledPlaybook, as_of: datetime, today: date) -> Any:

@@ -194,13 +194,13 @@ async def _deliver(
     # a dead run's sends: "resent", "unknown", or "failed" when cut short too often
     counts.update(recover_interrupted(engine, channels, max_attempts=policy.max_attempts, runs_over=policy.runs_over))
     limits = {name: _Limits.of(channel, policy) for name, channel in channels.items()}
-    seen: set[int] = set()
+    after: tuple[int, int] | None = None  # the last claimed (priority, id): each batch claims past it
     try:
         while True:
-            claimed = _claim(engine, as_of, scope, policy, exclude=seen)
+            claimed = _claim(engine, as_of, scope, policy, after=after)
             if not claimed:
                 break
-            seen.update(row["id"] for row in claimed)
+            after = (claimed[-1]["priority"], claimed[-1]["id"])
             ready = _apply_contact_policy(engine, claimed, as_of, policy, counts)
             results = await asyncio.gather(
                 *(_send_and_record(engine, row, channels, limits, as_of, policy) for row in ready)
@@ -213,9 +213,12 @@ async def _deliver(
 
 
 def _claim(
-    engine: Engine, as_of: datetime, scope: dict[str, Any], policy: DeliveryPolicy, *, exclude: set[int]
+    engine: Engine, as_of: datetime, scope: dict[str, Any], policy: DeliveryPolicy, *, after: tuple[int, int] | None
 ) -> list[dict[str, Any]]:
-    """Lease a batch of due pending touches, higher playbook priority first."""
+    """Lease a batch of due pending touches, higher playbook priority first, each batch of a run
+    past the previous one in that order (``after``: its last priority and id). A touch a batch
+    deferred or will retry is thereby never claimed again in the same run, by a condition of fixed
+    size: a growing list of ids would break past 65,535 parameters on PostgreSQL."""
     t = table_of(Touch)
     wall = utcnow()
     conditions = [
@@ -225,8 +228,9 @@ def _claim(
         or_(t.c.retry_not_before.is_(None), t.c.retry_not_before <= wall),  # Retry-After, on the wall clock
     ]
     conditions += [t.c[name] == value for name, value in scope.items() if value is not None]
-    if exclude:
-        conditions.append(t.c.id.not_in(exclude))
+    if after is not None:
+        priority, last = after
+        conditions.append(or_(t.c.priority < priority, and_(t.c.priority == priority, t.c.id > last)))
     due = (
         select(t.c.id)
         .where(and_(*conditions))

@@ -12,7 +12,17 @@ from sqlalchemy import and_, insert, select, true, update
 from sqlmodel import Session
 
 from flows.engine.revisions import RevisionCache, today_in
-from models import Account, Enrollment, EnrollmentStatus, Outcome, TimelineEvent, execute, format_duration, table_of
+from models import (
+    Account,
+    Enrollment,
+    EnrollmentStatus,
+    Outcome,
+    PlaybookRevision,
+    TimelineEvent,
+    execute,
+    format_duration,
+    table_of,
+)
 from playbooks import ENROLLMENT, to_sql
 
 __all__ = ["settle"]
@@ -23,9 +33,20 @@ def settle(s: Session, cache: RevisionCache, playbook: str, as_of: datetime) -> 
     window has passed. One query per condition and revision in flight, not one per enrollment."""
     enr, acct = table_of(Enrollment), table_of(Account)
     counts: Counter[str] = Counter()
-    revisions = execute(
-        s, select(enr.c.revision).where(enr.c.playbook == playbook, enr.c.status == EnrollmentStatus.ACTIVE).distinct()
-    ).all()
+    # the revisions in flight: of the playbook's few stored revisions, those with an active
+    # enrollment (one index probe each, not a read of every active enrollment)
+    rev = table_of(PlaybookRevision)
+    stored = execute(s, select(rev.c.revision).where(rev.c.playbook == playbook)).scalars().all()
+    revisions = [
+        (revision,)
+        for revision in stored
+        if execute(
+            s,
+            select(enr.c.id)
+            .where(enr.c.playbook == playbook, enr.c.revision == revision, enr.c.status == EnrollmentStatus.ACTIVE)
+            .limit(1),
+        ).first()
+    ]
     for (revision,) in revisions:
         pb = cache.get(s, playbook, revision)
         today = today_in(pb, as_of)
