@@ -197,9 +197,8 @@ def _candidates(
     if cursor is None or cursor[0] is None or cursor[1] is None or cursor[0] > as_of:
         return []
     changed = acct.alias("account_changed")  # an alias: not correlated with the enclosing read of account
-    since = select(changed.c.id).where(changed.c.id > cursor[1])
-    since = since.union(select(changed.c.id).where(changed.c.updated_at >= cursor[0] - LOOK_BACK))
-    return [acct.c.id.in_(since)]
+    added = select(changed.c.id).where(changed.c.id > cursor[1])
+    return [acct.c.id.in_(added.union(select(changed.c.id).where(changed.c.updated_at >= cursor[0] - LOOK_BACK)))]
 
 
 def _only_account_changes(
