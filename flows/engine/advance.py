@@ -1,7 +1,8 @@
 """Advance: claim the due enrollments of a playbook in batches (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL; the claim is the batch's first write on SQLite) and wake each one up (see
-:mod:`flows.engine.wake`). Each batch is one transaction; each enrollment a savepoint, so one that
-fails is retried later and, after ``MAX_ERRORS`` failures, ended with outcome ``error``."""
+:mod:`flows.engine.wake`). Each batch is one transaction, its writes an executemany per table; when
+an enrollment fails, the batch is run again with a savepoint per enrollment, so the one that fails
+is retried later and, after ``MAX_ERRORS`` failures, ended with outcome ``error``."""
 
 from __future__ import annotations
 
@@ -98,8 +99,38 @@ def advance(
 
 
 def _advance_batch(s: Session, cache: RevisionCache, ids: list[int], as_of: datetime) -> AdvanceResult:
+    """The batch in one go (one savepoint, its writes in one executemany per table); should any
+    enrollment fail, the batch is undone and run again one savepoint per enrollment, so that
+    only the failing ones are held back."""
+    enrollments, accounts, contacts = _load(s, ids)
     result = AdvanceResult()
-    enrollments = (
+    writes = Writes(s)
+    whole = s.begin_nested()
+    try:
+        for enrollment in enrollments:
+            result.enrollments += 1
+            account = accounts[enrollment.account_id]
+            pb = cache.get(s, enrollment.playbook, enrollment.revision)
+            wake = Wake(s, pb, enrollment, account, contacts.get(enrollment.account_id, []), as_of, result, writes)
+            wake.run()
+            enrollment.claimed_by = None
+            writes.timeline += wake.timeline
+        writes.flush_touches()
+        s.add_all(enrollments)
+        s.flush()
+        whole.commit()
+    except SQLAlchemyError:
+        raise  # the database failed, not an enrollment: the whole batch is rolled back and retried
+    except Exception:  # a template, expression or step failing for one account: find which
+        whole.rollback()
+        return _advance_one_by_one(s, cache, ids, as_of)
+    writes.flush_timeline()
+    return result
+
+
+def _load(s: Session, ids: list[int]) -> tuple[list[Enrollment], dict[int, Account], dict[int, list[Contact]]]:
+    """The batch's enrollments, their accounts and their contacts: three queries per batch."""
+    enrollments = list(
         execute(s, select(Enrollment).where(col(Enrollment.id).in_(ids)).order_by(col(Enrollment.id))).scalars().all()
     )
     account_ids = {e.account_id for e in enrollments}
@@ -111,6 +142,14 @@ def _advance_batch(s: Session, cache: RevisionCache, ids: list[int], as_of: date
         .all()
     ):
         contacts.setdefault(c.account_id, []).append(c)
+    return enrollments, {a: account for a, account in accounts.items() if a is not None}, contacts
+
+
+def _advance_one_by_one(s: Session, cache: RevisionCache, ids: list[int], as_of: datetime) -> AdvanceResult:
+    """Each enrollment in its own savepoint: one that fails is retried later and, after
+    ``MAX_ERRORS`` failures, ended with outcome ``error``; the others go on."""
+    result = AdvanceResult()
+    enrollments, accounts, contacts = _load(s, ids)
     writes = Writes(s)
     for enrollment in enrollments:
         result.enrollments += 1
@@ -118,8 +157,9 @@ def _advance_batch(s: Session, cache: RevisionCache, ids: list[int], as_of: date
         savepoint = s.begin_nested()
         try:
             pb = cache.get(s, enrollment.playbook, enrollment.revision)
-            wake = Wake(s, pb, enrollment, account, contacts.get(account.id, []), as_of, result, writes)
+            wake = Wake(s, pb, enrollment, account, contacts.get(enrollment.account_id, []), as_of, result, writes)
             wake.run()
+            writes.flush_touches()
             enrollment.claimed_by = None
             s.add(enrollment)
             s.flush()
@@ -128,6 +168,7 @@ def _advance_batch(s: Session, cache: RevisionCache, ids: list[int], as_of: date
         except SQLAlchemyError:
             raise  # the database failed, not this enrollment: the whole batch is rolled back and retried
         except Exception as exc:  # a template, expression or step failing for this account only
+            writes.touches = []
             savepoint.rollback()
             message = str(exc) if isinstance(exc, RetainError) else f"{type(exc).__name__}: {exc}"
             _record_error(s, enrollment, as_of, message, result)

@@ -44,13 +44,20 @@ MAX_STEPS_PER_WAKE = 200  # a guard: validation already refuses loops without a 
 
 class Writes:
     """A batch's inserts through Core statements compiled once (the ORM's per-row overhead was most
-    of a wake-up's cost); timeline rows go in one executemany at the end of the batch."""
+    of a wake-up's cost); touches and timeline rows are kept and written in one executemany each
+    (touches before anything reads the database again, so a step sees the touches before it)."""
 
     def __init__(self, s: Session) -> None:
         self.s = s
         self.touch = insert_ignore(s, table_of(Touch))
         self.task = insert(table_of(CsmTask))
+        self.touches: list[dict[str, Any]] = []
         self.timeline: list[dict[str, Any]] = []
+
+    def flush_touches(self) -> None:
+        if self.touches:
+            self.s.connection().execute(self.touch, self.touches)
+            self.touches = []
 
     def flush_timeline(self) -> None:
         if self.timeline:
@@ -82,6 +89,7 @@ class Wake:
     # -- reading --
     def env(self, contact: Contact | None = None) -> Any:
         """The expression environment for this enrollment (and one of its contacts)."""
+        self.writes.flush_touches()  # its lookups may read the touches written before
         return env_for(
             self.s, self.account, now=self.as_of, today=self.today, contact=contact, enrollment=self.enrollment
         )
@@ -219,7 +227,7 @@ class Wake:
             "on_deadline": None,
             **(approval if approval is not None and not suppressed else {}),
         }
-        self.s.connection().execute(self.writes.touch, values)
+        self.writes.touches.append(values)
         self.result.touches[f"{channel}:{values['status']}"] += 1
         who = contact.email if contact else payload.get("channel") or channel  # a Slack post names its channel
         if suppressed:
