@@ -400,6 +400,7 @@ class CsmTask(SQLModel, table=True):
     __table_args__ = (
         Index("ix_csm_task_assignee_status", "assignee", "status"),
         Index("ix_csm_task_enrollment_step", "enrollment_id", "step_id"),
+        Index("ix_csm_task_open", "status", "keep_open"),  # a tick closes the open tasks of ended enrollments
     )
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="account.id", index=True)

@@ -75,14 +75,22 @@ def _flow_run_id() -> str | None:
 def claimer() -> str:
     """This process, as it signs its claims."""
     pid = os.getpid()
+    parts = [_process(pid)]
+    if run := _flow_run_id():
+        parts.append(f"flow_run={run}")
+    return ";".join(parts)[:200]
+
+
+@cache
+def _process(pid: int) -> str:
+    """``host:pid;pidns=…;started=…`` of a process of ours: read once (the outbox signs every
+    wave of touches), by pid, so that a forked child reads its own."""
     parts = [f"{socket.gethostname()}:{pid}"]
     if namespace := _pid_namespace():
         parts.append(f"pidns={namespace}")
     if stat := _proc_stat(pid):
         parts.append(f"started={stat[1]}")
-    if run := _flow_run_id():
-        parts.append(f"flow_run={run}")
-    return ";".join(parts)[:200]
+    return ";".join(parts)
 
 
 def is_gone(holder: str | None) -> bool:

@@ -26,14 +26,14 @@ import asyncio
 import logging
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from aiolimiter import AsyncLimiter
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 
@@ -202,10 +202,16 @@ async def _deliver(
                 break
             after = (claimed[-1]["priority"], claimed[-1]["id"])
             ready = _apply_contact_policy(engine, claimed, as_of, policy, counts)
-            results = await asyncio.gather(
-                *(_send_and_record(engine, row, channels, limits, as_of, policy) for row in ready)
-            )
-            counts.update(results)
+            by_channel: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for row in ready:  # in priority order, kept within each channel
+                by_channel[row["channel"]].append(row)
+            for done in await asyncio.gather(
+                *(
+                    _send_channel(engine, name, rows, channels, limits, as_of, policy)
+                    for name, rows in by_channel.items()
+                )
+            ):
+                counts.update(done)
     finally:
         for channel in channels.values():
             await channel.aclose()
@@ -370,41 +376,51 @@ def _apply_contact_policy(
     return sorted(ready, key=_queue_order)
 
 
-async def _send_and_record(
+async def _send_channel(
     engine: Engine,
-    row: dict[str, Any],
+    name: str,
+    rows: list[dict[str, Any]],
     channels: dict[str, Channel],
     limits: dict[str, _Limits],
     as_of: datetime,
     policy: DeliveryPolicy,
-) -> str:
-    """Mark the touch sending (committed), send it, and record the result at once."""
-    channel = channels.get(row["channel"])
+) -> Counter[str]:
+    """Send one channel's touches of a batch in waves as wide as the channel's in-flight limit:
+    each wave is marked sending in one statement (committed) just before its requests leave
+    together, and its results are recorded in one transaction as the wave ends. The database
+    work runs off the event loop, so the other channels' requests go on meanwhile."""
+    counts: Counter[str] = Counter()
+    channel = channels.get(name)
     if channel is None:
-        _finish(engine, row, as_of, policy, TouchStatus.FAILED, f"no channel {row['channel']!r} is configured")
-        return TouchStatus.FAILED
-    limit = limits[row["channel"]]
-    async with limit.in_flight:
-        if not _mark_sending(engine, row, as_of, policy):
-            return "skipped"  # another worker took it after its lease ran out
-        status, detail, retry_in = await _send_one(engine, row, channel, policy, limit)
-        if status != "skipped":
-            _finish(engine, row, as_of, policy, status, detail, retry_in)
-    return status
+        unsent = [(row, TouchStatus.FAILED, f"no channel {name!r} is configured", None) for row in rows]
+        await asyncio.to_thread(_finish_many, engine, unsent, as_of, policy)
+        counts[TouchStatus.FAILED] += len(rows)
+        return counts
+    limit = limits[name]
+    for start in range(0, len(rows), limit.width):
+        wave = rows[start : start + limit.width]
+        marked = await asyncio.to_thread(_mark_sending, engine, wave, as_of, policy)
+        if len(marked) < len(wave):
+            counts["skipped"] += len(wave) - len(marked)  # another worker took them after their lease ran out
+        outcomes = await asyncio.gather(*(_send_one(engine, row, channel, policy, limit) for row in marked))
+        counts.update(status for status, _, _ in outcomes)
+        finished = [(row, *outcome) for row, outcome in zip(marked, outcomes, strict=True) if outcome[0] != "skipped"]
+        await asyncio.to_thread(_finish_many, engine, finished, as_of, policy)
+    return counts
 
 
 @dataclass
 class _Limits:
     """How hard one channel may be pushed: requests in flight, and requests per second."""
 
-    in_flight: asyncio.Semaphore
+    width: int  # requests in flight at once: the width of a wave
     rate: AsyncLimiter | None
 
     @classmethod
     def of(cls, channel: Channel, policy: DeliveryPolicy) -> _Limits:
         in_flight = min(policy.concurrency, int(getattr(channel, "max_in_flight", policy.concurrency)))
         per_second = getattr(channel, "max_per_second", None)
-        return cls(asyncio.Semaphore(max(1, in_flight)), AsyncLimiter(per_second, 1) if per_second else None)
+        return cls(max(1, in_flight), AsyncLimiter(per_second, 1) if per_second else None)
 
 
 @contextmanager
@@ -418,22 +434,30 @@ def _transaction(bind: Engine | Connection) -> Iterator[Connection]:
             yield bind
 
 
-def _mark_sending(engine: Engine, row: dict[str, Any], as_of: datetime, policy: DeliveryPolicy) -> bool:
+def _mark_sending(
+    engine: Engine, wave: list[dict[str, Any]], as_of: datetime, policy: DeliveryPolicy
+) -> list[dict[str, Any]]:
+    """Mark a wave of touches ``sending`` in one committed statement; the rows this run still
+    held (another worker may have taken one after its lease ran out), in the wave's order."""
     t = table_of(Touch)
     with _transaction(engine) as conn:
-        done = conn.execute(
-            update(t)
-            .where(t.c.id == row["id"], t.c.status == TouchStatus.PENDING)
-            .values(
-                status=TouchStatus.SENDING,
-                attempts=t.c.attempts + 1,
-                sent_at=as_of,
-                lease_until=utcnow() + policy.lease,
-                claimed_by=claimer(),
-            )
+        marked = set(
+            conn.execute(
+                update(t)
+                .where(t.c.id.in_([row["id"] for row in wave]), t.c.status == TouchStatus.PENDING)
+                .values(
+                    status=TouchStatus.SENDING,
+                    attempts=t.c.attempts + 1,
+                    sent_at=as_of,
+                    lease_until=utcnow() + policy.lease,
+                    claimed_by=claimer(),
+                )
+                .returning(t.c.id)
+            ).scalars()
         )
-    row["attempts"] += 1
-    return bool(done.rowcount)
+    for row in wave:
+        row["attempts"] += 1
+    return [row for row in wave if row["id"] in marked]
 
 
 def _wait_recorded(engine: Engine, row: dict[str, Any], seconds: float, policy: DeliveryPolicy) -> None:
@@ -540,16 +564,51 @@ def _backoff(policy: DeliveryPolicy, attempt: int) -> float:
     return min(policy.backoff_cap, policy.backoff_base * 2.0 ** (attempt - 1)) * (1 + random.random() * 0.25)
 
 
-def _finish(
+def _finish_many(
     engine: Engine,
+    results: Sequence[tuple[dict[str, Any], str, str | None, float | None]],
+    as_of: datetime,
+    policy: DeliveryPolicy,
+) -> None:
+    """Record the results of a wave, ``(touch, status, detail, retry in seconds)`` each, in one
+    transaction: one executemany per kind of result, one for the timeline lines of failures."""
+    if not results:
+        return
+    t = table_of(Touch)
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    lines = []
+    for row, status, detail, retry_in in results:
+        values = _finish_values(row, as_of, policy, status, detail, retry_in)
+        updates[tuple(sorted(values))].append({"touch_id": row["id"], **{f"v_{k}": v for k, v in values.items()}})
+        if values["status"] in (TouchStatus.FAILED, TouchStatus.UNKNOWN):
+            what = f"{row['step_id']}: {row['channel']} touch {values['status']}: {values['reason']}"
+            lines.append(
+                _row(row["account_id"], row["enrollment_id"], row["playbook"], row["step_id"], as_of, "failed", what)
+            )
+    with _transaction(engine) as conn:
+        for columns, params in updates.items():
+            conn.execute(
+                update(t)
+                .where(
+                    t.c.id == bindparam("touch_id"),
+                    or_(t.c.status == TouchStatus.SENDING, t.c.status == TouchStatus.PENDING),  # no IN: executemany
+                )
+                .values({name: bindparam(f"v_{name}") for name in columns}),
+                params,
+            )
+        if lines:
+            conn.execute(insert(table_of(TimelineEvent)), lines)
+
+
+def _finish_values(
     row: dict[str, Any],
     as_of: datetime,
     policy: DeliveryPolicy,
     status: str,
     detail: str | None,
-    retry_in: float | None = None,
-) -> None:
-    t = table_of(Touch)
+    retry_in: float | None,
+) -> dict[str, Any]:
+    """The touch's new columns for a result of its send."""
     values: dict[str, Any] = {"lease_until": None, "claimed_by": None}
     if status != TouchStatus.DELIVERED and detail is not None:
         detail = redact(detail)  # the one redaction step for what is stored about a failure
@@ -564,25 +623,7 @@ def _finish(
         values.update(status=TouchStatus.UNKNOWN, reason=detail)
     else:
         values.update(status=TouchStatus.FAILED, reason=detail)
-    with _transaction(engine) as conn:
-        conn.execute(
-            update(t)
-            .where(t.c.id == row["id"], t.c.status.in_([TouchStatus.SENDING, TouchStatus.PENDING]))
-            .values(**values)
-        )
-        if values["status"] in (TouchStatus.FAILED, TouchStatus.UNKNOWN):
-            conn.execute(
-                insert(table_of(TimelineEvent)),
-                _row(
-                    row["account_id"],
-                    row["enrollment_id"],
-                    row["playbook"],
-                    row["step_id"],
-                    as_of,
-                    "failed",
-                    f"{row['step_id']}: {row['channel']} touch {values['status']}: {detail}",
-                ),
-            )
+    return values
 
 
 def _row(

@@ -242,7 +242,7 @@ def run(job):
     if job["die"] == "before_deliver":
         flows.engine.tick.deliver = die_now
     elif job["die"] == "before_record":
-        flows.engine.outbox._finish = die_now
+        flows.engine.outbox._finish_many = die_now
     pb = compile_source(Path(job["playbook"]).read_text(), job["playbook"])
     channels = {"webhook": WebhookChannel(signing_secret=job["secret"])}
     if job.get("smtp"):

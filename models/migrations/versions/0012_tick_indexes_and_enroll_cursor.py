@@ -32,6 +32,7 @@ INDEXES = [
     ('enrollment', 'ix_enrollment_holdout', ['playbook', 'status', 'holdout', 'started_at']),
     ('timeline_event', 'ix_timeline_enrollment', ['enrollment_id']),
     ('touch', 'ix_touch_playbook_created', ['playbook', 'created_at']),
+    ('csm_task', 'ix_csm_task_open', ['status', 'keep_open']),
 ]
 
 
