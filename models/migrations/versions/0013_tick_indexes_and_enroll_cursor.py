@@ -6,8 +6,8 @@ the touches a tick wrote); ``playbook_revision`` keeps enroll's cursor (the acco
 and changed before a moment that a tick of this revision has looked at), and
 ``account.updated_at`` is indexed so that the changed accounts are found without a scan.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-02 11:05:00.000000
 
 """
@@ -19,8 +19,8 @@ import models._types
 
 
 # revision identifiers, used by Alembic.
-revision: str = '0012'
-down_revision: Union[str, Sequence[str], None] = '0011'
+revision: str = '0013'
+down_revision: Union[str, Sequence[str], None] = '0012'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
