@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -103,13 +103,15 @@ def edit_draft(
 def _reject_drafts_of_ended(s: Session, now: datetime, playbook: str | None) -> int:
     """Drafts of enrollments that ended (goal reached, exit) are never sent: what they said is stale."""
     enr = table_of(Enrollment)
-    ended = select(enr.c.id).where(enr.c.status != EnrollmentStatus.ACTIVE)
+    # correlated to each draft (few), not a list of every ended enrollment (many): a tick's cost
+    # follows what changed, not how many enrollments ever ended
+    ended = select(enr.c.id).where(enr.c.id == _T.c.enrollment_id, enr.c.status != EnrollmentStatus.ACTIVE)
     if playbook is not None:
         ended = ended.where(enr.c.playbook == playbook)
     result = execute(
         s,
         update(_T)
-        .where(_T.c.status == TouchStatus.DRAFT, _T.c.enrollment_id.in_(ended))
+        .where(_T.c.status == TouchStatus.DRAFT, exists(ended))
         .values(
             status=TouchStatus.REJECTED,
             decided_by="retain",

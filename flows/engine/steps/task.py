@@ -55,6 +55,7 @@ def _task(wake: Wake, step: TaskStep, visit: int) -> None:
         "assignee": assignee,
     }
     key = wake.touch(step.id, visit, CHANNEL, payload)
+    wake.writes.flush_touches()  # the task's row reads the touch's id below
     # the task knows the touch that creates it in the CRM: its receipt is the CRM's id for the task
     touch = table_of(Touch)
     made_by = select(touch.c.id).where(touch.c.key == key).scalar_subquery()
