@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     web_port: int = Field(default=8000, ge=1, le=65535)
     #: the largest request body ``retain web`` reads, in bytes
     web_max_body: int = Field(default=1_000_000, ge=1024)
+    #: the largest inbound-parse webhook body (a whole email, attachments included), in bytes
+    web_max_inbound_body: int = Field(default=30_000_000, ge=1024)
     #: requests per minute from one client address (beyond: 429 with Retry-After)
     web_rate_limit: int = Field(default=120, ge=1)
     #: proxies whose X-Forwarded-For names the client (comma-separated addresses, or ``*``)

@@ -31,17 +31,19 @@ async def _plain(send: Send, status: int, message: str, headers: list[tuple[byte
 
 
 class BodyLimit:
-    """Refuses a request whose body is larger than ``max_bytes``: at once when ``Content-Length``
-    says so, else as soon as the streamed body passes the limit (the route never sees it)."""
+    """Refuses a request whose body is larger than ``max_bytes`` (or its path's own limit in
+    ``by_path``): at once when ``Content-Length`` says so, else as soon as the streamed body passes
+    the limit (the route never sees it)."""
 
-    def __init__(self, app: App, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: App, max_bytes: int, by_path: dict[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.by_path = app, max_bytes, by_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"the request body is larger than {self.max_bytes} bytes"
+        limit = self.by_path.get(scope.get("path", ""), self.max_bytes)
+        message = f"the request body is larger than {limit} bytes"
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -49,7 +51,7 @@ class BodyLimit:
                 except ValueError:
                     await _plain(send, 400, "Content-Length is not a number")
                     return
-                if declared > self.max_bytes:
+                if declared > limit:
                     await _plain(send, 413, message)
                     return
         seen = 0
@@ -62,7 +64,7 @@ class BodyLimit:
             event = await receive()
             if event.get("type") == "http.request":
                 seen += len(event.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     # answer now, and tell the route the client is gone: whatever it does next
                     # (a parser that turns errors into 400s included) is not sent
                     refused = True

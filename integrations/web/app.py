@@ -64,4 +64,6 @@ def create_app(
         app.include_router(routes.router)
     buckets = TokenBuckets(settings.web_rate_limit, clock=rate_clock or time.monotonic)
     # outermost first: the rate limit refuses before a body is read
-    return RateLimit(BodyLimit(app, settings.web_max_body), buckets)
+    # an inbound-parse webhook carries the whole message, attachments included
+    limits = {"/webhooks/inbound": max(settings.web_max_inbound_body, settings.web_max_body)}
+    return RateLimit(BodyLimit(app, settings.web_max_body, limits), buckets)

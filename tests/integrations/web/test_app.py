@@ -71,6 +71,10 @@ def test_a_body_over_the_limit_is_refused_before_any_route_reads_it(sqlite_engin
     undeclared = client.post("/survey/comment", content=streamed(), headers=form)  # chunked: no Content-Length
     assert undeclared.status_code == 413
     assert client.post("/healthz", content=b"z" * 100).status_code == 405  # within the limit: the route answers
+    # an inbound-parse webhook carries whole emails: its own limit (RETAIN_WEB_MAX_INBOUND_BODY)
+    assert client.post("/webhooks/inbound", content=b"x" * 4096).status_code == 503  # not configured, not too large
+    small = make_client(sqlite_engine, clock, web_max_body=2048, web_max_inbound_body=2048)
+    assert small.post("/webhooks/inbound", content=b"x" * 4096).status_code == 413
 
 
 def test_each_address_is_limited_to_its_rate(sqlite_engine: Engine, clock: Clock) -> None:

@@ -371,3 +371,27 @@ def test_wait_for_moves_on_when_the_provider_reports_an_open(
     assert _generic(client, clock, opened).json()["recorded"] == 1
     tick(sqlite_engine, WAITING, T0 + timedelta(hours=4), channels=build_channels(settings), window=None)
     assert [m.message["Subject"] for m in smtp_server.sink.messages] == ["Your workspace", "A next tip"]
+
+
+def test_the_same_events_delivered_twice_at_once_are_kept_once_on_postgresql(
+    pg_clean: Engine, clock: Clock, tmp_path: Path
+) -> None:
+    """Two deliveries of one batch racing on PostgreSQL (a provider retrying while the first is in
+    flight, two web workers): the events are kept once; the loser is told to retry (503) or finds
+    them repeated, and a retry changes nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    book(pg_clean, tmp_path)
+    client = make_client(pg_clean, clock, events_webhook_secret=SECRET)
+    body = [{"id": f"race-{n}", "type": "bounced", "bounce": "hard", "email": "dana@acme.example",
+             "timestamp": T0.isoformat()} for n in range(200)]  # fmt: skip
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: _generic(client, clock, body), range(2)))
+    assert sorted(a.status_code for a in answers) in ([200, 200], [200, 503])
+    recorded = sum(a.json().get("recorded", 0) for a in answers)
+    assert recorded == 200
+    assert _events(pg_clean) == 200
+    retry = _generic(client, clock, body)
+    assert retry.json()["repeated"] == 200 and _events(pg_clean) == 200
+    assert contact(pg_clean, "dana@acme.example").unsubscribed is True
+    assert len(timeline(pg_clean, "unsubscribed")) == 1
