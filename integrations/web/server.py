@@ -4,6 +4,8 @@ links are signed with the local-only default secrets."""
 from __future__ import annotations
 
 import ipaddress
+import logging
+import re
 import threading
 
 import uvicorn
@@ -13,7 +15,19 @@ from integrations.links import LinkConfig
 from integrations.web.app import create_app
 from models import ConfigError, Settings
 
-__all__ = ["WebThread", "check_exposure", "is_loopback", "web_server"]
+__all__ = ["TokensOutOfLogs", "WebThread", "check_exposure", "is_loopback", "web_server"]
+
+_TOKEN = re.compile(r"([?&]t=)[^&\s\"]+")
+
+
+class TokensOutOfLogs(logging.Filter):
+    """Keeps the links' tokens out of the access log: a token lets whoever holds it unsubscribe
+    its contact or answer its survey, so ``?t=…`` is logged as ``?t=[redacted]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        return True
 
 
 def is_loopback(host: str) -> bool:
@@ -50,6 +64,9 @@ def web_server(
     """A uvicorn server for the app (``.run()`` serves until Ctrl-C or ``should_exit``)."""
     links = LinkConfig.from_environment()
     check_exposure(host, links)
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, TokensOutOfLogs) for f in access.filters):
+        access.addFilter(TokensOutOfLogs())
     config = uvicorn.Config(
         create_app(engine, settings, links=links, activation_event=activation_event),
         host=host,

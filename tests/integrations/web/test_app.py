@@ -125,3 +125,16 @@ def test_uvicorn_serves_the_app_on_its_host_and_port(sqlite_engine: Engine) -> N
         answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
     assert answer.status_code == 200 and answer.json() == {"ok": True}
     assert "server" not in answer.headers  # no server banner
+
+
+def test_the_access_log_never_holds_a_link_s_token() -> None:
+    import logging
+
+    from integrations.web.server import TokensOutOfLogs
+
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+        ("203.0.113.7:5000", "GET", "/survey?t=a2V5.20270401.c2ln&score=9", "1.1", 200), None,
+    )  # fmt: skip
+    assert TokensOutOfLogs().filter(record)
+    assert record.getMessage() == '203.0.113.7:5000 - "GET /survey?t=[redacted]&score=9 HTTP/1.1" 200'
