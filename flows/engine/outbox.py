@@ -296,7 +296,10 @@ def _apply_contact_policy(
         for contact_id, delivered_at, kind in execute(
             s,
             select(t.c.contact_id, t.c.delivered_at, t.c.payload["kind"].as_string()).where(
-                t.c.contact_id.in_(contact_ids), t.c.status == TouchStatus.DELIVERED, t.c.delivered_at > horizon
+                t.c.contact_id.in_(contact_ids),
+                t.c.status == TouchStatus.DELIVERED,
+                t.c.delivered_at > horizon,
+                t.c.delivered_at <= as_of,  # a simulation over a past window: no later touch counts
             ),
         ).all():
             recent[contact_id].append(delivered_at)
@@ -305,7 +308,7 @@ def _apply_contact_policy(
         for contact_id, answered in execute(
             s,
             select(col(SurveyResponse.contact_id), func.max(col(SurveyResponse.responded_at)))
-            .where(col(SurveyResponse.contact_id).in_(contact_ids))
+            .where(col(SurveyResponse.contact_id).in_(contact_ids), col(SurveyResponse.responded_at) <= as_of)
             .group_by(col(SurveyResponse.contact_id)),
         ).all():
             if answered is not None:

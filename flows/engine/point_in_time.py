@@ -166,9 +166,15 @@ class PointInTime:
             moments.add(_midnight(day))
         for column in (_EVENT.c.occurred_at, _HEALTH.c.scored_at):
             moments.update(_aware(v) for v in conn.execute(select(column).where(*within(column)).distinct()).scalars())
-        # a month of revenue is read from its last day on (flows.analytics.state.judged_through)
-        for period in conn.execute(select(_REVENUE.c.period).distinct()).scalars():
-            moments.add(_midnight(add_months(period, 1) - timedelta(days=1)))
+        # a month of revenue is read from its last day on (flows.analytics.state.judged_through),
+        # a month without any revenue too (that is a churn): every month's last day counts
+        first, last = conn.execute(select(func.min(_REVENUE.c.period), func.max(_REVENUE.c.period))).one()
+        if first is not None:
+            month = self._start.date().replace(day=1) if self._start is not None else first
+            until = self._end.date() if self._end is not None else add_months(last, 2)
+            while month <= until:
+                moments.add(_midnight(add_months(month, 1) - timedelta(days=1)))
+                month = add_months(month, 1)
         return sorted(moments)
 
     def _fill_first_known(self, conn: Connection) -> None:

@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import pendulum
 from croniter import croniter
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, func, literal, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
@@ -36,7 +36,7 @@ from flows.engine.revisions import RevisionCache
 from flows.engine.steps import HANDLERS
 from flows.engine.tick import tick
 from integrations.channels import CHANNEL_NAMES, Delivery, Receipt
-from models import Account, Enrollment, TimelineEvent, Touch, table_of
+from models import Account, Enrollment, EnrollmentStatus, TimelineEvent, Touch, table_of
 from playbooks import CompiledPlaybook
 
 __all__ = ["Simulation", "simulate"]
@@ -135,6 +135,7 @@ def simulate(engine: Engine, pb: CompiledPlaybook, start: datetime, days: int, d
         first_touch = _max_id(scratch, Touch)
         first_enrollment = _max_id(scratch, Enrollment)
         cache = RevisionCache()
+        _forget_after(scratch, start)
         then = PointInTime(scratch, start, start + timedelta(days=days))
         for moment in sorted(ticks | drains):
             if moment in ticks:
@@ -171,6 +172,29 @@ def _tick_times(pb: CompiledPlaybook, start: datetime, end: datetime) -> set[dat
         if moment - last >= MIN_TICK_GAP:
             times.add(moment)
             last = moment
+
+
+def _forget_after(bind: Any, start: datetime) -> None:
+    """What Retain itself did from ``start`` on did not exist yet at the simulation's first tick:
+    the enrollments started since leave the playbooks (renamed, never a valid id, and ended), so
+    they neither block a re-entry nor get advanced. (Touches delivered since are past every tick's
+    contact policy, which reads no later than its tick.)"""
+    e = table_of(Enrollment)
+    with _transaction(bind) as conn:
+        conn.execute(
+            update(e)
+            .where(e.c.started_at >= start)
+            .values(playbook=literal("~") + func.substr(e.c.playbook, 2), status=EnrollmentStatus.EXITED.value)
+        )
+
+
+@contextmanager
+def _transaction(bind: Any) -> Iterator[Any]:
+    if isinstance(bind, Engine):
+        with bind.begin() as conn:
+            yield conn
+    else:
+        yield bind
 
 
 def _anything_to_deliver(bind: Any, playbook: str) -> bool:

@@ -154,6 +154,14 @@ account_external_id,metric,day,value
 late,logins,2025-12-04,5
 late,logins,2026-01-20,100
 """
+# payer's billing stops after November: December, the first month without revenue, is its churn,
+# read once December is over (the export runs through March)
+BACKTEST_REVENUE = """\
+customer,date,amount
+payer,2025-09-05,100.00
+payer,2025-10-05,100.00
+payer,2025-11-05,100.00
+"""
 BACKTEST_EVENTS = """\
 {"type": "group", "messageId": "g-1", "userId": "u-1", "groupId": "late", "timestamp": "2025-12-03T08:00:00Z"}
 {"type": "track", "messageId": "t-1", "userId": "u-1", "event": "Login", "timestamp": "2025-12-03T08:00:01Z"}
@@ -180,7 +188,7 @@ def test_a_simulation_over_a_past_window_reads_each_tick_as_of_its_moment(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Imported lifecycle dates and status, product events, tickets, survey answers and usage, all
-    dated after a window, are not read in it: a backtest from 2025-12-01 over 10 days sees the book
+    dated after a window, are not read in it: a backtest from 2025-12-01 over 40 days sees the book
     of then."""
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'retain.db'}"
@@ -213,17 +221,25 @@ def test_a_simulation_over_a_past_window_reads_each_tick_as_of_its_moment(
         path = tmp_path / (f"{kind}.jsonl" if kind == "events" else f"{kind}.csv")
         path.write_text(text, encoding="utf-8")
         assert main(["--database-url", url, kind, "import", str(path)]) == 0
+    revenue = tmp_path / "revenue.csv"
+    revenue.write_text(BACKTEST_REVENUE, encoding="utf-8")
+    assert main(["--database-url", url, "revenue", "import", str(revenue), "--create-accounts",
+                 "--data-through", "2026-03-01"]) == 0  # fmt: skip
+    # a real tick after the window: its enrollments did not exist in it, so they block no one there
+    assert main(["--database-url", url, "--playbooks-dir", str(folder), "run", "churned", "--as-of",
+                 "2026-03-01T12:00:00Z", "--no-prefect"]) == 0  # fmt: skip
     capsys.readouterr()
 
     def entered(name: str) -> dict[str, str]:
         args = ["--database-url", url, "--playbooks-dir", str(folder), "playbooks", "simulate", name]
-        assert main([*args, "--as-of", "2025-12-01", "--days", "10", "--format", "json"]) == 0
+        assert main([*args, "--as-of", "2025-12-01", "--days", "40", "--format", "json"]) == 0
         return {e["account"]: e["on"] for e in json.loads(capsys.readouterr().out)["entered"]}
 
     # late churned only in February; back churned in August and came back only in February;
     # newbie signed up in March: it did not exist yet
-    assert entered("churned") == {"early": "2025-12-01", "back": "2025-12-01"}
-    assert entered("active") == {"late": "2025-12-01"}
+    # payer paid through November: active on the first day, churned once December is over
+    assert entered("churned") == {"early": "2025-12-01", "back": "2025-12-01", "payer": "2025-12-31"}
+    assert entered("active") == {"late": "2025-12-01", "payer": "2025-12-01"}
     assert entered("came_back") == {}
     # late's first product event is on 2025-12-03 (its last one, stored on the row, in January)
     assert entered("seen") == {"late": "2025-12-03"}
