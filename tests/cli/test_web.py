@@ -47,3 +47,39 @@ def test_retain_web_serves_until_interrupted(tmp_path: Path) -> None:
         out, err = process.communicate(timeout=30)
     assert f"retain web on http://127.0.0.1:{port}" in out
     assert "Traceback" not in err
+
+
+def test_retain_serve_web_runs_the_web_app_beside_the_schedules(tmp_path: Path, prefect_server: str) -> None:
+    url = f"sqlite:///{tmp_path / 'retain.db'}"
+    assert cli.main(["--database-url", url, "init"]) == 0
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RETAIN_"))}
+    env.update({"RETAIN_DATABASE_URL": url, "RETAIN_WEB_PORT": str(port), "PREFECT_API_URL": prefect_server,
+                "PREFECT_HOME": str(tmp_path / "prefect-home"), "DO_NOT_TRACK": "1",
+                "RETAIN_OUTBOX_DIR": str(tmp_path / "outbox")})  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import cli; cli.run()", "serve", "--web"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "retain serve --web never answered"
+                time.sleep(0.25)
+        assert answer.json() == {"ok": True}
+    finally:
+        process.send_signal(signal.SIGINT)
+        out = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, out
+    assert "Traceback" not in out, out
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        stopped = False
+    except httpx.TransportError:
+        stopped = True
+    assert stopped, "the web app outlived retain serve"
