@@ -17,6 +17,7 @@ from rich.text import Text
 
 from ._app import app, console, err_console, state
 from ._output import Format, TableOrJson, echo_json
+from ._who import AsCsm, csm_identity
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -197,7 +198,7 @@ def resubscribe_command(
     force: Annotated[
         bool, typer.Option("--force", help="Also lift a bounce or a spam complaint the email provider reported.")
     ] = False,
-    by: Annotated[str | None, typer.Option("--by", help="Who asks, for the timeline (default: cli).")] = None,
+    by: AsCsm = None,
 ) -> None:
     """Resubscribe an address: every contact with it may be written to again (on that channel).
     Recorded on each account's timeline. A bounce or spam complaint reported by the email
@@ -205,7 +206,7 @@ def resubscribe_command(
     from integrations.sources import resubscribe
 
     try:
-        result = resubscribe(state(ctx).engine(), email, channel=str(channel), by=by or "cli", force=force)
+        result = resubscribe(state(ctx).engine(), email, channel=str(channel), by=csm_identity(by), force=force)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="EMAIL") from exc
     for why in result.kept:
