@@ -4,8 +4,9 @@ bounced, complained (marked as spam) and replied, each kept once by the provider
 An event finds its touch by the touch key, or by the ``Message-ID`` the email carried (kept on the
 touch as ``provider_id``). It is recorded on the touch, the first of each kind: ``delivered_at``,
 ``opened_at``, ``clicked_at`` (a click is an open too), ``bounced_at``, ``complained_at`` and
-``replied_at``, which ``touches("<step>")`` reads in ``branch`` and ``wait_for`` conditions. A hard
-bounce or a complaint suppresses the address (every contact with it, on every account; only
+``replied_at``, which ``touches("<step>")`` reads in ``branch`` and ``wait_for`` conditions. An
+``unsubscribed`` event (the provider's own unsubscribe link) unsubscribes the address from emails,
+as Retain's link does. A hard bounce or a complaint suppresses the address (every contact with it, on every account; only
 ``retain contacts resubscribe --force`` lifts it); bounces, complaints and replies are on the
 account's timeline. An event repeated (a provider retrying its webhook) changes nothing; an event
 about no Retain touch is kept (and a hard bounce or complaint still suppresses its address).
@@ -32,7 +33,7 @@ __all__ = ["EVENT_KINDS", "ProviderEventRecord", "ProviderEventsResult", "land_p
 logger = logging.getLogger(__name__)
 
 #: what an event can report
-EVENT_KINDS = ("delivered", "opened", "clicked", "bounced", "complained", "replied")
+EVENT_KINDS = ("delivered", "opened", "clicked", "bounced", "complained", "replied", "unsubscribed")
 #: the touch's column each kind sets (the first time)
 _COLUMN = {
     "delivered": "delivered_at",
@@ -123,12 +124,12 @@ class _Writes:
     firsts: dict[str, dict[int, datetime]] = field(default_factory=lambda: {c: {} for c in _COLUMN.values()})
     replied: dict[int, datetime] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)
-    suppress: dict[str, tuple[str, str]] = field(default_factory=dict)  # address -> (source, reason)
+    suppress: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # address -> (channel, source, reason)
 
     def on_touch(self, event: ProviderEventRecord, touch: Any, at: datetime) -> None:
         if event.kind == "replied":
             self.replied.setdefault(touch.id, at)
-        else:
+        elif event.kind in _COLUMN:
             self.firsts[_COLUMN[event.kind]].setdefault(touch.id, at)
             if event.kind == "clicked":
                 self.firsts["opened_at"].setdefault(touch.id, at)
@@ -153,11 +154,23 @@ class _Writes:
         set_replied(conn, self.replied)
         if self.timeline:
             conn.execute(insert(_TIMELINE), self.timeline)
-        for email, (source, reason) in sorted(self.suppress.items()):
-            if suppress_address(conn, email, "all", f"{source} reported by the email provider: {reason}", source, now):
+        for email, (channel, source, reason) in sorted(self.suppress.items()):
+            if suppress_address(conn, email, channel, reason, source, now):
                 result.suppressed.append(email)
         if self.suppress:
             apply_suppressions(conn, now, set(self.suppress))
+
+
+def _suppression(event: ProviderEventRecord) -> tuple[str, str, str] | None:
+    """(channel, source, reason) of the suppression an event asks for, if any."""
+    reason = str(event.detail.get("reason") or "")
+    if event.kind == "complained":
+        return "all", "complaint", "marked as spam" + (f": {reason}" if reason else "")
+    if event.kind == "bounced" and event.bounce == "hard":
+        return "all", "bounce", "hard bounce" + (f": {reason}" if reason else "")
+    if event.kind == "unsubscribed":  # the contact's own act, through the provider's link
+        return "email", "link", "through the email provider's unsubscribe link"
+    return None
 
 
 def _record(
@@ -181,9 +194,8 @@ def _record(
                             "detail": {**event.detail, **({"bounce": event.bounce} if event.bounce else {}),
                                        **({"message_id": event.message_id} if event.message_id else {})}})  # fmt: skip
         result.recorded += 1
-        if event.email and (event.kind == "complained" or (event.kind == "bounced" and event.bounce == "hard")):
-            source = "complaint" if event.kind == "complained" else "bounce"
-            writes.suppress.setdefault(event.email.lower(), (source, str(event.detail.get("reason") or source)))
+        if event.email and (suppression := _suppression(event)):
+            writes.suppress.setdefault(event.email.lower(), suppression)
         if touch is None:
             result.unmatched += 1
         else:

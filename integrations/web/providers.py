@@ -8,7 +8,7 @@ front of one), signed like Retain's own webhooks: ``X-Retain-Timestamp`` (Unix s
 an event::
 
     {"id": "evt_123",                       # unique per provider: a repeat changes nothing
-     "type": "delivered|opened|clicked|bounced|complained|replied",
+     "type": "delivered|opened|clicked|bounced|complained|replied|unsubscribed",
      "timestamp": "2027-03-02T15:00:00Z",   # or Unix seconds
      "message_id": "<…@acme.com>",          # the Message-ID of the email (or "touch": its key)
      "email": "dana@acme.com",
@@ -18,7 +18,8 @@ an event::
 ``POST /webhooks/sendgrid``: SendGrid's Event Webhook as SendGrid sends it, verified with its
 signed event webhook (ECDSA P-256 over timestamp + body; ``RETAIN_SENDGRID_VERIFICATION_KEY`` is
 the public key SendGrid shows): delivered, open, click, bounce (``type: bounce`` is hard,
-``blocked`` soft) and spamreport; other events are acknowledged and ignored.
+``blocked`` soft), spamreport, unsubscribe and group_unsubscribe; other events are acknowledged and
+ignored.
 
 ``POST /webhooks/inbound``: an inbound-parse webhook (SendGrid's Inbound Parse: multipart form with
 ``headers``, or ``email`` with the raw message), behind HTTP basic auth (any user, the password
@@ -113,7 +114,7 @@ class _GenericEvent(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     id: str = Field(min_length=1, max_length=200)
-    type: Literal["delivered", "opened", "clicked", "bounced", "complained", "replied"]
+    type: Literal["delivered", "opened", "clicked", "bounced", "complained", "replied", "unsubscribed"]
     timestamp: datetime
     message_id: str | None = Field(default=None, max_length=300)
     touch: str | None = Field(default=None, max_length=200)
@@ -196,7 +197,8 @@ async def _run(function: Any, *args: Any) -> Response:
 # --- SendGrid --------------------------------------------------------------------------------------
 
 _SENDGRID_KINDS = {"delivered": "delivered", "open": "opened", "click": "clicked", "bounce": "bounced",
-                   "spamreport": "complained"}  # fmt: skip
+                   "spamreport": "complained", "unsubscribe": "unsubscribed",
+                   "group_unsubscribe": "unsubscribed"}  # fmt: skip
 
 
 def _sendgrid_key(text: str) -> ec.EllipticCurvePublicKey:

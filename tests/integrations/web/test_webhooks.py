@@ -169,6 +169,9 @@ def test_a_hard_bounce_or_a_complaint_suppresses_the_address_and_a_soft_bounce_d
     assert sources == {"dana@acme.example": "bounce", "jo@kraft.example": "complaint"}
     assert _touch(sqlite_engine, "dana@acme.example").bounced_at == T0
     assert "first to dana@acme.example bounced (hard): 550 no such user (generic)" in timeline(sqlite_engine, "bounced")
+    assert "contact dana@acme.example unsubscribed from everything (hard bounce: 550 no such user)" in timeline(
+        sqlite_engine, "unsubscribed"
+    )
 
     tick(sqlite_engine, PLAYBOOK, T0 + timedelta(days=2), channels=build_channels(world["settings"]), window=None)
     nudge = _touch(sqlite_engine, "dana@acme.example", "nudge")
@@ -219,7 +222,7 @@ def test_forged_altered_stale_or_malformed_generic_requests_change_nothing(
     if forgery == "bad shape":
         assert answer.json()["problems"] == [
             "events[0].id: String should have at least 1 character",
-            "events[0].type: Input should be 'delivered', 'opened', 'clicked', 'bounced', 'complained' or 'replied'",
+            "events[0].type: Input should be 'delivered', 'opened', 'clicked', 'bounced', 'complained', 'replied' or 'unsubscribed'",
             "events[0].timestamp: Field required",
         ]
 
@@ -395,3 +398,19 @@ def test_the_same_events_delivered_twice_at_once_are_kept_once_on_postgresql(
     assert retry.json()["repeated"] == 200 and _events(pg_clean) == 200
     assert contact(pg_clean, "dana@acme.example").unsubscribed is True
     assert len(timeline(pg_clean, "unsubscribed")) == 1
+
+
+def test_the_provider_s_own_unsubscribe_link_unsubscribes_from_emails(
+    sqlite_engine: Engine, clock: Clock, world: dict[str, Any]
+) -> None:
+    client, ids = world["client"], world["ids"]
+    events = [{"email": "dana@acme.example", "timestamp": int(T0.timestamp()), "event": "unsubscribe",
+               "sg_event_id": "u1", "smtp-id": ids["dana@acme.example"]}]  # fmt: skip
+    assert _sendgrid(client, clock, events).json()["suppressed"] == ["dana@acme.example"]
+    dana = contact(sqlite_engine, "dana@acme.example")
+    assert (dana.unsubscribed, dana.unsubscribed_channels) == (False, ["email"])
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(select(Suppression.source, Suppression.reason)).one() == (
+            "link",
+            "through the email provider's unsubscribe link",
+        )
