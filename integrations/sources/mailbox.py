@@ -22,6 +22,7 @@ to its touch by ``In-Reply-To``/``References``, and the touch marked replied.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import imaplib
@@ -67,6 +68,7 @@ __all__ = [
     "PollResult",
     "automatic_reason",
     "configured_mailbox",
+    "imap_utf7",
     "parse_mailbox_url",
     "poll_mailbox",
     "read_answer",
@@ -306,7 +308,31 @@ class _Folder:
 
 
 def _quoted(folder: str) -> str:
-    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A folder name as IMAP carries it: modified UTF-7 (RFC 3501 5.1.3), quoted."""
+    encoded = imap_utf7(folder)
+    return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def imap_utf7(name: str) -> str:
+    """``name`` in IMAP's modified UTF-7: printable ASCII as it is (``&`` as ``&-``), anything else
+    as ``&<modified base64 of UTF-16>-`` (``Réponses`` -> ``R&AOk-ponses``)."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            packed = base64.b64encode("".join(pending).encode("utf-16-be")).decode("ascii").rstrip("=")
+            out.append("&" + packed.replace("/", ",") + "-")
+            pending.clear()
+
+    for char in name:
+        if 0x20 <= ord(char) <= 0x7E:
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            pending.append(char)
+    flush()
+    return "".join(out)
 
 
 def _text(data: Any) -> str:
@@ -332,7 +358,7 @@ def _open(mailbox: Mailbox, password: str, ssl_context: ssl.SSLContext | None, t
                     raise IntegrationError(f"{where}: the server does not offer STARTTLS (starttls=true requires it)")
                 imap.starttls(ssl_context=context)
         try:
-            imap.login(mailbox.username, password)
+            _login(imap, mailbox.username, password)
         except imaplib.IMAP4.error as exc:
             secret_env = f"RETAIN_SECRET_{mailbox.secret.upper()}"
             raise ConfigError(
@@ -349,6 +375,15 @@ def _open(mailbox: Mailbox, password: str, ssl_context: ssl.SSLContext | None, t
     finally:
         if imap is not None:
             _logout(imap)
+
+
+def _login(imap: imaplib.IMAP4, username: str, password: str) -> None:
+    """LOGIN, or AUTHENTICATE PLAIN (RFC 4616, UTF-8) when the user or password is not ASCII: LOGIN
+    carries ASCII only."""
+    if username.isascii() and password.isascii():
+        imap.login(username, password)
+    else:
+        imap.authenticate("PLAIN", lambda _challenge: f"\0{username}\0{password}".encode())
 
 
 def _logout(imap: imaplib.IMAP4) -> None:

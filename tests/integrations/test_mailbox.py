@@ -21,7 +21,7 @@ from sqlmodel import Session, col
 
 import cli
 from cli._app import console
-from integrations.sources import automatic_reason, parse_mailbox_url, poll_mailbox, sync_status
+from integrations.sources import automatic_reason, imap_utf7, parse_mailbox_url, poll_mailbox, sync_status
 from models import (
     Account,
     ConfigError,
@@ -389,3 +389,33 @@ def test_a_reply_to_a_send_resolved_by_hand_is_found_by_its_key(mailbox: Dovecot
     assert (result.read, result.replies, result.unknown, result.touches) == (2, 1, 1, ["renewal:1:first_note:1:4"])
     with sqlite_engine.connect() as conn:
         assert conn.execute(select(Touch.replied_at)).scalar_one() == SENT_AT
+
+
+@pytest.mark.parametrize(
+    ("name", "encoded"),
+    [
+        ("INBOX", "INBOX"),
+        ("Réponses", "R&AOk-ponses"),
+        ("~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"),  # RFC 3501's own example
+        ("Sales & Renewals", "Sales &- Renewals"),
+    ],
+)
+def test_folder_names_travel_in_modified_utf7(name: str, encoded: str) -> None:
+    assert imap_utf7(name) == encoded
+
+
+def test_a_folder_with_any_name_and_a_password_with_any_characters(mailbox: Dovecot, sqlite_engine: Engine) -> None:
+    """A folder named outside ASCII is read; a missing folder and a refused non-ASCII password
+    (sent with AUTHENTICATE PLAIN: LOGIN carries ASCII only) are clear errors."""
+    with imaplib.IMAP4("127.0.0.1", mailbox.imap_port) as imap:
+        imap.login(MAILBOX_USER, MAILBOX_PASSWORD)
+        imap.create(f'"{imap_utf7("Réponses clients")}"')
+    now = datetime(2027, 3, 15, 12, 0, tzinfo=UTC)
+    folder = parse_mailbox_url(mailbox.url().replace("/INBOX", "/R%C3%A9ponses%20clients"))
+    result = poll_mailbox(sqlite_engine, folder, now=now, password=MAILBOX_PASSWORD)
+    assert result.read == 0 and result.uidvalidity is not None
+    missing = parse_mailbox_url(mailbox.url().replace("/INBOX", "/Archive"))
+    with pytest.raises(ConfigError, match="no folder 'Archive'"):
+        poll_mailbox(sqlite_engine, missing, now=now, password=MAILBOX_PASSWORD)
+    with pytest.raises(ConfigError, match="refused the login"):
+        poll_mailbox(sqlite_engine, folder, now=now, password="pässwörd")
