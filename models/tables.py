@@ -217,7 +217,11 @@ class SurveyResponse(SQLModel, table=True):
     """An answer to an NPS (0-10), CSAT (1-5) or CES (1-7) survey."""
 
     __tablename__ = "survey_response"
-    __table_args__ = (Index("ix_survey_account_kind_at", "account_id", "kind", "responded_at"),)
+    __table_args__ = (
+        Index("ix_survey_account_kind_at", "account_id", "kind", "responded_at"),
+        # one answer per survey sent: a second through its link updates it, even two at once
+        Index("uq_survey_response_touch", "touch_id", unique=True),
+    )
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="account.id")
     contact_id: int | None = Field(default=None, foreign_key="contact.id")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from starlette.responses import Response
 
@@ -63,9 +64,15 @@ def _record(web: Web, survey: SurveyTouch, token: str, score: str, comment: str 
         raise SurveyError(f"the comment is longer than {MAX_COMMENT} characters")
     if str(survey.score) == score.strip() and survey.comment == comment:
         return survey  # the same answer again (a second click, a form sent twice): nothing to change
-    with Session(web.engine) as s:
-        record_answer(s, token=token, score=score, comment=comment, now=web.now(), secret=web.links.survey_key)
-        s.commit()
+    for attempt in (1, 2):
+        try:
+            with Session(web.engine) as s:
+                record_answer(s, token=token, score=score, comment=comment, now=web.now(), secret=web.links.survey_key)
+                s.commit()
+            break
+        except IntegrityError:  # the same link answered at the same moment (a double tap): now an update
+            if attempt == 2:
+                raise
     return _load(web, token)
 
 

@@ -154,3 +154,27 @@ def test_forged_altered_expired_or_out_of_range_input_changes_nothing(
     expired = client.post(link, data={"score": "9"})
     assert expired.status_code == 410 and "This survey link has expired" in expired.text
     assert _answers(sqlite_engine) == [(8, None)]
+
+
+def test_two_answers_through_one_link_at_once_make_one_answer_on_postgresql(
+    pg_clean: Engine, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A double tap on PostgreSQL: both requests find no answer yet, one inserts, the other becomes
+    the update (the unique touch of an answer holds it); one answer, never two."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .conftest import make_client
+
+    book(pg_clean, tmp_path)
+    monkeypatch.setenv("RETAIN_PUBLIC_URL", LINKS.public_url)
+    monkeypatch.setenv("RETAIN_SURVEY_SECRET", LINKS.survey_key)
+    tick(pg_clean, PLAYBOOK, T0, channels=build_channels(Settings(outbox_dir=tmp_path / "out")), window=None)  # type: ignore[call-arg]
+    with pg_clean.connect() as conn:
+        links = [p["survey_url"] for p in conn.execute(select(Touch.payload)).scalars()]
+    client = make_client(pg_clean, clock)
+    for link in links:
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda score, at=_path(link): client.post(at, data={"score": score}), ["7", "8"]))
+        assert [a.status_code for a in answers] == [200, 200]
+    assert sorted(score for score, _ in _answers(pg_clean)) in ([7, 7], [7, 8], [8, 8])
+    assert len(_answers(pg_clean)) == len(links) == 2
