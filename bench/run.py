@@ -84,6 +84,9 @@ def emit(
     **extra: Any,
 ) -> None:
     ratio = round(value / baseline, 3) if baseline else None
+    if "cpu" in extra and extra.get("baseline_cpu"):  # in-process work: the ratio of CPU seconds too
+        extra["cpu"], extra["baseline_cpu"] = round(extra["cpu"], 4), round(extra["baseline_cpu"], 4)
+        extra["cpu_ratio"] = round(extra["cpu"] / extra["baseline_cpu"], 3)
     line = {
         "name": name,
         "value": round(value, 4),
@@ -98,18 +101,34 @@ def emit(
 
 
 @contextmanager
-def timer() -> Iterator[Callable[[], float]]:
-    began = time.perf_counter()
-    ended: list[float] = []
-    yield lambda: (ended[0] if ended else time.perf_counter()) - began
-    ended.append(time.perf_counter())
+def timer() -> Iterator[Clock]:
+    clock = Clock()
+    yield clock
+    clock.stop()
+
+
+class Clock:
+    """Wall seconds (calling it) and this process's CPU seconds (``cpu``) of a block: on a shared
+    machine the wall time follows the load, the CPU time of in-process work (SQLite) much less."""
+
+    def __init__(self) -> None:
+        self.began, self.began_cpu = time.perf_counter(), time.process_time()
+        self.wall: float | None = None
+        self.cpu = 0.0
+
+    def stop(self) -> None:
+        self.wall = time.perf_counter() - self.began
+        self.cpu = time.process_time() - self.began_cpu
+
+    def __call__(self) -> float:
+        return self.wall if self.wall is not None else time.perf_counter() - self.began
 
 
 PROFILES: Path | None = None  # --profile DIR: each of Retain's timed parts profiled there
 
 
 @contextmanager
-def measured(name: str) -> Iterator[Callable[[], float]]:
+def measured(name: str) -> Iterator[Clock]:
     """:func:`timer` around Retain's part of a figure; with ``--profile``, also its pyinstrument
     profile (``<name>.txt``, the call tree of the slowest frames, and ``<name>.html``)."""
     if PROFILES is None:
@@ -214,7 +233,7 @@ def postgres_database(admin_url: str) -> Iterator[Engine]:
 # --- the baselines ------------------------------------------------------------------------------
 
 
-def bare_enroll(engine: Engine, pid: str) -> float:
+def bare_enroll(engine: Engine, pid: str) -> Clock:
     """Seconds of one plain ``INSERT … SELECT`` of the same audience, with the same anti-join
     against ``pid``'s enrollments (no holdout bookkeeping, no timeline); rolled back afterwards."""
     enr, acct = table_of(Enrollment), table_of(Account)
@@ -237,17 +256,17 @@ def bare_enroll(engine: Engine, pid: str) -> float:
         with timer() as took:
             conn.execute(insert(enr).from_select(columns, chosen))
         conn.rollback()
-    return took()
+    return took
 
 
-def due_check(engine: Engine, pid: str) -> float:
+def due_check(engine: Engine, pid: str) -> Clock:
     """Seconds of the one query that tells whether anything of ``pid`` is due."""
     enr = table_of(Enrollment)
     with timer() as took, engine.connect() as conn:
         conn.execute(
             select(enr.c.id).where(enr.c.playbook == pid, enr.c.status == "active", enr.c.next_due_at <= LATER).limit(1)
         ).all()
-    return took()
+    return took
 
 
 # --- the figures --------------------------------------------------------------------------------
@@ -264,7 +283,18 @@ def enroll_figures(engine: Engine, db: str, n: int, *, quick: bool) -> None:
     base = bare_enroll(engine, pb.id)
     with measured(f"enroll_{db}") as took, session(engine) as s:
         enrolled, holdout = enroll(s, pb, AS_OF)
-    emit(f"enroll_{db}", took(), "s", base, target="<= 2x", size=n, enrolled=enrolled, holdout=holdout)
+    emit(
+        f"enroll_{db}",
+        took(),
+        "s",
+        base(),
+        target="<= 2x",
+        size=n,
+        cpu=took.cpu,
+        baseline_cpu=base.cpu,
+        enrolled=enrolled,
+        holdout=holdout,
+    )
 
     # every enrollment now waits (as after its first step): a tick an hour later has nothing to do
     enr = table_of(Enrollment)
@@ -275,13 +305,33 @@ def enroll_figures(engine: Engine, db: str, n: int, *, quick: bool) -> None:
     base = due_check(engine, pb.id)
     with measured(f"tick_nothing_due_{db}") as took:
         report = tick(engine, pb, LATER, cache=cache)
-    emit(f"tick_nothing_due_{db}", took(), "s", base, target="<= 1 s", size=n, enrolled=report.enrolled)
+    emit(
+        f"tick_nothing_due_{db}",
+        took(),
+        "s",
+        base(),
+        target="<= 1 s",
+        size=n,
+        cpu=took.cpu,
+        baseline_cpu=base.cpu,
+        enrolled=report.enrolled,
+    )
 
     add_accounts(engine, n, 96)
     base = bare_enroll(engine, pb.id)
     with measured(f"tick_96_new_{db}") as took:
         report = tick(engine, pb, LATER + timedelta(minutes=5), cache=cache, window=None)
-    emit(f"tick_96_new_{db}", took(), "s", base, target="<= 2x", size=n, enrolled=report.enrolled)
+    emit(
+        f"tick_96_new_{db}",
+        took(),
+        "s",
+        base(),
+        target="<= 2x",
+        size=n,
+        cpu=took.cpu,
+        baseline_cpu=base.cpu,
+        enrolled=report.enrolled,
+    )
 
 
 def advance_figure(folder: Path, n: int) -> None:
@@ -300,9 +350,8 @@ def advance_figure(folder: Path, n: int) -> None:
             enroll(s, pb, AS_OF)
         with engine.connect() as conn:
             mark = conn.execute(select(table_of(TimelineEvent).c.id).order_by(text("id DESC")).limit(1)).scalar()
-        with measured("advance_email_sqlite") as took:
+        with measured("advance_email_sqlite") as retain:
             result = advance(engine, RevisionCache(), pb.id, AS_OF)
-        retain = took()
         touch, timeline, enr = table_of(Touch), table_of(TimelineEvent), table_of(Enrollment)
         with engine.connect() as conn:
             touches = [dict(r._mapping) for r in conn.execute(select(touch))]
@@ -325,10 +374,19 @@ def advance_figure(folder: Path, n: int) -> None:
                     ),
                     states,
                 )
-            base = took()
+            base = took
             conn.rollback()
     per = 1000 / max(result.enrollments, 1)
-    emit("advance_email_sqlite", retain * per, "ms/enrollment", base * per, target="<= 3x", size=result.enrollments)
+    emit(
+        "advance_email_sqlite",
+        retain() * per,
+        "ms/enrollment",
+        base() * per,
+        target="<= 3x",
+        size=result.enrollments,
+        cpu=retain.cpu * per,
+        baseline_cpu=base.cpu * per,
+    )
 
 
 SINK = r"""

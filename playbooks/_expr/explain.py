@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.sql.elements import ColumnElement
@@ -90,13 +91,21 @@ def clause_columns(expr: Expr, *, now: datetime, today: date) -> list[tuple[str,
 def read_clauses(expr: Expr, row: Any) -> list[Clause]:
     """The clauses of one row of a query with :func:`clause_columns` (``row._mapping``)."""
     found: list[Clause] = []
-    for i, clause in enumerate(clauses(expr)):
+    for i, (text, shown) in enumerate(_shape(expr)):
         held = row[f"c{i}"]
-        values = {
-            operand.src.strip(): _plain(row[f"c{i}_{j}"], operand.type) for j, operand in enumerate(operands(clause))
-        }
-        found.append(Clause(clause.src.strip(), None if held is None else bool(held), values))
+        values = {name: _plain(row[f"c{i}_{j}"], kind) for j, (name, kind) in enumerate(shown)}
+        found.append(Clause(text, None if held is None else bool(held), values))
     return found
+
+
+@lru_cache(maxsize=256)
+def _shape(expr: Expr) -> tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...]:
+    """Each clause's text and its operands' texts and types: the same for every row (enroll reads
+    a million rows with one expression), so worked out once per expression (by identity)."""
+    return tuple(
+        (clause.src.strip(), tuple((operand.src.strip(), operand.type) for operand in operands(clause)))
+        for clause in clauses(expr)
+    )
 
 
 def explain(expr: Expr, env: Env) -> list[Clause]:
