@@ -19,7 +19,7 @@ from starlette.responses import Response
 from integrations.links import ExpiredLink, InvalidLink, LinkConfig
 from integrations.web import approvals, health, providers, segment, surveys, unsubscribe
 from integrations.web._limits import BodyLimit, RateLimit, TokenBuckets
-from integrations.web._pages import page
+from integrations.web._pages import accepted_language, error_page
 from integrations.web._state import Web
 from models import Settings, utcnow
 
@@ -27,21 +27,10 @@ __all__ = ["create_app"]
 
 
 def _invalid_link(request: Request, exc: Exception) -> Response:
+    lang = accepted_language(request)
     if isinstance(exc, ExpiredLink):
-        return page(
-            "error.html",
-            status=410,
-            title="This link has expired",
-            message=f"The link was valid through {exc.valid_through:%B %-d, %Y}. Nothing was changed.",
-            hint="Reply to the email you received, or use the link in a newer one.",
-        )
-    return page(
-        "error.html",
-        status=400,
-        title="This link is not valid",
-        message="The link was changed or cut short (some email programs break long links). Nothing was changed.",
-        hint="Open the link from the email again, or copy all of it into the address bar.",
-    )
+        return error_page("expired", lang=lang, status=410, day=exc.valid_through)
+    return error_page("invalid", lang=lang, status=400)
 
 
 def create_app(

@@ -23,7 +23,7 @@ from integrations.sources.surveys import (
     record_answer,
     survey_touch,
 )
-from integrations.web._pages import language_of, page
+from integrations.web._pages import accepted_language, error_page, language_of, page
 from integrations.web._state import Web, WebState
 from models import NotFoundError
 
@@ -35,18 +35,15 @@ router = APIRouter()
 MAX_COMMENT = 5_000
 
 
-def _problem(exc: Exception) -> Response:
+def _problem(exc: Exception, request: Request) -> Response:
+    lang = accepted_language(request)
     if isinstance(exc, ExpiredSurveyToken):
-        title, status, hint = "This survey link has expired", 410, "Thank you all the same: reply to the email instead."
-    elif isinstance(exc, InvalidSurveyToken):
-        title, status = "This link is not valid", 400
-        hint = "Open the link from the email again, or copy all of it into the address bar."
-    elif isinstance(exc, NotFoundError):
-        title, status, hint = "We cannot find this survey", 404, "Reply to the email instead."
-    else:
-        title, status, hint = "This answer cannot be recorded", 400, ""
-    message = str(exc)[0].upper() + str(exc)[1:] + ". Nothing was changed."
-    return page("error.html", status=status, title=title, message=message, hint=hint)
+        return error_page("survey_expired", lang=lang, status=410)
+    if isinstance(exc, InvalidSurveyToken):
+        return error_page("invalid", lang=lang, status=400)
+    if isinstance(exc, NotFoundError):
+        return error_page("no_survey", lang=lang, status=404)
+    return error_page("bad_answer", lang=lang, status=400, detail=str(exc)[0].upper() + str(exc)[1:] + ".")
 
 
 def _load(web: Web, token: str) -> SurveyTouch:
@@ -86,21 +83,21 @@ def show(request: Request, web: WebState, t: str = "", score: str | None = None)
             return _page(survey, t, "answered" if survey.score is not None else "ask")
         return _page(_record(web, survey, t, score, survey.comment), t, "thanks")
     except (SurveyError, NotFoundError) as exc:
-        return _problem(exc)
+        return _problem(exc, request)
 
 
 @router.post("/survey")
-def answer(web: WebState, score: Annotated[str, Form()] = "", t: str = "") -> Response:
+def answer(request: Request, web: WebState, score: Annotated[str, Form()] = "", t: str = "") -> Response:
     """One click on a score: recorded (again: updated), then the comment box."""
     try:
         survey = _load(web, t)
         return _page(_record(web, survey, t, score, survey.comment), t, "thanks")
     except (SurveyError, NotFoundError) as exc:
-        return _problem(exc)
+        return _problem(exc, request)
 
 
 @router.post("/survey/comment")
-def comment(web: WebState, comment: Annotated[str, Form()] = "", t: str = "") -> Response:
+def comment(request: Request, web: WebState, comment: Annotated[str, Form()] = "", t: str = "") -> Response:
     """The comment that follows a score (an empty one removes it)."""
     try:
         survey = _load(web, t)
@@ -108,4 +105,4 @@ def comment(web: WebState, comment: Annotated[str, Form()] = "", t: str = "") ->
             raise SurveyError("choose a score first")
         return _page(_record(web, survey, t, str(survey.score), comment.strip() or None), t, "commented")
     except (SurveyError, NotFoundError) as exc:
-        return _problem(exc)
+        return _problem(exc, request)

@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import select
 from starlette.responses import Response
 
 from integrations.links import InvalidLink, verify
 from integrations.sources import CHANNELS, resubscribe, suppression_of, unsubscribe
-from integrations.web._pages import language_of, page
+from integrations.web._pages import accepted_language, error_page, language_of, page
 from integrations.web._state import Web, WebState
 from models import Account, Contact, table_of
 
@@ -40,7 +40,7 @@ class _Reader:
     token: str
 
 
-def _reader(web: Web, token: str) -> _Reader | Response:
+def _reader(web: Web, token: str, lang: str = "en") -> _Reader | Response:
     subject, _ = verify(web.links.unsubscribe_key, "unsubscribe", token, web.now().date())
     channel, _, who = subject.partition("|")
     if channel not in CHANNELS:
@@ -56,13 +56,7 @@ def _reader(web: Web, token: str) -> _Reader | Response:
             .where(_CONTACT.c.id == int(who.removeprefix("contact:")))
         ).first()
     if found is None:
-        return page(
-            "error.html",
-            status=404,
-            title="We no longer have this address",
-            message="The contact this link was made for is no longer in our records, so we will not write to it.",
-            hint="",
-        )
+        return error_page("gone", lang=lang, status=404)
     return _Reader(found.email.lower(), channel, language_of(found.preferences, found.custom), token)
 
 
@@ -83,17 +77,17 @@ def _page(reader: _Reader, state: str, status: int = 200, **more: Any) -> Respon
 
 
 @router.get("/unsubscribe")
-def ask(web: WebState, t: str = "") -> Response:
-    reader = _reader(web, t)
+def ask(request: Request, web: WebState, t: str = "") -> Response:
+    reader = _reader(web, t, accepted_language(request))
     if isinstance(reader, Response):
         return reader
     return _page(reader, "already" if _unsubscribed(web, reader) else "ask")
 
 
 @router.post("/unsubscribe")
-def one_click(web: WebState, t: str = "") -> Response:
+def one_click(request: Request, web: WebState, t: str = "") -> Response:
     """RFC 8058: whatever the body (``List-Unsubscribe=One-Click``), a genuine token unsubscribes."""
-    reader = _reader(web, t)
+    reader = _reader(web, t, accepted_language(request))
     if isinstance(reader, Response):
         return reader
     if _unsubscribed(web, reader):
@@ -110,8 +104,8 @@ def one_click(web: WebState, t: str = "") -> Response:
 
 
 @router.post("/unsubscribe/undo")
-def undo(web: WebState, t: str = "") -> Response:
-    reader = _reader(web, t)
+def undo(request: Request, web: WebState, t: str = "") -> Response:
+    reader = _reader(web, t, accepted_language(request))
     if isinstance(reader, Response):
         return reader
     result = resubscribe(web.engine, reader.email, channel=reader.channel, by="link", now=web.now())

@@ -174,3 +174,18 @@ def test_the_email_carries_the_link_and_after_one_click_the_next_touch_is_suppre
             )
         ).one()
     assert second.status == "suppressed" and "unsubscribed from email" in (second.reason or "")
+
+
+def test_a_refusal_is_in_the_browser_s_language_when_the_link_names_nobody_yet(
+    client: Client, clock: Clock, ids: dict[str, int]
+) -> None:
+    german = {"Accept-Language": "fr-CH, de-DE;q=0.8, en;q=0.5"}  # no French pages: German, the next choice
+    forged = client.get("/unsubscribe", params={"t": "forged.20270401.x"}, headers=german)
+    assert forged.status_code == 400 and '<html lang="de">' in forged.text
+    assert "Dieser Link ist nicht gültig" in forged.text and "Es wurde nichts geändert" in forged.text
+    link = _path(LINKS.unsubscribe_link("email", T0, contact_id=ids["dana@acme.example"]))
+    clock.travel(days=LINKS.days + 1)
+    expired = client.get(link, headers=german)
+    assert expired.status_code == 410 and "bis zum 1. April 2027 gültig" in expired.text
+    english = client.get(link, headers={"Accept-Language": "de;q=0, en-GB"})
+    assert '<html lang="en">' in english.text and "valid through April 1, 2027" in english.text
