@@ -122,7 +122,16 @@ def _as_pendulum(value: Any) -> pendulum.DateTime | pendulum.Date | None:
 def _date(value: Any, fmt: str = "MMMM D, YYYY") -> str:
     """Format a date or timestamp for people: ``March 1, 2027`` (pendulum tokens)."""
     when = _as_pendulum(value)
-    return "" if when is None else when.format(fmt)
+    return "" if when is None else when.format(fmt, locale=_locale(pendulum.get_locale()))
+
+
+@cache
+def _locale(name: str) -> Any:
+    """pendulum's locale, loaded once: loading it again for every date was a third of rendering
+    an email (see docs/performance.md)."""
+    from pendulum.locales.locale import Locale
+
+    return Locale.load(name)
 
 
 @pass_context
