@@ -24,7 +24,7 @@ outbox_app = typer.Typer(
 )
 app.add_typer(outbox_app, name="outbox")
 
-STATES = ("pending", "sending", "delivered", "failed", "suppressed", "unknown", "dropped")
+STATES = ("pending", "sending", "delivered", "failed", "suppressed", "unknown", "dropped", "draft", "rejected")
 
 
 class Format(StrEnum):

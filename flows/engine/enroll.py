@@ -143,9 +143,19 @@ def enroll(
         if not new:
             break
         after = new[-1].id
+        reasons = read_clauses(audience_expr, new, start=3)  # after id, account_id, holdout
+        # rows with the same clause values share their summary and detail, made once
+        said: dict[tuple[bool, tuple[int, ...]], tuple[str, list[dict[str, Any]]]] = {}
         values = []
-        for row in new:
-            held = read_clauses(audience_expr, row._mapping)
+        for row, held in zip(new, reasons, strict=True):
+            key = (bool(row.holdout), tuple(map(id, held)))
+            if key not in said:
+                holdout = " (holdout: never contacted)" if row.holdout else ""
+                said[key] = (
+                    f"enrolled in {pb.spec.name}{holdout}: " + "; ".join(c.line() for c in held),
+                    [c.to_dict() for c in held],
+                )
+            summary, audience_detail = said[key]
             values.append(
                 {
                     "account_id": row.account_id,
@@ -153,15 +163,12 @@ def enroll(
                     "playbook": pb.id,
                     "at": as_of,
                     "kind": "enrolled",
-                    "summary": f"enrolled in {pb.spec.name}"
-                    + (" (holdout: never contacted)" if row.holdout else "")
-                    + ": "
-                    + "; ".join(c.line() for c in held),
+                    "summary": summary,
                     "detail": {
                         "revision": pb.revision,
                         "holdout": bool(row.holdout),
                         "source": source,
-                        "audience": [c.to_dict() for c in held],
+                        "audience": audience_detail,
                     },
                 }
             )

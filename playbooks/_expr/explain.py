@@ -9,9 +9,10 @@ account, :func:`explain`), so an enrollment's timeline and a refused play say th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import lru_cache
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy.sql.elements import ColumnElement
@@ -36,10 +37,19 @@ class Clause:
     values: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
+        """``{"clause", "held", "values"}`` (one dict per distinct clause: do not change it)."""
+        return self._dict
+
+    @cached_property
+    def _dict(self) -> dict[str, Any]:
         return {"clause": self.text, "held": self.held, "values": self.values}
 
     def line(self) -> str:
         """``account.arr >= 5000 (account.arr = 1200)``."""
+        return self._line
+
+    @cached_property
+    def _line(self) -> str:
         shown = ", ".join(f"{name} = {_show(value)}" for name, value in self.values.items())
         return f"{self.text} ({shown})" if shown and shown != self.text else self.text
 
@@ -88,24 +98,33 @@ def clause_columns(expr: Expr, *, now: datetime, today: date) -> list[tuple[str,
     return columns
 
 
-def read_clauses(expr: Expr, row: Any) -> list[Clause]:
-    """The clauses of one row of a query with :func:`clause_columns` (``row._mapping``)."""
-    found: list[Clause] = []
-    for i, (text, shown) in enumerate(_shape(expr)):
-        held = row[f"c{i}"]
-        values = {name: _plain(row[f"c{i}_{j}"], kind) for j, (name, kind) in enumerate(shown)}
-        found.append(Clause(text, None if held is None else bool(held), values))
+def read_clauses(expr: Expr, rows: Sequence[Sequence[Any]], *, start: int = 0) -> list[list[Clause]]:
+    """The clauses of each row of a query with :func:`clause_columns`, whose columns begin at
+    position ``start`` of each row, in their order. The expression's shape is read once; rows with
+    the same values share their :class:`Clause` (so its line is made once)."""
+    shape: list[tuple[int, str, list[tuple[int, str, str | None]]]] = []
+    position = start
+    for part in clauses(expr):
+        held_at, position = position, position + 1
+        columns: list[tuple[int, str, str | None]] = []
+        for operand in operands(part):
+            columns.append((position, operand.src.strip(), operand.type))
+            position += 1
+        shape.append((held_at, part.src.strip(), columns))
+    seen: dict[tuple[Any, ...], Clause] = {}
+    found: list[list[Clause]] = []
+    for row in rows:
+        mine: list[Clause] = []
+        for i, (held_at, text, values) in enumerate(shape):
+            key = (i, row[held_at], *(row[at] for at, _, _ in values))
+            clause = seen.get(key)
+            if clause is None:
+                held = row[held_at]
+                read = {src: _plain(row[at], kind) for at, src, kind in values}
+                clause = seen[key] = Clause(text, None if held is None else bool(held), read)
+            mine.append(clause)
+        found.append(mine)
     return found
-
-
-@lru_cache(maxsize=256)
-def _shape(expr: Expr) -> tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...]:
-    """Each clause's text and its operands' texts and types: the same for every row (enroll reads
-    a million rows with one expression), so worked out once per expression (by identity)."""
-    return tuple(
-        (clause.src.strip(), tuple((operand.src.strip(), operand.type) for operand in operands(clause)))
-        for clause in clauses(expr)
-    )
 
 
 def explain(expr: Expr, env: Env) -> list[Clause]:

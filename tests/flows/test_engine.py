@@ -26,6 +26,7 @@ from models import (
     Contact,
     CsmTask,
     Enrollment,
+    HealthScore,
     Outcome,
     PlaybookRevision,
     TimelineEvent,
@@ -799,3 +800,88 @@ def test_a_step_failing_on_bad_account_data_does_not_block_the_batch(engine: Eng
     assert by[bad].step_id == "nap" and by[bad].status == "active"
     (error,) = timeline(engine, TL.c.kind == "error")
     assert error.account_id == bad and "Mars/Olympus_Mons" in error.summary
+
+
+# --- a CSM's side: tasks closed when their enrollment ends, approval deadlines -------------------
+
+
+def test_tasks_close_with_their_enrollment_and_deadlines_settle_set_based(engine: Engine) -> None:
+    from flows.engine.approvals import settle_approvals
+    from flows.engine.tasks import close_tasks_of_ended
+
+    ids = add_accounts(engine, 3, csm_email="sam@csm.example")
+    pb = playbook(
+        """
+        playbook: side
+        name: Side
+        lifecycle: custom
+        audience: account.status == "active"
+        exit_when: account.status == "churned"
+        steps:
+          - id: call
+            kind: task
+            title: "Call {{ account.name }}"
+          - id: later
+            kind: task
+            title: "Later {{ account.name }}"
+            keep_open: true
+          - id: offer
+            kind: email
+            subject: "Offer"
+            body: "Hi"
+            approve: {by: csm, deadline: 1 day, at_deadline: send}
+          - id: pause
+            kind: wait
+            for: 30 days
+        """
+    )
+    tick(engine, pb, T0, window=None)
+    assert count(engine, table_of(CsmTask)) == 6
+    assert [t.status for t in touches(engine)] == ["draft"] * 3
+    set_account(engine, ids[0], status="churned")
+    tick(
+        engine, pb, T0 + timedelta(hours=1), window=None
+    )  # exit: its "call" closes, "later" stays, its draft is dropped
+    tasks = table_of(CsmTask)
+    with engine.connect() as conn:
+        rows = conn.execute(select(tasks.c.account_id, tasks.c.step_id, tasks.c.status, tasks.c.closed_reason)).all()
+    assert sorted((a, s, st) for a, s, st, _ in rows if a == ids[0]) == [
+        (ids[0], "call", "closed"),
+        (ids[0], "later", "open"),
+    ]
+    assert {r for a, s, st, r in rows if st == "closed"} == {"its enrollment in side ended: exited (exited)"}
+    with session(engine) as s:
+        assert close_tasks_of_ended(s, T0 + timedelta(hours=2)) == 0  # nothing twice
+    tick(engine, pb, T0 + timedelta(days=2), window=None)  # the deadline: the two others are sent as drafted
+    statuses = sorted(t.status for t in touches(engine))
+    assert statuses == ["pending", "pending", "rejected"]
+    with session(engine) as s:
+        assert settle_approvals(s, T0 + timedelta(days=3)) == {"send": 0, "skip": 0, "escalate": 0, "ended": 0}
+
+
+def test_the_csm_morning_reads_red_health_and_replies_in_both_databases(engine: Engine) -> None:
+    from flows.reports.today import csm_today
+
+    red, stays, other = add_accounts(engine, 3, csm_email="sam@csm.example")
+    health = table_of(HealthScore)
+    scores = [
+        (red, T0 - timedelta(days=3), "green", 80.0),
+        (red, T0 - timedelta(hours=3), "red", 20.0),
+        (stays, T0 - timedelta(days=3), "red", 30.0),
+        (stays, T0 - timedelta(hours=3), "red", 25.0),  # red before too: not "turned" red
+        (other, T0 - timedelta(hours=3), "yellow", 50.0),
+    ]
+    with engine.begin() as conn:
+        conn.execute(
+            insert(health),
+            [{"account_id": a, "scored_at": at, "band": b, "score": v, "components": {}} for a, at, b, v in scores],
+        )
+        conn.execute(
+            insert(TOUCH),
+            {"key": "k1", "account_id": other, "channel": "email", "status": "delivered", "payload": {"subject": "Hi"},
+             "replied_at": T0 - timedelta(hours=1), "created_at": T0 - timedelta(days=1)},
+        )  # fmt: skip
+    today = csm_today(engine, "SAM@csm.example", now=T0)
+    assert [(r.account, r.was, r.score) for r in today.red] == [("acct-00000", "green", 20.0)]
+    assert [(r.account, r.subject) for r in today.replies] == [("acct-00002", "Hi")]
+    assert csm_today(engine, "sam@csm.example", now=T0 + timedelta(days=2)).red == []  # since: one day
