@@ -151,6 +151,8 @@ def serve(
         load_sources(st.playbooks_dir).every_source(),
         without=() if st.settings.mailbox_url else ("replies",),
     )
+    if not st.settings.mailbox_url:
+        console.print("replies: not read (set RETAIN_MAILBOX_URL to read them from a mailbox)", markup=False)
     names = ", ".join(sorted(playbooks))
     beside: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if web:
