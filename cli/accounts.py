@@ -117,26 +117,12 @@ def import_accounts_command(
     """
     from functools import partial
 
+    from flows.engine.tick import declared_custom_fields
     from integrations.sources import import_accounts
 
     st = state(ctx)
-    importer = partial(import_accounts, declared=_declared_custom_fields(st.playbooks_dir))
+    importer = partial(import_accounts, declared=declared_custom_fields(st.playbooks_dir))
     _run_import(importer, st.engine(), file, skip_invalid=skip_invalid, dry_run=dry_run)
-
-
-def _declared_custom_fields(folder: Path) -> dict[str, list[tuple[str, str]]]:
-    """The custom fields the playbooks of ``folder`` declare: ``{name: [(type, file name), ...]}``
-    (a playbook that does not compile declares nothing)."""
-    from flows.engine.tick import valid_playbooks
-
-    declared: dict[str, list[tuple[str, str]]] = {}
-    if not folder.is_dir():
-        return declared
-    compiled, _ = valid_playbooks(folder)
-    for pb in compiled.values():
-        for name, kind in pb.spec.custom_fields.items():
-            declared.setdefault(name, []).append((str(kind), Path(pb.file).name))
-    return declared
 
 
 @contacts_app.command("import")

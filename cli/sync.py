@@ -42,6 +42,7 @@ def sync(
     if source == STATUS:
         _status(ctx, fmt)
         return
+    from flows.engine.tick import declared_custom_fields
     from flows.sync import source_names, sync_sources
     from integrations.sources import forget_cursor
     from models import utcnow
@@ -69,7 +70,8 @@ def sync(
     if from_start:
         for name in [source] if source else source_names(spec):
             forget_cursor(engine, name)
-    results = sync_sources(engine, spec, now=utcnow(), only=source)
+    declared = declared_custom_fields(st.playbooks_dir)
+    results = sync_sources(engine, spec, now=utcnow(), only=source, declared=declared)
     if fmt is Format.json:
         echo_json([r.__dict__ for r in results])
     else:

@@ -35,6 +35,7 @@ from playbooks import CompiledPlaybook, load_playbook, load_policy, validate_pat
 __all__ = [
     "PRIORITY_WINDOW",
     "TickReport",
+    "declared_custom_fields",
     "delivery_policy",
     "find_playbook_in",
     "hold_for_the_window",
@@ -190,6 +191,20 @@ def valid_playbooks(folder: Path) -> tuple[dict[str, CompiledPlaybook], list[Pro
     compiled, problems = validate_paths([folder])
     broken = {p.file for p in problems}
     return {pb.id: pb for pb in compiled if pb.file not in broken}, problems
+
+
+def declared_custom_fields(folder: Path) -> dict[str, list[tuple[str, str]]]:
+    """The custom fields the playbooks of ``folder`` declare: ``{name: [(type, file name), ...]}``
+    (a playbook that does not compile declares nothing): what an accounts import, from a file or a
+    SQL source, checks its custom columns against."""
+    declared: dict[str, list[tuple[str, str]]] = {}
+    if not folder.is_dir():
+        return declared
+    compiled, _ = valid_playbooks(folder)
+    for pb in compiled.values():
+        for name, kind in pb.spec.custom_fields.items():
+            declared.setdefault(name, []).append((str(kind), Path(pb.file).name))
+    return declared
 
 
 def find_playbook_in(folder: Path, name: str) -> CompiledPlaybook:

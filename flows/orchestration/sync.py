@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
+from flows.engine.tick import declared_custom_fields
 from flows.orchestration._plainly import check, plainly
 from flows.orchestration._signals import cancelled_when_interrupted, leave_ctrl_c_to_the_runner
 from flows.sync import SyncResult, sync_sources
@@ -29,11 +30,12 @@ leave_ctrl_c_to_the_runner()  # a flow run started by `retain serve` is stopped 
 @plainly
 def sync_task(source: str | None) -> list[SyncResult]:
     settings = Settings()
-    spec = load_sources(settings.resolved_playbooks_dir())
+    folder = settings.resolved_playbooks_dir()
+    spec = load_sources(folder)
     engine = make_engine(settings.database_url)
     try:
         require_schema(engine)
-        results = sync_sources(engine, spec, now=utcnow(), only=source)
+        results = sync_sources(engine, spec, now=utcnow(), only=source, declared=declared_custom_fields(folder))
     finally:
         engine.dispose()
     logger = get_run_logger()

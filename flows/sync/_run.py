@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -30,8 +30,10 @@ def sync_sources(
     now: datetime,
     only: str | None = None,
     lookup: Callable[[str], str] = resolve_secret,
+    declared: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> list[SyncResult]:
-    """Run source ``only``, or every source (see :func:`source_names`)."""
+    """Run source ``only``, or every source (see :func:`source_names`). ``declared``: the custom
+    fields the playbooks declare, checked in an accounts source's rows as an accounts import does."""
     names = source_names(spec)
     if only is not None and only not in names:
         known = ", ".join(names) or "none: declare them in sources.yaml"
@@ -42,5 +44,9 @@ def sync_sources(
             results.append(sync_stripe(engine, spec.stripe, now=now, lookup=lookup))
         else:
             source = spec.sources[name]
-            results.append(sync_source(engine, name, source, now=now, activation=spec.activation_event, lookup=lookup))
+            results.append(
+                sync_source(
+                    engine, name, source, now=now, activation=spec.activation_event, lookup=lookup, declared=declared
+                )
+            )
     return results

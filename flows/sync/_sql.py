@@ -14,7 +14,7 @@ from them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -99,12 +99,13 @@ def _land(
     *,
     now: datetime,
     activation: str | None,
+    declared: Mapping[str, Sequence[tuple[str, str]]] | None,
 ) -> None:
     """Write one batch through the kind's import function, in ``conn``'s transaction."""
     records = batch_records(name, source, keys, batch.history or batch.rows, batch.first)
     label = f"sync {name}"
     if source.kind == "accounts":
-        land_accounts(conn, records, now=now, label=label)
+        land_accounts(conn, records, now=now, label=label, declared=declared)
     elif source.kind == "contacts":
         land_contacts(conn, records, now=now, label=label)
     elif source.kind == "usage":
@@ -133,6 +134,7 @@ def sync_source(
     now: datetime,
     activation: str | None = None,
     lookup: Callable[[str], str] = resolve_secret,
+    declared: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> SyncResult:
     """Run one SQL source from its stored cursor (see the module's documentation). Never raises
     for what the source or its rows do: the result (and ``sync_run``) says what happened."""
@@ -147,7 +149,7 @@ def sync_source(
         for batch in reader.batches(last):
             try:
                 with engine.begin() as conn:
-                    _land(conn, name, source, reader.keys, batch, now=now, activation=activation)
+                    _land(conn, name, source, reader.keys, batch, now=now, activation=activation, declared=declared)
                     commit_batch(conn, run, name, source.kind, batch.cursor, len(batch.rows), now=now)
             except DataImportError as exc:
                 result.status, result.rows_refused = "refused", len({p.row for p in exc.problems})

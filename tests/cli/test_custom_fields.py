@@ -105,3 +105,49 @@ def test_a_cell_that_is_not_the_declared_type_is_refused_with_its_place(retain: 
     with Session(engine) as s:
         assert s.exec(select(Account)).all() == []
     engine.dispose()
+
+
+def test_a_sql_source_is_held_to_the_same_declarations(
+    retain: Retain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``retain sync`` lands an accounts source through the import's checks: a batch with a cell the
+    declaration cannot read is refused whole, naming the row and column, and its cursor stays."""
+    import sqlite3
+
+    warehouse = tmp_path / "warehouse.db"
+    with sqlite3.connect(warehouse) as db:
+        db.execute("CREATE TABLE crm (id TEXT, company TEXT, licenses TEXT, managed TEXT, changed TEXT)")
+        db.executemany(
+            "INSERT INTO crm VALUES (?, ?, ?, ?, ?)",
+            [("a-12", "Twelve", "12", "no", "2026-09-01"), ("a-bad", "Bad", "twelve", "no", "2026-09-02")],
+        )
+    monkeypatch.setenv("WAREHOUSE_URL", f"sqlite:///{warehouse}")
+    (retain.folder / "sources.yaml").write_text(
+        "sources:\n"
+        "  crm:\n"
+        "    kind: accounts\n"
+        "    url: {env: WAREHOUSE_URL}\n"
+        "    query: SELECT id, company, licenses, managed, changed FROM crm\n"
+        "    columns: {external_id: id, name: company}\n"
+        "    cursor: changed\n",
+        encoding="utf-8",
+    )
+    code, out, err = retain("sync")
+    assert code == 1, (out, err)
+    assert "column 'licenses': 'twelve' is not a number: big_accounts.yaml declares custom field 'licenses'" in err
+    engine = make_engine(retain.url)
+    with Session(engine) as s:
+        assert s.exec(select(Account)).all() == []  # the batch was refused whole
+    engine.dispose()
+
+    with sqlite3.connect(warehouse) as db:
+        db.execute("UPDATE crm SET licenses = '40' WHERE id = 'a-bad'")
+    code, out, err = retain("sync")
+    assert code == 0, (out, err)
+    engine = make_engine(retain.url)
+    with Session(engine) as s:
+        assert {a.external_id: a.custom["licenses"] for a in s.exec(select(Account)).all()} == {
+            "a-12": "12",
+            "a-bad": "40",
+        }
+    engine.dispose()
