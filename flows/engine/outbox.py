@@ -4,9 +4,10 @@ where it cannot, and only when the contact policy allows.
 A touch goes ``pending -> sending -> delivered | failed``, or ``suppressed`` by the policy, or
 stays ``pending`` with a later ``not_before`` when deferred. A batch is first *claimed* (a lease on
 pending rows, signed by the claiming process: a crash leaves them pending, to be claimed again once
-the lease expires, or at once when the claimer is known to be gone, see :mod:`flows.engine.claims`); each touch
-is marked ``sending`` and committed just before its request leaves, and its result is recorded as
-soon as it is known. A touch found ``sending`` after its lease expired was interrupted by a crash:
+the lease expires, or at once when the claimer is known to be gone, see :mod:`flows.engine.claims`); per
+channel, a wave of touches as wide as the channel's in-flight limit is marked ``sending`` and
+committed just before their requests leave together, and their results are recorded together as
+the wave ends (at most that many touches are ever in doubt at once per channel, as before). A touch found ``sending`` after its lease expired was interrupted by a crash:
 it is sent again only through a channel whose receiver drops a repeat of the same key
 (``Idempotency-Key``); otherwise it becomes ``unknown`` and is shown to people, never silently
 sent twice.
