@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from integrations.channels import verify as verify_retain_signature
@@ -188,8 +189,7 @@ async def generic(request: Request, web: WebState) -> Response:
 
 
 async def _run(function: Any, *args: Any) -> Response:
-    from starlette.concurrency import run_in_threadpool
-
+    """The database work of a route, in the thread pool (the event loop keeps serving)."""
     result: Response = await run_in_threadpool(function, *args)
     return result
 
