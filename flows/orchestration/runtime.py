@@ -65,6 +65,8 @@ def _start_temporary_server() -> None:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME
 
+    from integrations.channels.secrets import note_temporary_prefect_server
+
     if PREFECT_API_URL.value():
         return
     home = Path(PREFECT_HOME.value()).expanduser()
@@ -72,6 +74,7 @@ def _start_temporary_server() -> None:
     with (home / ".retain-server-start.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         SubprocessASGIServer().start()  # the one the clients of this process use; stopped at exit
+    note_temporary_prefect_server()
 
 
 def run_flow_in_process(settings: Settings, playbook: str, as_of: str | None, dry_run: bool) -> dict[str, Any]:

@@ -124,6 +124,11 @@ def resolve_secret(name: str) -> str:
         raise ConfigError(
             f"secret {name!r} is not set: set {env_name} (Prefect Secret blocks are not read without Prefect)"
         )
+    if not _prefect_server_configured():
+        raise ConfigError(
+            f"secret {name!r} is not set: set {env_name}, or create the Prefect Secret block {block!r} on the "
+            "Prefect server PREFECT_API_URL names (none is configured, so no block was read)"
+        )
     try:
         from prefect.blocks.system import Secret
 
@@ -137,12 +142,23 @@ def resolve_secret(name: str) -> str:
     raise ConfigError(f"secret {name!r} is not set: set {env_name} or create the Prefect Secret block {block!r}")
 
 
+#: set by a run that started Prefect's temporary server for itself (flows.orchestration.runtime):
+#: its blocks (kept under PREFECT_HOME) are read through it
+_temporary_server: list[bool] = []
+
+
+def note_temporary_prefect_server() -> None:
+    """This process started Prefect's temporary server: Secret blocks are read through it."""
+    _temporary_server.append(True)
+
+
 def _prefect_server_configured() -> bool:
-    """Blocks live on a Prefect server; without one configured, looking would start a temporary
-    server just to find nothing."""
+    """Blocks live on a Prefect server (or the temporary one a Retain run started); without either,
+    looking would start Prefect's temporary server just to find nothing (half a minute on a busy
+    machine)."""
     from prefect.settings import PREFECT_API_URL
 
-    return bool(PREFECT_API_URL.value())
+    return bool(_temporary_server) or bool(PREFECT_API_URL.value())
 
 
 def secret_names(value: Any) -> set[str]:

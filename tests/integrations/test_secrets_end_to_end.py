@@ -338,3 +338,29 @@ def test_old_markers_in_stored_payloads_are_never_resolved(tmp_path: Path) -> No
 
     payload = {"subject": "Hello ⟦secret:partner_key⟧", "json": {"a": ["⟦secret:x⟧"]}}
     assert resolve_secrets(payload, lambda name: pytest.fail(f"looked up {name}")) == payload
+
+
+def test_a_missing_secret_without_a_prefect_server_is_refused_without_starting_one(tmp_path: Path) -> None:
+    """With no RETAIN_SECRET_* value and no Prefect server configured, there is no block to read:
+    the command says where to set the secret and starts no Prefect server to find nothing (that
+    server would make its database under PREFECT_HOME and cost half a minute on a busy machine)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RETAIN_"))}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "RETAIN_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"}
+    code = "import sys, cli; sys.exit(cli.main(sys.argv[1:]))"
+    assert subprocess.run([sys.executable, "-c", code, "init"], env=env, capture_output=True).returncode == 0
+    done = subprocess.run(
+        [sys.executable, "-c", code, "replies", "poll", "--mailbox", "imap://cs@127.0.0.1:9/INBOX"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done
+    assert "RETAIN_SECRET_MAILBOX_PASSWORD" in done.stderr
+    assert "none is configured, so no block was read" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not list((tmp_path / "prefect").glob("*.db")), "a Prefect server was started"
