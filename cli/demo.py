@@ -168,6 +168,11 @@ def demo(
     )
     console.print(f"the customers: {happened}", markup=False, soft_wrap=True)
     console.print(
+        f"the CSMs: {world.get('task done', 0)} tasks done; tasks of ended enrollments are closed with the reason",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(
         f"webhooks received by the local receiver: {result['webhook_requests']}", markup=False, soft_wrap=True
     )
     for error in result["errors"][:10]:

@@ -40,22 +40,26 @@ from sqlmodel import SQLModel
 
 from flows.engine.outbox import DeliveryPolicy, deliver
 from flows.engine.revisions import RevisionCache
+from flows.engine.tasks import complete_tasks
 from flows.engine.tick import TickReport, delivery_policy, tick
 from integrations.channels import CHANNEL_NAMES, Channel, Delivery, Receipt, build_channel, build_channels
 from models import (
     Account,
     ConfigError,
     Contact,
+    CsmTask,
     Enrollment,
     IntegrationError,
     RevenueEntry,
     Settings,
     SupportTicket,
     SurveyResponse,
+    TaskStatus,
     TimelineEvent,
     Touch,
     TouchStatus,
     UsageMetric,
+    session,
     table_of,
     upgrade,
 )
@@ -1181,6 +1185,9 @@ def simulate_day(
     as_of = _at(world.cfg.start + timedelta(days=day_index))
     report = DayReport(day_index, as_of)
     report.events = _world_day(engine, world, day_index, playbooks)
+    done = _csms_work(engine, world, as_of)
+    report.events["task done"] += done
+    world.totals["task done"] += done
     cache = cache or RevisionCache()
     delivery = delivery or demo_delivery(settings, playbooks)
     for name in PLAYBOOK_ORDER:
@@ -1195,6 +1202,30 @@ def simulate_day(
             report.later_delivered += later.get("delivered", 0)
     _remember_touches(engine, world, day_index, as_of, playbooks)
     return report
+
+
+#: how likely a CSM gets to an open task on a day once it is due (high priority first)
+CSM_DILIGENCE = {"high": 0.6, "normal": 0.4, "low": 0.25}
+
+
+def _csms_work(engine: Engine, world: World, as_of: datetime) -> int:
+    """The CSMs work their queues before the ticks: each open task due by today is done with a
+    chance by its priority (a task done lets ``task("…").done`` move its enrollment on)."""
+    csm_task = table_of(CsmTask)
+    with engine.connect() as conn:
+        due = conn.execute(
+            select(csm_task.c.id, csm_task.c.priority, csm_task.c.assignee)
+            .where(csm_task.c.status == TaskStatus.OPEN, csm_task.c.due_at <= as_of)
+            .order_by(csm_task.c.id)
+        ).all()
+    rng = world.rng
+    done = [
+        (task_id, assignee or "a CSM")
+        for task_id, priority, assignee in due
+        if rng.random() < CSM_DILIGENCE.get(priority, 0.4)
+    ]
+    with session(engine) as s:
+        return complete_tasks(s, done, now=as_of - timedelta(hours=rng.randint(1, 4)))
 
 
 # --- a local webhook receiver (so webhook steps really deliver, to this machine only) ------------------

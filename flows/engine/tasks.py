@@ -43,6 +43,7 @@ __all__ = [
     "TaskLine",
     "close_tasks_of_ended",
     "complete_task",
+    "complete_tasks",
     "list_tasks",
     "note_task",
     "pull_crm_tasks",
@@ -201,6 +202,46 @@ def complete_task(engine: Engine, task_id: int, *, by: str, now: datetime, note:
         pushed, dropped = _push_close(s, [task_id], now)
     crm = " (closed in the CRM too)" if pushed else " (its CRM task will not be created)" if dropped else ""
     return f"task {task_id} done: {task.title}{crm}"
+
+
+def complete_tasks(s: Session, done: Sequence[tuple[int, str]], *, now: datetime) -> int:
+    """Mark many open tasks done at once (``(task id, who)`` pairs): one batched update, their
+    timeline lines, and their CRM copies closed through the outbox. Returns how many were open."""
+    if not done:
+        return 0
+    by = dict(done)
+    rows = execute(
+        s,
+        select(_T.c.id, _T.c.account_id, _T.c.enrollment_id, _T.c.playbook, _T.c.step_id, _T.c.title).where(
+            _T.c.id.in_(list(by)), _T.c.status == TaskStatus.OPEN
+        ),
+    ).all()
+    if not rows:
+        return 0
+    s.connection().execute(
+        update(_T)
+        .where(_T.c.id == bindparam("tid"), _T.c.status == TaskStatus.OPEN)
+        .values(status=TaskStatus.DONE, completed_at=now, updated_at=now, closed_by=bindparam("who")),
+        [{"tid": r.id, "who": by[r.id]} for r in rows],
+    )
+    s.connection().execute(
+        insert(_TL),
+        [
+            {
+                "account_id": r.account_id,
+                "enrollment_id": r.enrollment_id,
+                "playbook": r.playbook,
+                "step_id": r.step_id,
+                "at": now,
+                "kind": "task_done",
+                "summary": f"task done by {by[r.id]}: {r.title}",
+                "detail": {"task_id": r.id, "by": by[r.id]},
+            }
+            for r in rows
+        ],
+    )
+    _push_close(s, [r.id for r in rows], now)
+    return len(rows)
 
 
 def snooze_task(engine: Engine, task_id: int, *, until: datetime, by: str, now: datetime) -> str:

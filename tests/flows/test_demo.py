@@ -157,7 +157,7 @@ def test_simulate_on_the_demo_data_changes_nothing(ran: tuple[Engine, Settings, 
 
 
 def test_tasks_of_ended_enrollments_are_closed_with_the_reason(ran: tuple[Engine, Settings, demo.DemoResult]) -> None:
-    engine, _, _ = ran
+    engine, _, result = ran
     with engine.connect() as conn:
         rows = conn.execute(
             select(
@@ -167,6 +167,7 @@ def test_tasks_of_ended_enrollments_are_closed_with_the_reason(ran: tuple[Engine
     assert rows
     left_open = [r for r in rows if r[0] == "open" and r[3] != "active" and not r[2]]
     assert left_open == []
+    assert result.world["task done"] == sum(1 for r in rows if r[0] == "done") > 0  # the CSMs work their queue
     closed = [r for r in rows if r[0] == "closed"]
     assert closed, "some enrollments with tasks ended in 40 days"
     assert all(reason == f"its enrollment in {pb} ended: " + reason.split(": ", 1)[1] for _, reason, _, _, pb in closed)
