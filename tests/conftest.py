@@ -191,6 +191,17 @@ class _PrefectServer:
         self.log.unlink(missing_ok=True)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Prefect sets up its logging the first time it is imported: a console handler on the root
+    # logger, bound to sys.stderr as it is then. Imported first inside a test, that is the test's
+    # captured stream, closed when the test ends, and every later log record of the session prints
+    # "--- Logging error ---" into some other test's output. Set it up now, while pytest's
+    # session-wide capture is sys.stderr; later imports only update it.
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+
+
 _prefect_server: _PrefectServer | None = None
 _PREFECT_FIXTURES = {"prefect_server", "prefect_api"}
 
