@@ -419,7 +419,17 @@ class TaskStep(StepBase):
     priority: Literal["low", "normal", "high"] = "normal"
     assignee: Template | None = None  # default: the account's CSM
     crm: StrictBool = False
-    keep_open: StrictBool = False  # stays open when the enrollment ends (else closed with the reason)
+    #: stays open when the enrollment ends (else closed with the reason); by default only a task that
+    #: hands off, the last step or one followed by an ``exit`` step, stays open: it is what the
+    #: playbook leaves the CSM to do, and the enrollment ends as soon as it is written
+    keep_open: StrictBool | None = Field(
+        default=None,
+        description=(
+            "Keep the task open when its enrollment ends (else it is closed with the reason). Default: "
+            "true for the last step or a task followed by an exit step (the playbook's hand-off to the "
+            "CSM), false elsewhere."
+        ),
+    )
 
     def summary(self) -> str:
         return f"task for the CSM ({self.priority}, due in {format_duration(self.due_in)}): {self.title!r}"

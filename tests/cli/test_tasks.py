@@ -29,6 +29,10 @@ steps:
     kind: task
     title: "Quick call {{ account.name }}"
     due_in: 1 day
+    keep_open: false
+  - id: handoff
+    kind: task
+    title: "Take {{ account.name }} from here"
   - id: bye
     kind: exit
 """
@@ -139,9 +143,10 @@ def snooze_floor(days: int) -> str:
 
 def test_tasks_of_an_ended_enrollment_close_with_the_reason_unless_kept(retain: Retain) -> None:
     assert retain("play", "keep", "--account", "acme", "--as", "sam@csm.example").code == 0
-    # keep ends at once (exit): its "call" task is closed with the reason, "followup" stays open
-    (kept,) = tasks(retain, "--all")
-    assert kept["step_id"] == "followup"
+    # keep ends at once (exit): its "call" task is closed with the reason; "followup" stays open, and
+    # so does "handoff", followed only by the exit: the playbook's hand-off to the CSM
+    kept = tasks(retain, "--all")
+    assert sorted(t["step_id"] for t in kept) == ["followup", "handoff"]
     (closed,) = tasks(retain, "--all", "--status", "closed")
     assert closed["step_id"] == "call"
     assert closed["closed_reason"] == "its enrollment in keep ended: completed"

@@ -19,6 +19,15 @@ __all__ = ["HANDLER"]
 CHANNEL = "crm"  # only with ``crm: true``
 
 
+def _keeps_open(wake: Wake, step: TaskStep) -> bool:
+    """The step's ``keep_open``; unset, a task that hands off stays open: the last step, or one
+    followed by an ``exit`` step (the enrollment ends as soon as it is written)."""
+    if step.keep_open is not None:
+        return step.keep_open
+    after = wake.next_of(step.id)
+    return after is None or wake.pb.spec.steps[wake.pb.step_index(after)].kind == "exit"
+
+
 def _task(wake: Wake, step: TaskStep, visit: int) -> None:
     variables = wake.variables(step.id)
     title = render_value(step.title, variables)
@@ -30,7 +39,7 @@ def _task(wake: Wake, step: TaskStep, visit: int) -> None:
         "enrollment_id": wake.enrollment.id,
         "playbook": wake.pb.id,
         "step_id": step.id,
-        "keep_open": step.keep_open,
+        "keep_open": _keeps_open(wake, step),
         "notes": [],
         "title": title,
         "body": body,
