@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -65,10 +65,25 @@ def click_context() -> ClickContext | None:
 def state(ctx: typer.Context) -> State:
     root = ctx.find_root()
     if not isinstance(root.obj, State):
-        from models import Settings
-
-        root.obj = State(Settings())
+        root.obj = State(read_settings())
     return root.obj
+
+
+def read_settings(**updates: Any) -> Settings:
+    """The settings from the environment (and ``updates``); a bad ``RETAIN_*`` value is a
+    :class:`ConfigError` naming the variable, not a traceback."""
+    from pydantic import ValidationError
+
+    from models import ConfigError, Settings
+
+    try:
+        return Settings(**updates)
+    except ValidationError as exc:
+        lines = [
+            f"RETAIN_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        ]
+        raise ConfigError("bad setting: " + "; ".join(lines)) from None
 
 
 @app.callback()
@@ -93,11 +108,9 @@ def _global_options(
         ),
     ] = None,
 ) -> None:
-    from models import Settings
-
     updates: dict[str, object] = {}
     if database_url:
         updates["database_url"] = database_url
     if playbooks_dir:
         updates["playbooks_dir"] = playbooks_dir
-    ctx.obj = State(Settings(**updates))  # type: ignore[arg-type]
+    ctx.obj = State(read_settings(**updates))

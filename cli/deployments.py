@@ -68,7 +68,14 @@ def sync(
     if code_dir is not None or git_repository is not None or git_branch is not None:
         pull = pull_steps(code_dir, repository=git_repository, branch=git_branch)
     current = file.read_text(encoding="utf-8") if file.exists() else None
-    text = render_prefect_yaml(playbooks.values(), work_pool=work_pool, pull=pull, current=current, sources=sources)
+    text = render_prefect_yaml(
+        playbooks.values(),
+        work_pool=work_pool,
+        pull=pull,
+        current=current,
+        sources=sources,
+        settings=state(ctx).settings,
+    )
     if check:
         problems = prefect_yaml_problems(current) if current is not None else []
         for problem in problems:
@@ -90,7 +97,7 @@ def sync(
         return
     file.write_text(text, encoding="utf-8")
     console.print(
-        f"wrote {file}: {len(playbooks)} playbook deployments ({', '.join(sorted(playbooks))}), the outbox, health scores, reports and replies from the mailbox",
+        f"wrote {file}: {len(playbooks)} playbook deployments ({', '.join(sorted(playbooks))}), the outbox, health scores, reports, replies from the mailbox, the daily digest and CRM tasks",
         markup=False,
         soft_wrap=True,
     )
@@ -128,7 +135,12 @@ def serve(
     from prefect.settings import PREFECT_API_URL
 
     from flows.engine.tick import valid_playbooks
-    from flows.orchestration.deployments import local_prefect_api, runner_deployments, serve_until_stopped
+    from flows.orchestration.deployments import (
+        local_prefect_api,
+        not_served,
+        runner_deployments,
+        serve_until_stopped,
+    )
     from flows.orchestration.runtime import prefect_environment
     from models import ConfigError
 
@@ -145,14 +157,12 @@ def serve(
         raise typer.Exit(1)
     from playbooks import load_sources
 
-    # without a mailbox, reading replies every five minutes would only say so every five minutes
+    skipped = not_served(st.settings)
     deployments = runner_deployments(
-        playbooks.values(),
-        load_sources(st.playbooks_dir).every_source(),
-        without=() if st.settings.mailbox_url else ("replies",),
+        playbooks.values(), load_sources(st.playbooks_dir).every_source(), without=skipped, settings=st.settings
     )
-    if not st.settings.mailbox_url:
-        console.print("replies: not read (set RETAIN_MAILBOX_URL to read them from a mailbox)", markup=False)
+    for reason in skipped.values():
+        console.print(reason, markup=False, soft_wrap=True)
     names = ", ".join(sorted(playbooks))
     beside: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if web:

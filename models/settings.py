@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import zoneinfo
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["BUNDLED_PLAYBOOKS_DIR", "Settings", "get_settings"]
@@ -86,6 +89,38 @@ class Settings(BaseSettings):
     crm_token: SecretStr | None = None
     #: the company property that holds an account's external id
     crm_company_id_property: str = "retain_external_id"
+    #: ``retain serve`` pulls the CRM's task states (``retain tasks sync``) this often, in minutes
+    tasks_sync_minutes: int = Field(default=15, ge=1, le=1440)
+
+    # --- the CSMs' daily digest (``retain today --post … --every-csm``), posted on a schedule ---
+    #: the local time (HH:MM, 24-hour) it is posted each day, in ``digest_timezone``
+    digest_time: str = "08:00"
+    #: the IANA time zone of ``digest_time``, e.g. Europe/Berlin
+    digest_timezone: str = "UTC"
+    #: where: ``email`` (each CSM's own address), ``slack`` or ``file``
+    digest_post: Literal["email", "slack", "file"] = "email"
+
+    @field_validator("digest_time")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
+        if match is None:
+            raise ValueError(f"{value!r} is not a time of day as HH:MM (e.g. 08:00)")
+        return f"{int(match[1]):02d}:{match[2]}"
+
+    @field_validator("digest_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value.strip())
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. Europe/Berlin)") from None
+        return value.strip()
+
+    def digest_cron(self) -> str:
+        """The cron expression of ``digest_time`` (in ``digest_timezone``)."""
+        hour, minute = self.digest_time.split(":")
+        return f"{int(minute)} {int(hour)} * * *"
 
     def resolved_playbooks_dir(self) -> Path:
         if self.playbooks_dir is not None:

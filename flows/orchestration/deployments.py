@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 from croniter import croniter
 
-from models import ConfigError
+from models import ConfigError, Settings
 from models.sources import SqlSource, StripeSource
 from playbooks import CompiledPlaybook
 
@@ -49,6 +49,7 @@ __all__ = [
     "free_port",
     "local_prefect_api",
     "local_prefect_server",
+    "not_served",
     "port_is_free",
     "prefect_yaml_problems",
     "pull_steps",
@@ -72,6 +73,10 @@ HEALTH_CRON = "0 5 * * *"
 REPLIES_ENTRYPOINT = "flows/orchestration/replies.py:poll_replies"
 #: the mailbox is read every five minutes, so a reply is seen by the next tick of its playbook
 REPLIES_CRON = "*/5 * * * *"
+#: every CSM's daily digest, at RETAIN_DIGEST_TIME in RETAIN_DIGEST_TIMEZONE
+DIGEST_ENTRYPOINT = "flows/orchestration/digest.py:daily_digest"
+#: the CRM's task states, every RETAIN_TASKS_SYNC_MINUTES (only served with a CRM configured)
+TASKS_SYNC_ENTRYPOINT = "flows/orchestration/crm_tasks.py:sync_crm_tasks"
 #: the work pool every deployment names unless told otherwise (``--work-pool``, or the file's own)
 DEFAULT_WORK_POOL = "retain"
 SET_WORKING_DIRECTORY = "prefect.deployments.steps.set_working_directory"
@@ -99,10 +104,15 @@ HEADER = (
 
 
 def deployment_specs(
-    playbooks: Iterable[CompiledPlaybook], sources: Mapping[str, SqlSource | StripeSource] | None = None
+    playbooks: Iterable[CompiledPlaybook],
+    sources: Mapping[str, SqlSource | StripeSource] | None = None,
+    *,
+    settings: Settings | None = None,
 ) -> list[dict[str, Any]]:
     """The deployments, by playbook id, then one per scheduled source (``sync-<source>``):
-    plain data, keys in the order they are written."""
+    plain data, keys in the order they are written. ``settings`` (default: the environment's)
+    give the digest's time and time zone and how often CRM tasks are synced."""
+    settings = settings or Settings()
     specs = []
     for pb in sorted(playbooks, key=lambda p: p.id):
         schedule = pb.spec.schedule
@@ -145,6 +155,26 @@ def deployment_specs(
             "entrypoint": REPLIES_ENTRYPOINT,
             "parameters": {},
             "schedules": [{"cron": REPLIES_CRON, "timezone": "UTC", "active": True}],
+        }
+    )
+    specs.append(
+        {
+            "name": "digest",
+            "description": "Post every CSM's daily digest (RETAIN_DIGEST_POST), once per day and CSM",
+            "tags": ["retain", "digest"],
+            "entrypoint": DIGEST_ENTRYPOINT,
+            "parameters": {},
+            "schedules": [{"cron": settings.digest_cron(), "timezone": settings.digest_timezone, "active": True}],
+        }
+    )
+    specs.append(
+        {
+            "name": "tasks-sync",
+            "description": "Complete in Retain the CSM tasks completed in the CRM (RETAIN_CRM_TOKEN)",
+            "tags": ["retain", "tasks"],
+            "entrypoint": TASKS_SYNC_ENTRYPOINT,
+            "parameters": {},
+            "schedules": [{"interval": settings.tasks_sync_minutes * 60, "timezone": "UTC", "active": True}],
         }
     )
     specs.append(
@@ -238,6 +268,7 @@ def render_prefect_yaml(
     pull: list[dict[str, Any]] | None = None,
     current: str | None = None,
     sources: Mapping[str, SqlSource | StripeSource] | None = None,
+    settings: Settings | None = None,
 ) -> str:
     """The text of ``prefect.yaml``: the same playbooks and settings always give the same bytes.
 
@@ -248,7 +279,7 @@ def render_prefect_yaml(
     that Retain does not write (``concurrency_limit``, a deployment's own ``pull``, …) are kept,
     after Retain's own; what Retain writes (schedules, parameters, …) follows the playbooks."""
     kept, top = _kept(current)
-    specs = deployment_specs(playbooks, sources)
+    specs = deployment_specs(playbooks, sources, settings=settings)
     for spec in specs:
         own = kept.get(spec["name"], {})
         pool = own.get("work_pool")
@@ -445,17 +476,33 @@ def _entrypoint_problems(root: Path, entrypoint: str, parameters: Any, where: st
 # --- serving -----------------------------------------------------------------------------------
 
 
+def not_served(settings: Settings) -> dict[str, str]:
+    """The deployments ``retain serve`` leaves out, with why: without a mailbox, reading replies
+    every five minutes would only say so every five minutes; without a CRM, so would its tasks."""
+    skipped = {}
+    if not settings.mailbox_url:
+        skipped["replies"] = "replies: not read (set RETAIN_MAILBOX_URL to read them from a mailbox)"
+    if settings.crm_token is None or not settings.crm_token.get_secret_value():
+        skipped["tasks-sync"] = "CRM tasks: not synced (set RETAIN_CRM_TOKEN to sync them with the CRM)"
+    return skipped
+
+
 def runner_deployments(
     playbooks: Iterable[CompiledPlaybook],
     sources: Mapping[str, SqlSource | StripeSource] | None = None,
     *,
     without: Collection[str] = (),
+    settings: Settings | None = None,
 ) -> list[Any]:
     """``run_playbook.to_deployment(...)`` for every playbook (and ``sync_flow`` for every
     scheduled SQL source), as ``prefect.yaml`` describes them, but those named in ``without``
     (e.g. ``replies`` when no mailbox is configured)."""
-    from prefect.schedules import Cron
+    from datetime import timedelta
 
+    from prefect.schedules import Cron, Interval
+
+    from flows.orchestration.crm_tasks import sync_crm_tasks
+    from flows.orchestration.digest import daily_digest
     from flows.orchestration.health import health
     from flows.orchestration.playbook import deliver_outbox, run_playbook
     from flows.orchestration.replies import poll_replies
@@ -469,12 +516,19 @@ def runner_deployments(
         REPORTS_ENTRYPOINT: report_flow,
         SYNC_ENTRYPOINT: sync_flow,
         REPLIES_ENTRYPOINT: poll_replies,
+        DIGEST_ENTRYPOINT: daily_digest,
+        TASKS_SYNC_ENTRYPOINT: sync_crm_tasks,
     }
     result = []
-    for spec in deployment_specs(playbooks, sources):
+    for spec in deployment_specs(playbooks, sources, settings=settings):
         if spec["name"] in without:
             continue
-        schedules = [Cron(s["cron"], timezone=s["timezone"]) for s in spec["schedules"]]
+        schedules = [
+            Cron(s["cron"], timezone=s["timezone"])
+            if "cron" in s
+            else Interval(timedelta(seconds=s["interval"]), timezone=s["timezone"])
+            for s in spec["schedules"]
+        ]
         result.append(
             flows[spec["entrypoint"]].to_deployment(  # type: ignore[attr-defined]
                 spec["name"],

@@ -179,6 +179,15 @@ def run_playbook(playbook: str, as_of: str | None = None, dry_run: bool = False)
     return report.to_dict()
 
 
+@task(name="approval-deadlines", cache_policy=NO_CACHE)
+@plainly
+def approval_deadlines_task(engine: Engine, as_of: datetime) -> dict[str, int]:
+    """Drafts of every playbook past their approval deadline, settled before the outbox runs: a
+    deadline is honoured within the outbox's interval, not only at its playbook's next tick."""
+    with session(engine) as s:
+        return settle_approvals(s, as_of)
+
+
 @task(name="deliver-all", cache_policy=NO_CACHE)
 @plainly
 def deliver_all_task(engine: Engine, as_of: datetime, settings: Settings) -> dict[str, int]:
@@ -197,12 +206,16 @@ def deliver_outbox(as_of: str | None = None) -> dict[str, int]:
     """Deliver every touch that is due, of every playbook, under the contact policy.
 
     Ticks deliver what they write; this flow runs every few minutes so that a touch deferred to the
-    end of a contact's quiet hours goes out then, not at the playbook's next tick."""
+    end of a contact's quiet hours goes out then, not at the playbook's next tick. Drafts past their
+    approval deadline are settled first (sent as drafted, skipped or escalated, as their step says),
+    so a ``send`` on deadline goes out in this same run."""
     settings = Settings()
     moment = parse_as_of(as_of or _scheduled_start())
     engine = make_engine(settings.database_url)
     require_schema(engine)
+    deadlines = check(approval_deadlines_task(engine, moment))
     counts = check(deliver_all_task(engine, moment, settings))
+    counts.update({f"deadline {k}": v for k, v in deadlines.items() if v})  # e.g. "deadline send"
     get_run_logger().info(
         "outbox as of %s: %s",
         moment.isoformat(),

@@ -28,13 +28,14 @@ from flows.orchestration.deployments import (
     REPORTS_CRON,
     deployment_specs,
     local_prefect_server,
+    not_served,
     prefect_yaml_problems,
     pull_steps,
     render_prefect_yaml,
     runner_deployments,
     stop_process,
 )
-from models import BUNDLED_PLAYBOOKS_DIR, ConfigError
+from models import BUNDLED_PLAYBOOKS_DIR, ConfigError, Settings
 from playbooks import load_playbooks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def test_the_text_is_deterministic(shipped: dict[str, object]) -> None:
 def test_one_deployment_per_playbook_with_its_schedule(shipped: dict[str, object]) -> None:
     data = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
     deployments = {d["name"]: d for d in data["deployments"]}
-    assert set(deployments) == {*shipped, "outbox", "health", "replies", "reports"}
+    assert set(deployments) == {*shipped, "outbox", "health", "replies", "digest", "tasks-sync", "reports"}
     outbox = deployments["outbox"]
     assert outbox["entrypoint"] == OUTBOX_ENTRYPOINT and outbox["parameters"] == {}
     assert outbox["schedules"] == [{"cron": OUTBOX_CRON, "timezone": "UTC", "active": True}]
@@ -85,10 +86,20 @@ def test_prefects_own_loader_reads_every_deployment_and_schedule(shipped: dict[s
     from rich.console import Console
 
     configs, actions = _load_deploy_configs_and_actions(PREFECT_YAML, console=Console(quiet=True))
-    assert sorted(c["name"] for c in configs) == sorted([*shipped, "outbox", "health", "replies", "reports"])
+    assert sorted(c["name"] for c in configs) == sorted(
+        [*shipped, "outbox", "health", "replies", "digest", "tasks-sync", "reports"]
+    )
     assert {c["work_pool"]["name"] for c in configs} == {DEFAULT_WORK_POOL}
     assert actions["pull"] == DEFAULT_PULL
     for config in configs:
+        if config["name"] == "digest":  # 08:00 UTC unless RETAIN_DIGEST_TIME/_TIMEZONE say otherwise
+            (schedule,) = [_schedule_config_to_deployment_schedule(s) for s in config["schedules"]]
+            assert (schedule["schedule"].cron, schedule["schedule"].timezone) == ("0 8 * * *", "UTC")
+            continue
+        if config["name"] == "tasks-sync":  # every 15 minutes unless RETAIN_TASKS_SYNC_MINUTES says otherwise
+            (schedule,) = [_schedule_config_to_deployment_schedule(s) for s in config["schedules"]]
+            assert schedule["schedule"].interval.total_seconds() == 900
+            continue
         if config["name"] in ("outbox", "health", "replies", "reports"):
             (schedule,) = [_schedule_config_to_deployment_schedule(s) for s in config["schedules"]]
             crons = {"outbox": OUTBOX_CRON, "health": HEALTH_CRON, "replies": REPLIES_CRON, "reports": REPORTS_CRON}
@@ -152,13 +163,20 @@ def test_playbooks_without_a_schedule_get_a_deployment_without_schedules(shipped
         "playbook: manual\nname: Manual\nlifecycle: custom\naudience: 'true'\nsteps:\n  - id: done\n    kind: exit\n"
     )
     spec, *others = deployment_specs([pb])
-    assert spec["schedules"] == [] and [o["name"] for o in others] == ["outbox", "health", "replies", "reports"]
+    assert spec["schedules"] == [] and [o["name"] for o in others] == [
+        "outbox",
+        "health",
+        "replies",
+        "digest",
+        "tasks-sync",
+        "reports",
+    ]
     assert prefect_yaml_problems(render_prefect_yaml([pb]), root=ROOT) == []
 
 
 def test_runner_deployments_carry_cron_and_time_zone(shipped: dict[str, object]) -> None:
     deployments = {d.name: d for d in runner_deployments(shipped.values())}  # type: ignore[arg-type]
-    assert set(deployments) == {*shipped, "outbox", "health", "replies", "reports"}
+    assert set(deployments) == {*shipped, "outbox", "health", "replies", "digest", "tasks-sync", "reports"}
     assert deployments["outbox"].entrypoint.endswith("playbook.py:deliver_outbox")  # type: ignore[union-attr]
     assert deployments["health"].entrypoint.endswith("health.py:health")  # type: ignore[union-attr]
     assert deployments["reports"].entrypoint.endswith("reports.py:report_flow")  # type: ignore[union-attr]
@@ -512,3 +530,56 @@ def test_one_deployment_per_scheduled_sql_source(tmp_path: Path, capsys: pytest.
     (schedule,) = served["sync-crm"].schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("*/15 * * * *", "Europe/Berlin")
     assert served["sync-crm"].parameters == {"source": "crm"}
+
+
+def test_digest_and_tasks_sync_follow_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The digest's local time and time zone and the CRM sync's interval come from the settings;
+    `--check` passes with the same settings and fails when they change."""
+    monkeypatch.setenv("RETAIN_DIGEST_TIME", "7:30")
+    monkeypatch.setenv("RETAIN_DIGEST_TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("RETAIN_TASKS_SYNC_MINUTES", "10")
+    target = tmp_path / "prefect.yaml"
+    assert _sync(target) == 0
+    assert "the daily digest and CRM tasks" in capsys.readouterr().out
+    assert _sync(target, "--check") == 0
+    assert prefect_yaml_problems(target.read_text(encoding="utf-8"), root=ROOT) == []
+    deployments = {d["name"]: d for d in yaml.safe_load(target.read_text(encoding="utf-8"))["deployments"]}
+    assert deployments["digest"]["entrypoint"] == "flows/orchestration/digest.py:daily_digest"
+    assert deployments["digest"]["schedules"] == [{"cron": "30 7 * * *", "timezone": "Europe/Berlin", "active": True}]
+    assert deployments["tasks-sync"]["entrypoint"] == "flows/orchestration/crm_tasks.py:sync_crm_tasks"
+    assert deployments["tasks-sync"]["schedules"] == [{"interval": 600, "timezone": "UTC", "active": True}]
+
+    served = {
+        d.name: d for d in runner_deployments(load_playbooks(BUNDLED_PLAYBOOKS_DIR).values(), settings=Settings())
+    }
+    (digest,) = served["digest"].schedules
+    assert (digest.schedule.cron, digest.schedule.timezone) == ("30 7 * * *", "Europe/Berlin")
+    (every,) = served["tasks-sync"].schedules
+    assert every.schedule.interval.total_seconds() == 600
+
+    monkeypatch.setenv("RETAIN_DIGEST_TIME", "09:00")
+    assert _sync(target, "--check") == 1
+    assert "out of date" in capsys.readouterr().err
+
+    monkeypatch.setenv("RETAIN_DIGEST_TIME", "25:00")
+    assert _sync(target) != 0
+    assert "'25:00' is not a time of day as HH:MM" in capsys.readouterr().err
+    monkeypatch.setenv("RETAIN_DIGEST_TIME", "08:00")
+    monkeypatch.setenv("RETAIN_DIGEST_TIMEZONE", "Europe/Berlinn")
+    assert _sync(target) != 0
+    assert "unknown time zone 'Europe/Berlinn'" in capsys.readouterr().err
+
+
+def test_serve_leaves_out_replies_without_a_mailbox_and_tasks_sync_without_a_crm() -> None:
+    assert set(not_served(Settings(mailbox_url=None, crm_token=None))) == {"replies", "tasks-sync"}
+    assert set(not_served(Settings(mailbox_url="imaps://cs@mail.example/INBOX", crm_token=None))) == {"tasks-sync"}
+    assert not_served(Settings(mailbox_url="imaps://cs@mail.example/INBOX", crm_token="pat-1")) == {}
+    served = {
+        d.name
+        for d in runner_deployments(
+            load_playbooks(BUNDLED_PLAYBOOKS_DIR).values(), without=not_served(Settings(crm_token=None))
+        )
+    }
+    assert "tasks-sync" not in served and "digest" in served
