@@ -83,17 +83,17 @@ def sync(
         if current != text:
             given = " with the same options" if work_pool is not None or pull is not None else ""
             err_console.print(
-                f"{file} is out of date with the playbooks: run `retain deployments sync`{given}",
+                f"{file} is out of date with the playbooks or the settings: run `retain deployments sync`{given}",
                 markup=False,
                 soft_wrap=True,
             )
             raise typer.Exit(1)
         if problems:
             raise typer.Exit(1)
-        console.print(f"{file} is up to date ({len(playbooks)} deployments)", markup=False, soft_wrap=True)
+        console.print(f"{file} is up to date ({_count(text)} deployments)", markup=False, soft_wrap=True)
         return
     if current == text:
-        console.print(f"{file} is up to date ({len(playbooks)} deployments)", markup=False, soft_wrap=True)
+        console.print(f"{file} is up to date ({_count(text)} deployments)", markup=False, soft_wrap=True)
         return
     file.write_text(text, encoding="utf-8")
     console.print(
@@ -193,3 +193,10 @@ def serve(
     # serving ends only when stopped (Ctrl-C or SIGTERM): runs in flight were cancelled
     err_console.print("stopped")
     raise typer.Exit(130)
+
+
+def _count(text: str) -> int:
+    """How many deployments a ``prefect.yaml`` text has."""
+    import yaml
+
+    return len(yaml.safe_load(text).get("deployments") or [])

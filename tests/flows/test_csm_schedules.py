@@ -185,3 +185,25 @@ def test_the_outbox_run_honours_approval_deadlines(
     assert [m.message["Subject"] for m in smtp.messages] == ["Sent at the deadline"]
     timeline = json.loads(retain("accounts", "show", "acme", "--format", "json").out)["timeline"]
     assert [e["summary"].split(" UTC: ")[1] for e in timeline if e["kind"] == "deadline"] == ["sent as drafted"]
+
+
+def test_a_digest_that_could_not_go_fails_the_run_and_goes_next_time(
+    prefect_api: None,
+    smtp: SmtpSink,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One CSM's mail server refusing does not hold up the others; the run fails with the reason,
+    and the next run the same day posts only the one that did not go."""
+    _, settings = _world(tmp_path, capsys, monkeypatch, {"care": CARE})
+    smtp.rcpt_replies["kim@csm.example"] = "450 4.2.1 Mailbox busy, try again later"
+    with prefect_environment(settings):
+        first = daily_digest(post="email", return_state=True)
+    assert first.is_failed() and "kim@csm.example" in str(first.message) and "Traceback" not in str(first.message)
+    assert [m.rcpt_tos for m in smtp.messages] == [["sam@csm.example"]]
+    smtp.rcpt_replies.clear()
+    with prefect_environment(settings):
+        second = daily_digest(post="email", return_state=True)
+    assert second.result() == {"posted": 1, "already posted": 1, "failed": 0}
+    assert sorted(m.rcpt_tos[0] for m in smtp.messages) == ["kim@csm.example", "sam@csm.example"]

@@ -544,6 +544,8 @@ def test_digest_and_tasks_sync_follow_the_settings(
     assert _sync(target) == 0
     assert "the daily digest and CRM tasks" in capsys.readouterr().out
     assert _sync(target, "--check") == 0
+    total = len(load_playbooks(BUNDLED_PLAYBOOKS_DIR)) + 6  # outbox, health, replies, digest, tasks-sync, reports
+    assert f"is up to date ({total} deployments)" in capsys.readouterr().out
     assert prefect_yaml_problems(target.read_text(encoding="utf-8"), root=ROOT) == []
     deployments = {d["name"]: d for d in yaml.safe_load(target.read_text(encoding="utf-8"))["deployments"]}
     assert deployments["digest"]["entrypoint"] == "flows/orchestration/digest.py:daily_digest"
