@@ -140,12 +140,15 @@ def deliver_(
     ] = None,
     playbook: Annotated[str | None, typer.Option("--playbook", help="Only this playbook's touches.")] = None,
 ) -> None:
-    """Run the outbox now: send every due touch under the contact policy.
+    """Run the outbox now: settle drafts past their approval deadline, then send every due touch
+    under the contact policy.
 
     What the scheduled `outbox` deployment does every five minutes."""
+    from flows.engine.approvals import settle_approvals
     from flows.engine.outbox import deliver
     from flows.engine.tick import delivery_policy, parse_as_of, valid_playbooks
     from integrations.channels import build_channels
+    from models import session
     from playbooks import load_policy
 
     st = state(ctx)
@@ -155,7 +158,10 @@ def deliver_(
     for problem in problems:
         err_console.print(f"warning: {problem.format()}", markup=False, soft_wrap=True)
     policy = delivery_policy(playbooks.values(), load_policy(st.playbooks_dir))
+    with session(st.engine()) as s:
+        deadlines = settle_approvals(s, moment, playbook=playbook)
     counts = deliver(st.engine(), build_channels(st.settings), as_of=moment, playbook=playbook, policy=policy)
+    counts.update({f"deadline {k}": v for k, v in deadlines.items() if v})
     done = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing due"
     console.print(f"outbox as of {moment.isoformat()}: {done}", markup=False)
     if counts.get("unknown") or counts.get("failed"):

@@ -207,3 +207,15 @@ def test_a_digest_that_could_not_go_fails_the_run_and_goes_next_time(
         second = daily_digest(post="email", return_state=True)
     assert second.result() == {"posted": 1, "already posted": 1, "failed": 0}
     assert sorted(m.rcpt_tos[0] for m in smtp.messages) == ["kim@csm.example", "sam@csm.example"]
+
+
+def test_retain_outbox_deliver_honours_approval_deadlines_too(
+    smtp: SmtpSink, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    retain, _ = _world(tmp_path, capsys, monkeypatch, {"deadline": DEADLINE})
+    assert retain("play", "deadline", "--account", "acme", "--as", "sam@csm.example").code == 0
+    early = retain("outbox", "deliver", "--as-of", later(0.5))
+    assert early.code == 0 and "deadline" not in early.out and smtp.messages == []
+    due = retain("outbox", "deliver", "--as-of", later(1.5))
+    assert due.code == 0 and "deadline send 1" in due.out and "delivered 1" in due.out, due
+    assert [m.message["Subject"] for m in smtp.messages] == ["Sent at the deadline"]
