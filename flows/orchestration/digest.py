@@ -4,6 +4,7 @@ channel (a ``digest_post`` row per key), however often the flow runs."""
 
 from __future__ import annotations
 
+import zoneinfo
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,9 @@ def post_digests_task(engine: Engine, settings: Settings, post: str, now: dateti
     """Every CSM's digest; one CSM's failure (their mail server said no) is reported and the
     others are still posted. A failed one is posted by the next run the same day."""
     channel = build_channel(post, settings)
+    # the day is the CSMs' own (RETAIN_DIGEST_TIMEZONE): its date names the digest, and the tasks
+    # due by the end of it are the ones shown
+    now = now.astimezone(zoneinfo.ZoneInfo(settings.digest_timezone))
     logger = get_run_logger()
     results: list[PostResult | str] = []
     for person in csms(engine):
@@ -71,7 +75,7 @@ def _run_name() -> str:
 def daily_digest(post: str | None = None, as_of: str | None = None) -> Any:
     """Post each CSM's day (tasks due or late, drafts to approve, accounts turned red, replies) to
     ``post`` (email to each CSM's own address, slack or file; default RETAIN_DIGEST_POST), once per
-    day and CSM. The run fails, with the reasons, when a CSM's digest could not be posted."""
+    day (in RETAIN_DIGEST_TIMEZONE) and CSM. The run fails, with the reasons, when a CSM's digest could not be posted."""
     from flows.engine.tick import parse_as_of
 
     settings = Settings()

@@ -219,3 +219,18 @@ def test_retain_outbox_deliver_honours_approval_deadlines_too(
     due = retain("outbox", "deliver", "--as-of", later(1.5))
     assert due.code == 0 and "deadline send 1" in due.out and "delivered 1" in due.out, due
     assert [m.message["Subject"] for m in smtp.messages] == ["Sent at the deadline"]
+
+
+def test_the_digest_day_is_the_digest_time_zones_day(
+    prefect_api: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 08:00 in Kiritimati (UTC+14) it is still yesterday in UTC: the digest is that CSM day's."""
+    _, settings = _world(tmp_path, capsys, monkeypatch, {"care": CARE})
+    monkeypatch.setenv("RETAIN_DIGEST_TIMEZONE", "Pacific/Kiritimati")
+    with prefect_environment(settings):
+        state = daily_digest(post="file", as_of="2026-03-09T18:00:00+00:00", return_state=True)
+    assert state.result()["posted"] == 2
+    lines = (tmp_path / "outbox" / "file.jsonl").read_text(encoding="utf-8").splitlines()
+    keys = sorted(json.loads(line)["key"] for line in lines)
+    assert keys == ["today:2026-03-10:kim@csm.example:file", "today:2026-03-10:sam@csm.example:file"]
+    assert json.loads(lines[0])["payload"]["title"].endswith("Tue 10 Mar 2026")
