@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 
 import pendulum
 from sqlmodel import Session
@@ -20,7 +21,12 @@ __all__ = ["RevisionCache", "holdout_salt", "sync_revision", "today_in"]
 
 def today_in(pb: CompiledPlaybook, as_of: datetime) -> date:
     """ "Today" for a playbook: the date at ``as_of`` in its schedule's time zone (else UTC)."""
-    zone = pb.spec.schedule.timezone if pb.spec.schedule else "UTC"
+    return _date_in(pb.spec.schedule.timezone if pb.spec.schedule else "UTC", as_of)
+
+
+@lru_cache(maxsize=1024)
+def _date_in(zone: str, as_of: datetime) -> date:
+    """Asked once per enrollment woken up, with the same answer for the whole tick."""
     return pendulum.instance(as_of).in_timezone(zone).date()
 
 
