@@ -10,11 +10,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, true, update
+from sqlalchemy import select, true
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
+from flows.engine._sql import claim
 from flows.engine.revisions import RevisionCache
 from flows.engine.wake import Wake, Writes
 from models import (
@@ -73,7 +74,7 @@ def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    stmt = update(enr).where(enr.c.id.in_(due.scalar_subquery())).values(claimed_by=worker).returning(enr.c.id)
+    stmt = claim(enr, due).values(claimed_by=worker).returning(enr.c.id)
     return sorted(row[0] for row in execute(s, stmt).all())
 
 

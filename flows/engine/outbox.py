@@ -38,6 +38,7 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 
+from flows.engine._sql import claim
 from flows.engine.claims import RunsOver, claimer, default_lease, gone_holders
 from flows.engine.policy import ContactPolicy, decide, unsubscribe_reason
 from integrations.channels import Channel, Delivery, redact, resolve_secrets
@@ -249,8 +250,7 @@ def _claim(
     )
     with session(engine) as s:
         rows = s.exec(
-            update(t)
-            .where(t.c.id.in_(due.scalar_subquery()))
+            claim(t, due)
             .values(lease_until=wall + policy.lease, claimed_by=claimer())
             .returning(
                 t.c.id,
