@@ -106,7 +106,9 @@ def full_scans(engine: Engine, statement: str, parameters: Any) -> list[str]:
             return found
         # priced out: a plan that still reads a whole table has no index to read by
         for setting in ("enable_seqscan", "enable_hashjoin", "enable_mergejoin"):
-            cursor.execute(f"SET {setting} = off")
+            cursor.execute(
+                f"SET LOCAL {setting} = off"
+            )  # LOCAL: gone with the rollback, not left on the pooled connection
         cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
         plan = cursor.fetchone()[0]
         found = []
