@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, Update, insert, update
+from sqlalchemy import Integer, Select, Update, any_, cast, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -22,11 +22,15 @@ def insert_ignore(s: Session, table: Any) -> Any:
     return insert(table)
 
 
-def claim(table: Any, due: Select[Any]) -> Update:
-    """``UPDATE table … FROM (due) WHERE table.id = due.id``: the rows ``due`` picks (an id select
-    with ``FOR UPDATE SKIP LOCKED`` and a ``LIMIT``), picked once. Written as ``id IN (due)``,
-    PostgreSQL may plan a nested-loop semi-join that runs the whole sort-and-lock again for every
-    row of the table when its statistics are stale (a freshly filled outbox: minutes for 66,000
-    touches); a materialized CTE is run exactly once (PostgreSQL, and SQLite from 3.35)."""
-    picked = due.cte("due").prefix_with("MATERIALIZED")
-    return update(table).where(table.c.id == picked.c.id)
+def claim(s: Session, table: Any, due: Select[Any]) -> Update:
+    """``UPDATE table … WHERE id`` is one of the rows ``due`` picks (an id select with ``FOR UPDATE
+    SKIP LOCKED`` and a ``LIMIT``), picked once.
+
+    On PostgreSQL the picked ids are gathered into one array (an InitPlan, run once) and the rows
+    found by their primary key: written as ``id IN (due)`` or a join, stale statistics (a freshly
+    filled outbox) made the planner take a nested loop that sorted and locked the whole queue
+    again, or scanned every picked id, for every row of the table (minutes for 66,000 touches)."""
+    if s.get_bind().dialect.name == "postgresql":
+        picked = select(func.array_agg(due.subquery("due").c.id)).scalar_subquery()
+        return update(table).where(table.c.id == any_(cast(picked, postgresql.ARRAY(Integer))))
+    return update(table).where(table.c.id.in_(due.scalar_subquery()))

@@ -74,7 +74,7 @@ def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    stmt = claim(enr, due).values(claimed_by=worker).returning(enr.c.id)
+    stmt = claim(s, enr, due).values(claimed_by=worker).returning(enr.c.id)
     return sorted(row[0] for row in execute(s, stmt).all())
 
 

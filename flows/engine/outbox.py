@@ -250,7 +250,7 @@ def _claim(
     )
     with session(engine) as s:
         rows = s.exec(
-            claim(t, due)
+            claim(s, t, due)
             .values(lease_until=wall + policy.lease, claimed_by=claimer())
             .returning(
                 t.c.id,
