@@ -133,6 +133,10 @@ def settle_approvals(s: Session, now: datetime, *, playbook: str | None = None) 
     ]
     if playbook is not None:
         where.append(_T.c.playbook == playbook)
+    # the write first: on SQLite a transaction that reads and then writes fails at once with
+    # "database is locked" when another process wrote in between (its busy timeout does not apply
+    # to upgrading a read snapshot); one that starts by writing waits for the lock instead
+    ended = _reject_drafts_of_ended(s, now, playbook)
     rows = execute(
         s,
         select(_T.c.id, _T.c.key, _T.c.account_id, _T.c.enrollment_id, _T.c.playbook, _T.c.step_id, _T.c.channel)
@@ -140,8 +144,7 @@ def settle_approvals(s: Session, now: datetime, *, playbook: str | None = None) 
         .select_from(_T.join(_A, _A.c.id == _T.c.account_id))
         .where(*where),
     ).all()
-    counts = {"send": 0, "skip": 0, "escalate": 0}
-    counts["ended"] = _reject_drafts_of_ended(s, now, playbook)
+    counts = {"send": 0, "skip": 0, "escalate": 0, "ended": ended}
     if not rows:
         return counts
     outcome = {"send": TouchStatus.PENDING, "skip": TouchStatus.REJECTED, "escalate": TouchStatus.DRAFT}

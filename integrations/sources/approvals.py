@@ -190,14 +190,19 @@ def recipient(touch: Touch) -> str:
 def approve_draft(engine: Engine, key: str, *, by: str, now: datetime) -> tuple[bool, str]:
     """Approve a draft: it becomes pending and the outbox sends it, once, under its key. The change
     is one conditional update, so two approvals (or an approval racing the deadline) send it once.
-    Returns whether this call approved it, and what happened."""
+    Returns whether this call approved it, and what happened.
+
+    The update opens its own transaction: on SQLite a transaction that reads and then writes fails
+    at once ("database is locked") when another process wrote in between, as the busy timeout does
+    not cover upgrading a read snapshot; one that starts by writing waits for the lock."""
     with session(engine) as s:
         touch = draft_of(s, key)
-        if touch.status != TouchStatus.DRAFT:
-            if touch.status == TouchStatus.REJECTED:
-                raise RetainError(decided_line(touch) + ": it cannot be approved now")
-            return False, decided_line(touch) + ": nothing to do"
-        may_decide(touch, by)
+    if touch.status != TouchStatus.DRAFT:
+        if touch.status == TouchStatus.REJECTED:
+            raise RetainError(decided_line(touch) + ": it cannot be approved now")
+        return False, decided_line(touch) + ": nothing to do"
+    may_decide(touch, by)
+    with session(engine) as s:  # a transaction of its own that starts by writing (see above)
         changed = execute(
             s,
             update(_T)
@@ -217,10 +222,11 @@ def reject_draft(engine: Engine, key: str, *, by: str, now: datetime, reason: st
     """Reject a draft: it is never sent."""
     with session(engine) as s:
         touch = draft_of(s, key)
-        if touch.status != TouchStatus.DRAFT:
-            raise RetainError(decided_line(touch) + ": it cannot be rejected now")
-        may_decide(touch, by)
-        why = f"rejected by {by}" + (f": {reason}" if reason else "")
+    if touch.status != TouchStatus.DRAFT:
+        raise RetainError(decided_line(touch) + ": it cannot be rejected now")
+    may_decide(touch, by)
+    why = f"rejected by {by}" + (f": {reason}" if reason else "")
+    with session(engine) as s:  # a transaction of its own that starts by writing (see approve_draft)
         changed = execute(
             s,
             update(_T)
