@@ -58,6 +58,21 @@ def _is_retain_error(exc: BaseException) -> bool:
     return isinstance(retain_error, type) and isinstance(exc, retain_error)
 
 
+def _database_trouble(exc: BaseException) -> str | None:
+    """What to tell a person when the database itself failed the command (busy, unreachable): not
+    their mistake, and not a bug to show a traceback for. The transaction was rolled back."""
+    operational = getattr(sys.modules.get("sqlalchemy.exc"), "OperationalError", None)
+    if not (isinstance(operational, type) and isinstance(exc, operational)):
+        return None
+    cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    if "database is locked" in cause or "database is busy" in cause:
+        return (
+            "the database is busy: another Retain process kept it locked past the wait; nothing of "
+            "this command was written, run it again"
+        )
+    return f"the database failed the command ({cause}); nothing of it was written"
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -88,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("aborted")
         return 130
     except Exception as exc:
-        if not _is_retain_error(exc):
+        message = str(exc) if _is_retain_error(exc) else _database_trouble(exc)
+        if message is None:
             raise
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
         return 1
     return int(result) if isinstance(result, int) else 0
 

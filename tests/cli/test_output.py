@@ -65,3 +65,25 @@ def test_schema_written_to_a_file_is_the_shipped_one(tmp_path: Path) -> None:
     _retain(["playbooks", "schema", "-o", str(tmp_path / "s.json")], tmp_path, 40)
     shipped = resources.files("playbooks").joinpath("playbook.schema.json").read_text(encoding="utf-8")
     assert (tmp_path / "s.json").read_text(encoding="utf-8") == shipped
+
+
+def test_a_busy_database_is_a_message_not_a_traceback() -> None:
+    """SQLite's "database is locked" past the busy wait (another process holding the write lock) is
+    said plainly, with what to do; other database failures name their cause."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from cli import _database_trouble
+
+    locked = OperationalError("UPDATE touch SET status=?", {}, sqlite3.OperationalError("database is locked"))
+    assert _database_trouble(locked) == (
+        "the database is busy: another Retain process kept it locked past the wait; nothing of "
+        "this command was written, run it again"
+    )
+    full = OperationalError("INSERT INTO touch", {}, sqlite3.OperationalError("database or disk is full"))
+    assert (
+        _database_trouble(full)
+        == "the database failed the command (database or disk is full); nothing of it was written"
+    )
+    assert _database_trouble(ValueError("a bug")) is None  # a bug still shows its traceback
