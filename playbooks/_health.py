@@ -7,11 +7,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from models import BUNDLED_PLAYBOOKS_DIR, ConfigError, PlaybookError, Problem
 from models.health import MEASURES, HealthSpec
-from playbooks._loader import located_problems
+from playbooks._loader import validated
 from playbooks._yaml import Document, load_document
 from playbooks._yaml import Path as DataPath
 
@@ -39,14 +39,7 @@ def load_health(path: Path) -> HealthSpec:
     if doc is None:
         raise PlaybookError(problems)
     known = _prune(doc, doc.data, HealthSpec, (), problems)
-    try:
-        spec = HealthSpec.model_validate(known)
-    except ValidationError as exc:
-        problems += located_problems(doc, exc, HealthSpec)
-        raise PlaybookError(problems) from exc
-    if problems:
-        raise PlaybookError(problems)
-    return spec
+    return validated(doc, known, HealthSpec, problems)
 
 
 def health_problems(path: Path) -> list[Problem]:

@@ -4,15 +4,15 @@ problem in it, each at its place."""
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from models import Problem
+from models import PlaybookError, Problem
 from models.playbook import STEP_KINDS, STEP_MODELS, Entry, Goal, PlaybookSpec, PolicySpec, Schedule
 from playbooks._yaml import Document, Path
 
-__all__ = ["STEP_MODELS", "located_problems", "model_at", "step_label", "validate_document", "value_at"]
+__all__ = ["STEP_MODELS", "located_problems", "model_at", "step_label", "validate_document", "validated", "value_at"]
 
 _SECTIONS: dict[str, type[BaseModel]] = {"schedule": Schedule, "entry": Entry, "goal": Goal, "policy": PolicySpec}
 
@@ -23,6 +23,22 @@ def validate_document(doc: Document) -> tuple[PlaybookSpec | None, list[Problem]
         return PlaybookSpec.model_validate(doc.data), []
     except ValidationError as exc:
         return None, located_problems(doc, exc)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def validated(doc: Document, known: Any, model: type[_M], problems: list[Problem]) -> _M:
+    """``known`` (a document's data with its unknown keys pruned into ``problems``) as ``model``: a
+    :class:`PlaybookError` lists every problem, pruned and invalid alike, each at its place."""
+    try:
+        spec = model.model_validate(known)
+    except ValidationError as exc:
+        problems += located_problems(doc, exc, model)
+        raise PlaybookError(problems) from exc
+    if problems:
+        raise PlaybookError(problems)
+    return spec
 
 
 def model_at(data: Any, path: Path, root: type[BaseModel] = PlaybookSpec) -> type[BaseModel] | None:

@@ -7,11 +7,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from models import ConfigError, PlaybookError, Problem
 from models.sources import SOURCE_COLUMNS, SourcesSpec, SqlSource
-from playbooks._loader import located_problems
+from playbooks._loader import validated
 from playbooks._yaml import Document, load_document
 from playbooks._yaml import Path as DataPath
 
@@ -47,14 +47,7 @@ def load_sources_file(path: Path) -> SourcesSpec:
     if doc.data is None:  # an empty file declares nothing
         return SourcesSpec()
     known = _prune(doc, doc.data, SourcesSpec, (), problems)
-    try:
-        spec = SourcesSpec.model_validate(known)
-    except ValidationError as exc:
-        problems += located_problems(doc, exc, SourcesSpec)
-        raise PlaybookError(problems) from exc
-    if problems:
-        raise PlaybookError(problems)
-    return spec
+    return validated(doc, known, SourcesSpec, problems)
 
 
 def sources_problems(path: Path) -> list[Problem]:
