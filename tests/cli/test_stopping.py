@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -103,12 +104,21 @@ def env(plain_env: dict[str, str], prefect_api: str) -> dict[str, str]:
     return {**plain_env, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
 
 
-def _api(url: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.load(answer)
+def _api(url: str, body: dict[str, Any], attempts: int = 8) -> Any:
+    """POST to the Prefect API; a busy server answers 503 (its SQLite database is locked) or 429,
+    and Prefect's own client retries those with a back-off: so does this."""
+    for attempt in range(attempts):
+        request = urllib.request.Request(
+            url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return json.load(answer)
+        except urllib.error.HTTPError as error:
+            if error.code not in (429, 503) or attempt == attempts - 1:
+                raise
+            error.close()
+            time.sleep(0.5 * 2**attempt)
 
 
 def _runs_of(api: str, deployment_or_flow_name: str) -> list[dict[str, Any]]:
@@ -126,15 +136,29 @@ def _wait_for(condition: Any, what: str, process: subprocess.Popen[str], timeout
         time.sleep(0.25)
 
 
-def _started(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+@pytest.fixture
+def started() -> Iterator[Any]:
+    """Starts processes and, whatever the test's outcome, stops and reaps them (a failed test
+    must not leave a ``retain serve`` running into the next tests)."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+        process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
 
 
 def test_ctrl_c_stops_serve_and_cancels_the_runs_in_flight(
-    env: dict[str, str], prefect_api: str, receiver: ThreadingHTTPServer
+    env: dict[str, str], prefect_api: str, receiver: ThreadingHTTPServer, started: Any
 ) -> None:
     before = {r["id"] for r in _runs_of(prefect_api, "slow@")}
-    serve = _started([RETAIN, "serve"], env)
+    serve = started([RETAIN, "serve"], env)
     deployments: list[dict[str, Any]] = []
 
     def served() -> bool:
@@ -154,10 +178,10 @@ def test_ctrl_c_stops_serve_and_cancels_the_runs_in_flight(
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_a_prefect_run_cleanly_and_cancels_it(
-    env: dict[str, str], prefect_api: str, receiver: ThreadingHTTPServer, stop: signal.Signals
+    env: dict[str, str], prefect_api: str, receiver: ThreadingHTTPServer, stop: signal.Signals, started: Any
 ) -> None:
     before = {r["id"] for r in _runs_of(prefect_api, "slow@")}
-    run = _started([RETAIN, "run", "slow"], env)
+    run = started([RETAIN, "run", "slow"], env)
     _wait_for(lambda: bool(receiver.hits), "the tick's webhook is in flight", run)  # type: ignore[attr-defined]
     run.send_signal(stop)
     output = run.communicate(timeout=120)[0]
@@ -168,9 +192,9 @@ def test_a_signal_stops_a_prefect_run_cleanly_and_cancels_it(
 
 
 def test_sigterm_stops_a_command_without_prefect_cleanly(
-    plain_env: dict[str, str], receiver: ThreadingHTTPServer
+    plain_env: dict[str, str], receiver: ThreadingHTTPServer, started: Any
 ) -> None:
-    run = _started([RETAIN, "run", "slow", "--no-prefect"], plain_env)
+    run = started([RETAIN, "run", "slow", "--no-prefect"], plain_env)
     _wait_for(lambda: bool(receiver.hits), "the tick's webhook is in flight", run)  # type: ignore[attr-defined]
     run.send_signal(signal.SIGTERM)
     output = run.communicate(timeout=60)[0]
