@@ -235,7 +235,7 @@ def postgres_database(admin_url: str) -> Iterator[Engine]:
 
 def bare_enroll(engine: Engine, pid: str) -> Clock:
     """Seconds of one plain ``INSERT … SELECT`` of the same audience, with the same anti-join
-    against ``pid``'s enrollments (no holdout bookkeeping, no timeline); rolled back afterwards."""
+    against ``pid``'s enrollments (no holdout bookkeeping, no timeline), committed; deleted afterwards."""
     enr, acct = table_of(Enrollment), table_of(Account)
     taken = exists(select(enr.c.id).where(enr.c.playbook == pid, enr.c.account_id == acct.c.id))
     chosen = select(
@@ -253,9 +253,11 @@ def bare_enroll(engine: Engine, pid: str) -> Clock:
     columns = ["playbook", "revision", "account_id", "status", "holdout", "step_id"]
     columns += ["next_due_at", "started_at", "source", "state"]
     with engine.connect() as conn:
-        with timer() as took:
+        with timer() as took:  # committed, as Retain's enrollments are: writing them out is the work too
             conn.execute(insert(enr).from_select(columns, chosen))
-        conn.rollback()
+            conn.commit()
+        conn.execute(delete(enr).where(enr.c.playbook == pid, enr.c.revision == "r"))  # its own rows only
+        conn.commit()
     return took
 
 

@@ -16,12 +16,27 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, cast, exists, false, func, insert, literal, null, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.sql.selectable import AliasedReturnsRows, SelectBase, TableClause
 from sqlalchemy.sql.visitors import iterate
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from flows.engine._sql import insert_ignore
 from flows.engine.revisions import holdout_salt, today_in
@@ -37,14 +52,13 @@ from models import (
 )
 from models.playbook import reentry_after
 from models.tables import HOLDOUT_BUCKETS
-from playbooks import AUDIENCE, EVENT, CompiledPlaybook, clause_columns, read_clauses, to_sql
+from playbooks import AUDIENCE, EVENT, CompiledPlaybook, clause_columns, clause_sql, json_bool, json_object, to_sql
 
 __all__ = ["LOOK_BACK", "enroll"]
 
 #: how long before the previous tick's moment a tick looks again at changed accounts: a change
 #: stamped a little before that tick but committed after it is not missed
 LOOK_BACK = timedelta(days=1)
-TIMELINE_CHUNK = 2_000  # new enrollments' timeline lines written per statement: memory stays flat
 
 
 def enroll(
@@ -81,8 +95,9 @@ def enroll(
         acct.c.id,
         literal(EnrollmentStatus.ACTIVE.value),
         in_holdout,
-        literal(first_step),
-        literal(as_of, type_=enr.c.next_due_at.type),
+        # holdout enrollments never run steps
+        case((in_holdout, cast(null(), enr.c.step_id.type)), else_=literal(first_step)),
+        case((in_holdout, cast(null(), enr.c.next_due_at.type)), else_=literal(as_of, type_=enr.c.next_due_at.type)),
         literal(as_of, type_=enr.c.started_at.type),
         literal(source),
         literal({}, type_=enr.c.state.type),
@@ -108,73 +123,11 @@ def enroll(
         "trigger_event_id",
     ]
     stmt = insert_ignore(s, enr).from_select(columns, chosen)
-    execute(s, stmt)
-    # holdout enrollments never run steps; the timeline records every new enrollment
-    s.exec(
-        update(enr)
-        .where(enr.c.playbook == pb.id, enr.c.started_at == as_of, enr.c.holdout == true(), enr.c.step_id.is_not(None))
-        .values(step_id=None, next_due_at=None)
-    )
-    # the new enrollments and, in the same query, why each entered: every clause of the audience
-    # and the values it read, computed in SQL for all of them at once
-    audience_expr = pb.expression("audience")
-    why = clause_columns(audience_expr, now=as_of, today=today)
-    enrolled = holdouts = 0
-    after = 0
-    while True:  # in chunks by id: memory follows the chunk, not the number enrolled
-        new = execute(
-            s,
-            select(enr.c.id, enr.c.account_id, enr.c.holdout, *(column.label(name) for name, column in why))
-            .select_from(enr.join(acct, acct.c.id == enr.c.account_id))
-            .where(
-                enr.c.playbook == pb.id,
-                enr.c.started_at == as_of,
-                enr.c.source == source,
-                enr.c.id > after,
-                ~exists(
-                    select(col(TimelineEvent.id)).where(
-                        col(TimelineEvent.enrollment_id) == enr.c.id, col(TimelineEvent.kind) == "enrolled"
-                    )
-                ),
-            )
-            .order_by(enr.c.id)
-            .limit(TIMELINE_CHUNK),
-        ).all()
-        if not new:
-            break
-        after = new[-1].id
-        reasons = read_clauses(audience_expr, new, start=3)  # after id, account_id, holdout
-        # rows with the same clause values share their summary and detail, made once
-        said: dict[tuple[bool, tuple[int, ...]], tuple[str, list[dict[str, Any]]]] = {}
-        values = []
-        for row, held in zip(new, reasons, strict=True):
-            key = (bool(row.holdout), tuple(map(id, held)))
-            if key not in said:
-                holdout = " (holdout: never contacted)" if row.holdout else ""
-                said[key] = (
-                    f"enrolled in {pb.spec.name}{holdout}: " + "; ".join(c.line() for c in held),
-                    [c.to_dict() for c in held],
-                )
-            summary, audience_detail = said[key]
-            values.append(
-                {
-                    "account_id": row.account_id,
-                    "enrollment_id": row.id,
-                    "playbook": pb.id,
-                    "at": as_of,
-                    "kind": "enrolled",
-                    "summary": summary,
-                    "detail": {
-                        "revision": pb.revision,
-                        "holdout": bool(row.holdout),
-                        "source": source,
-                        "audience": audience_detail,
-                    },
-                }
-            )
-        s.connection().execute(insert(table_of(TimelineEvent)), values)
-        enrolled += len(new)
-        holdouts += sum(1 for row in new if row.holdout)
+    if s.get_bind().dialect.name == "postgresql":
+        enrolled, holdouts = _enroll_with_lines(s, pb, as_of, today, source, stmt)
+    else:
+        execute(s, stmt)
+        enrolled, holdouts = _write_timeline(s, pb, as_of, today, source)
     if candidates is not None and top is not None:
         rev = table_of(PlaybookRevision)
         s.exec(
@@ -183,6 +136,89 @@ def enroll(
             .values(enrolled_through=as_of, enrolled_through_id=top)
         )
     return enrolled, holdouts
+
+
+def _write_timeline(s: Session, pb: CompiledPlaybook, as_of: datetime, today: date, source: str) -> tuple[int, int]:
+    """(SQLite, after the enrollments' ``INSERT … SELECT``.) The timeline line of each enrollment
+    this tick made, in one more ``INSERT … SELECT``: the enrollments of this playbook started at
+    ``as_of`` by ``source`` that have no line yet (the index on ``timeline_event.enrollment_id``
+    answers that). Returns (enrolled, holdout)."""
+    enr, tl = table_of(Enrollment), table_of(TimelineEvent)
+    new = (
+        select(enr.c.id, enr.c.account_id, enr.c.holdout)
+        .where(
+            enr.c.playbook == pb.id,
+            enr.c.started_at == as_of,
+            enr.c.source == source,
+            ~exists(select(tl.c.id).where(tl.c.enrollment_id == enr.c.id, tl.c.kind == "enrolled")),
+        )
+        .subquery("new_enrollment")
+    )
+    counted = execute(
+        s, select(func.count(), func.coalesce(func.sum(case((new.c.holdout == true(), 1), else_=0)), 0))
+    ).one()
+    if counted[0]:
+        execute(s, _lines(pb, as_of, today, source, new, "sqlite"))
+    return int(counted[0]), int(counted[1])
+
+
+def _enroll_with_lines(
+    s: Session, pb: CompiledPlaybook, as_of: datetime, today: date, source: str, stmt: Any
+) -> tuple[int, int]:
+    """(PostgreSQL.) The enrollments' ``INSERT … SELECT`` and their timeline lines in ONE statement:
+    the lines are written from the rows the insert returns (``WITH new AS (INSERT … RETURNING …)
+    INSERT INTO timeline_event …``), so they are exactly this statement's enrollments, those of a
+    worker enrolling in parallel excepted, with no anti-join over the timeline: its plan cannot go
+    wrong on a freshly filled table whose statistics still say it is empty (an anti-join then read
+    the whole growing timeline once per new enrollment). Returns (enrolled, holdout)."""
+    enr = table_of(Enrollment)
+    new = stmt.returning(enr.c.id, enr.c.account_id, enr.c.holdout).cte("new_enrollment")
+    lines = _lines(pb, as_of, today, source, new, "postgresql").cte("new_line")
+    counted = select(func.count(), func.coalesce(func.sum(case((new.c.holdout == true(), 1), else_=0)), 0))
+    row = execute(s, counted.select_from(new).add_cte(lines)).one()
+    return int(row[0]), int(row[1])
+
+
+def _lines(pb: CompiledPlaybook, as_of: datetime, today: date, source: str, new: Any, dialect: str) -> Any:
+    """``INSERT INTO timeline_event … SELECT`` the line of each enrollment in ``new`` (its ``id``,
+    ``account_id`` and ``holdout``), saying why it entered: every clause of the audience and the
+    values it read, made by the database (no row passes through Python)."""
+    acct, tl = table_of(Account), table_of(TimelineEvent)
+    audience = pb.expression("audience")
+    why = clause_columns(audience, now=as_of, today=today)
+    read = (
+        select(new.c.id, new.c.account_id, new.c.holdout, *(column.label(name) for name, column in why))
+        .select_from(new.join(acct, acct.c.id == new.c.account_id))
+        .subquery("why")
+    )
+    said, clauses_json = clause_sql(audience, read.c, dialect)
+    summary = (
+        literal(f"enrolled in {pb.spec.name}", String())
+        .concat(case((read.c.holdout == true(), " (holdout: never contacted)"), else_=""))
+        .concat(literal(": ", String()))
+        .concat(said)
+    )
+    detail = json_object(
+        dialect,
+        {
+            "revision": cast(literal(pb.revision, String()), String()),
+            "holdout": json_bool(read.c.holdout, dialect),
+            "source": cast(literal(source, String()), String()),
+            "audience": clauses_json,
+        },
+    )
+    return insert(tl).from_select(
+        ["account_id", "enrollment_id", "playbook", "at", "kind", "summary", "detail"],
+        select(
+            read.c.account_id,
+            read.c.id,
+            cast(literal(pb.id, String()), String()),
+            literal(as_of, type_=tl.c.at.type),
+            cast(literal("enrolled", String()), String()),
+            summary,
+            detail,
+        ),
+    )
 
 
 def _candidates(

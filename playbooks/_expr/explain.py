@@ -5,6 +5,12 @@ an ``and``). For each clause, the values it compares (``account.arr``,
 ``days_until(account.renewal_date)``) are its *operands*. Both are computed the same way in SQL (as
 extra columns of one query over many accounts, see :func:`clause_columns`) and in Python (for one
 account, :func:`explain`), so an enrollment's timeline and a refused play say the same thing.
+
+:func:`clause_sql` goes one step further for many accounts at once: the lines (``Clause.line``) and
+the JSON (``Clause.to_dict``) are made by the database itself, in SQLite's and PostgreSQL's own
+functions, so that a tick writes a million enrollments' timeline lines in one ``INSERT … SELECT``
+without a row passing through Python. It writes what the Python path writes, character for
+character (``tests/playbooks/test_explain_sql.py`` holds both databases to it).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
+from sqlalchemy import Float, Integer, Numeric, String, case, cast, func, literal, null
 from sqlalchemy.sql.elements import ColumnElement
 
 from playbooks._expr.check import BOOL, DATE, NUMBER, TEXT, TIMESTAMP
@@ -22,7 +29,7 @@ from playbooks._expr.pyeval import Env, evaluate
 from playbooks._expr.sql import _Compiler, _is_constant
 from playbooks._expr.syntax import BoolOp, Compare, Expr, ListLiteral, Not
 
-__all__ = ["Clause", "clause_columns", "clauses", "explain", "operands", "read_clauses"]
+__all__ = ["Clause", "clause_columns", "clause_sql", "clauses", "explain", "json_object", "operands", "read_clauses"]
 
 _SHOWN_TYPES = (BOOL, NUMBER, TEXT, DATE, TIMESTAMP)
 
@@ -98,6 +105,102 @@ def clause_columns(expr: Expr, *, now: datetime, today: date) -> list[tuple[str,
     return columns
 
 
+def clause_sql(expr: Expr, columns: Any, dialect: str) -> tuple[ColumnElement[str], ColumnElement[Any]]:
+    """Why ``expr`` held, made in SQL from the columns of :func:`clause_columns` as selected by a
+    subquery (``columns``: its ``.c``, by the labels ``c<i>``, ``c<i>_<j>``): the clauses' lines
+    joined by ``"; "`` (as :meth:`Clause.line`) and a JSON array of :meth:`Clause.to_dict`.
+    ``dialect`` is ``"sqlite"`` or ``"postgresql"``."""
+    lines: list[ColumnElement[str]] = []
+    items: list[ColumnElement[Any]] = []
+    for i, part in enumerate(clauses(expr)):
+        text = part.src.strip()
+        shown: list[ColumnElement[str]] = []
+        values: dict[str, ColumnElement[Any]] = {}
+        for j, operand in enumerate(operands(part)):
+            src = operand.src.strip()
+            value, said = _sql_value(columns[f"c{i}_{j}"], operand.type, dialect)
+            values[src] = value
+            shown.append(_concat(_text(f"{src} = "), said))
+        line = _text(text)
+        if shown:
+            parts = [_text(f"{text} (")]
+            for k, piece in enumerate(shown):
+                parts += [_text(", "), piece] if k else [piece]
+            line = _concat(*parts, _text(")"))
+        lines.append(line)
+        held = _sql_value(columns[f"c{i}"], BOOL, dialect)[0]
+        items.append(
+            json_object(dialect, {"clause": _text(text), "held": held, "values": json_object(dialect, values)})
+        )
+    joined = [lines[0]]
+    for line in lines[1:]:
+        joined += [_text("; "), line]
+    array = func.json_array(*items) if dialect == "sqlite" else func.json_build_array(*items)
+    return _concat(*joined), array
+
+
+def json_object(dialect: str, pairs: dict[str, ColumnElement[Any]]) -> ColumnElement[Any]:
+    """A JSON object made in SQL (``json_object`` in SQLite, ``json_build_object`` in PostgreSQL),
+    its keys in the order given."""
+    arguments: list[ColumnElement[Any]] = []
+    for key, value in pairs.items():
+        arguments += [_text(key), value]
+    return func.json_object(*arguments) if dialect == "sqlite" else func.json_build_object(*arguments)
+
+
+def json_bool(value: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """A SQL truth value as a JSON ``true``/``false``/``null`` (SQLite answers 0 and 1)."""
+    return _sql_value(value, BOOL, dialect)[0]
+
+
+def _text(value: str) -> ColumnElement[str]:
+    return cast(literal(value, String()), String())
+
+
+def _concat(*parts: ColumnElement[str]) -> ColumnElement[str]:
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.concat(part)
+    return joined
+
+
+def _sql_value(
+    value: ColumnElement[Any], kind: str | None, dialect: str
+) -> tuple[ColumnElement[Any], ColumnElement[str]]:
+    """An operand's value as JSON keeps it (:func:`_plain`) and as a line shows it (:func:`_show`),
+    both in SQL."""
+    sqlite = dialect == "sqlite"
+    if kind == BOOL:
+        word = case((value.is_(None), null()), (value == (1 if sqlite else True), "true"), else_="false")
+        kept = func.json(word) if sqlite else value
+        return kept, func.coalesce(word, "none")
+    if kind == NUMBER:  # 15 significant digits, whole numbers as integers (:func:`_plain`)
+        if sqlite:
+            kept = case(
+                (value.is_(None), null()),
+                (func.typeof(value) == "integer", value),
+                (value == cast(value, Integer), cast(value, Integer)),
+                else_=cast(func.printf("%.15g", value), Float()),
+            )
+        else:  # PostgreSQL turns a double into a numeric of 15 significant digits
+            kept = cast(value, Numeric())
+        return kept, func.coalesce(cast(kept, String()), "none")
+    if kind == DATE:
+        kept = value if sqlite else func.to_char(value, "YYYY-MM-DD")
+    elif kind == TIMESTAMP:  # datetime.isoformat() of an aware UTC moment
+        if sqlite:  # stored as naive UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]'
+            fraction = func.substr(value, 21)
+            micro = case((fraction.in_(["", "000000"]), ""), else_=_concat(_text("."), fraction))
+            kept = _concat(func.substr(value, 1, 10), _text("T"), func.substr(value, 12, 8), micro, _text("+00:00"))
+        else:
+            utc = func.timezone("UTC", value)
+            micro = case((func.to_char(utc, "US") == "000000", ""), else_=_concat(_text("."), func.to_char(utc, "US")))
+            kept = _concat(func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS'), micro, _text("+00:00"))
+    else:  # text
+        kept = value
+    return kept, func.coalesce(_concat(_text('"'), cast(kept, String()), _text('"')), "none")
+
+
 def read_clauses(expr: Expr, rows: Sequence[Sequence[Any]], *, start: int = 0) -> list[list[Clause]]:
     """The clauses of each row of a query with :func:`clause_columns`, whose columns begin at
     position ``start`` of each row, in their order. The expression's shape is read once; rows with
@@ -139,15 +242,18 @@ def explain(expr: Expr, env: Env) -> list[Clause]:
 
 def _plain(value: Any, kind: str | None) -> Any:
     """A value as JSON keeps it: booleans as booleans (SQLite answers 0/1), times as ISO text,
-    whole numbers as integers."""
+    numbers to 15 significant digits (what both databases keep of a double when they show it: so a
+    line made in SQL reads the same), whole numbers as integers. Beyond 10^15, or below 10^-4,
+    each database writes a number in its own notation."""
     if value is None:
         return None
     if kind == BOOL:
         return bool(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if kind == NUMBER and isinstance(value, float) and value.is_integer():
-        return int(value)
+    if kind == NUMBER and isinstance(value, float):
+        value = float(format(value, ".15g"))
+        return int(value) if value.is_integer() else value
     return value
 
 

@@ -210,9 +210,11 @@ def test_enroll_is_one_statement_and_respects_the_audience(engine: Engine, state
     with session(engine) as s:
         statements.clear()
         enrolled, holdout = enroll(s, pb, T0)
-    inserts = [st for st in statements if st.upper().startswith("INSERT INTO ENROLLMENT")]
+    # one INSERT ... SELECT, no row-by-row loop (on PostgreSQL inside the statement that also
+    # writes the new enrollments' timeline lines: WITH new AS (INSERT INTO enrollment ...) ...)
+    inserts = [st for st in statements if "INSERT INTO ENROLLMENT" in st.upper()]
     assert len(inserts) == 1, inserts
-    assert "SELECT" in inserts[0].upper()  # INSERT ... SELECT: no row-by-row loop
+    assert "SELECT" in inserts[0].upper()
     assert (enrolled, holdout) == (30, 0)
     assert [e.account_id for e in enrollments(engine)] == eligible
     assert all(e.revision == pb.revision and e.step_id == "hello" for e in enrollments(engine))

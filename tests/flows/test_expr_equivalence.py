@@ -6,6 +6,8 @@ selects are exactly those ``evaluate`` finds true."""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -16,8 +18,17 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from models import Account, AccountStatus, ProductEvent, RevenueEntry, SupportTicket, SurveyResponse, UsageMetric
-from playbooks import AUDIENCE, compile_expression, env_for, evaluate, to_sql
+from models import (
+    Account,
+    AccountStatus,
+    ProductEvent,
+    RevenueEntry,
+    SupportTicket,
+    SurveyResponse,
+    UsageMetric,
+    table_of,
+)
+from playbooks import AUDIENCE, clause_columns, clause_sql, compile_expression, env_for, evaluate, explain, to_sql
 
 # the custom fields the expressions read, declared as a playbook does (custom_fields:)
 SCOPE = AUDIENCE.with_declared("custom", {"tier": "text", "score": "number", "vip": "bool"})
@@ -322,7 +333,33 @@ def _sql_and_python_agree(engine: Engine, population: list[Generated], now: date
                     if a.id in in_sql ^ in_python:
                         note(f"account {a.id}: {a.model_dump()} -> python {evaluate(expr, envs[a.id])!r}")
             assert in_sql == in_python, f"{text}: only SQL {in_sql - in_python}, only Python {in_python - in_sql}"
+            _why_agrees(s, expr, envs, now)
         s.rollback()
+
+
+def _why_agrees(s: Session, expr: Any, envs: dict[int | None, Any], now: datetime) -> None:
+    """Why it held, made in SQL (``clause_sql``: what an enrollment's timeline line says), is
+    Python's ``explain``: each clause's truth and values (numbers beyond 15 significant digits'
+    reach, which each database writes in its own notation, to 14 digits)."""
+    acct = table_of(Account)
+    columns = clause_columns(expr, now=now, today=now.date())
+    sub = select(acct.c.id, *(column.label(name) for name, column in columns)).subquery()
+    lines, array = clause_sql(expr, sub.c, s.get_bind().dialect.name)
+    for account_id, line, made in s.execute(select(sub.c.id, lines, array)):
+        said = explain(expr, envs[account_id])
+        made = json.loads(made) if isinstance(made, str) else made
+        assert len(made) == len(said)
+        for in_sql, in_python in zip(made, said, strict=True):
+            assert in_sql["clause"] == in_python.text and in_sql["held"] == in_python.held, (in_sql, in_python)
+            assert in_sql["values"].keys() == in_python.values.keys()
+            for name, value in in_python.values.items():
+                got = in_sql["values"][name]
+                if isinstance(value, int | float) and not isinstance(value, bool) and got is not None:
+                    assert math.isclose(got, value, rel_tol=1e-14, abs_tol=1e-300), (name, got, value)
+                else:
+                    assert got == value, (name, got, value)
+        if all(isinstance(v, str | bool | int | None) for c in said for v in c.values.values()):
+            assert line == "; ".join(c.line() for c in said)
 
 
 EXAMPLES = settings(

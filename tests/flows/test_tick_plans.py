@@ -69,7 +69,13 @@ def statements(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
     seen: list[tuple[str, Any]] = []
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if not executemany and statement.lstrip().split(" ", 1)[0].upper() in ("SELECT", "UPDATE", "INSERT", "DELETE"):
+        if not executemany and statement.lstrip().split(" ", 1)[0].upper() in (
+            "SELECT",
+            "UPDATE",
+            "INSERT",
+            "DELETE",
+            "WITH",
+        ):
             seen.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", record)
