@@ -16,7 +16,8 @@ from ._who import AsCsm, csm_identity
 usage_app = typer.Typer(help="Import product usage (per account, metric and day, or raw events).", no_args_is_help=True)
 tickets_app = typer.Typer(help="Import support tickets.", no_args_is_help=True)
 events_app = typer.Typer(
-    help="Import product events in the Segment spec (identify, group, track).", no_args_is_help=True
+    help="Import product events in the Segment spec (identify, group, track, page, screen, alias).",
+    no_args_is_help=True,
 )
 touches_app = typer.Typer(help="Log what happened to a touch (a reply).", no_args_is_help=True)
 app.add_typer(usage_app, name="usage")
@@ -91,8 +92,9 @@ def import_events_command(
     ] = None,
     dry_run: Annotated[bool, _DRY_RUN] = False,
 ) -> None:
-    """Import product events in the Segment spec: type (track, identify, group), userId, timestamp,
-    messageId; event and properties (track), groupId (group: the account's external_id), traits.
+    """Import product events in the Segment spec: type (track, identify, group, page, screen,
+    alias), userId or anonymousId, timestamp, messageId; event and properties (track), groupId
+    (group: the account's external_id), traits, name (page, screen), previousId (alias).
 
     Each event is kept once by its messageId. The accounts' last_seen_at follows their users'
     events; onboarded_at is set by the first activation event declared in the playbooks folder's

@@ -23,7 +23,8 @@ def web(
 
     People: /unsubscribe (one-click, RFC 8058) and /survey (NPS, CSAT, CES) from the signed links
     in emails. Providers: /webhooks/events (generic JSON), /webhooks/sendgrid, /webhooks/inbound
-    (replies). The product: /v1/identify, /v1/group, /v1/track, /v1/batch (Segment spec).
+    (replies). The product: /v1/identify, /v1/group, /v1/track, /v1/page, /v1/screen, /v1/alias,
+    /v1/batch (Segment spec).
     Set RETAIN_PUBLIC_URL to where people reach it (https://…)."""
     from integrations.web.server import web_server
     from playbooks import load_sources

@@ -1,14 +1,20 @@
-"""Product events in, in the Segment spec: ``identify``, ``group`` and ``track`` calls, from JSON
-Lines (Segment's own export shape) or CSV, and the one landing function every source calls.
+"""Product events in, in the Segment spec: ``identify``, ``group``, ``track``, ``page``,
+``screen`` and ``alias`` calls, from JSON Lines (Segment's own export shape) or CSV, and the one
+landing function every source calls.
 
-A record: ``type`` (track, identify or group), ``userId``, ``timestamp`` (ISO 8601), and
-``messageId`` (when missing, one is derived from the record's content, so a re-import still
-finds it); ``track`` has ``event`` and ``properties``; ``identify`` has ``traits`` (``email``
-ties the user to a contact's address); ``group`` has ``groupId`` (the account's
-``external_id``) and ``traits``. A ``track`` may name its account itself with ``groupId`` or
-``context.groupId``; otherwise it belongs to the account its user was grouped with (in this
-file or before; events that arrived before their user's ``group`` call are attached when it
-comes). Other Segment keys (``anonymousId``, ``sentAt``, ``context``…) are read and ignored.
+A record: ``type``, ``userId`` or ``anonymousId`` (a call has one or both; the user is its
+``userId`` when it has one), ``timestamp`` (ISO 8601), and ``messageId`` (when missing, one is
+derived from the record's content, so a re-import still finds it); ``track`` has ``event`` and
+``properties``; ``identify`` has ``traits`` (``email`` ties the user to a contact's address);
+``group`` has ``groupId`` (the account's ``external_id``) and ``traits``; ``page`` and ``screen``
+have ``name`` and ``properties`` (a page view is stored as an event of its type: it counts as the
+user being seen, but ``events(...)`` and the activation event read ``track`` calls only);
+``alias`` has ``previousId`` and ``userId``: the two are one user, so the one that has an account
+gives it to the other (whose events without an account are attached to it). A call may name its
+account itself with ``groupId`` or ``context.groupId``; otherwise it belongs to the account its
+user was grouped with (in this file or before; events that arrived before their user's ``group``
+call are attached when it comes). Other Segment keys (``sentAt``, ``context``…) are read and
+ignored here (``retain web`` corrects a device's clock by ``sentAt``).
 
 Each event is stored once, by its message id: importing a file again writes nothing new.
 What the events say about accounts is kept current as they land:
@@ -33,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -91,20 +97,27 @@ def _text(limit: int) -> Any:
     return BeforeValidator(parse)
 
 
+#: the Segment calls Retain reads
+CALLS = ("track", "identify", "group", "page", "screen", "alias")
+
+
 def _kind(value: str) -> str:
-    if value.lower() not in ("track", "identify", "group"):
-        raise ValueError(f"{quote_cell(value)} is not a call Retain reads: use track, identify or group")
+    if value.lower() not in CALLS:
+        raise ValueError(f"{quote_cell(value)} is not a Segment call: use {', '.join(CALLS)}")
     return value.lower()
 
 
 class _EventRow(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    type: Annotated[Literal["track", "identify", "group"], BeforeValidator(_kind)]
-    user_id: Annotated[str, _text(200)]
+    type: Annotated[Literal["track", "identify", "group", "page", "screen", "alias"], BeforeValidator(_kind)]
+    user_id: Annotated[str | None, _text(200)] = None
+    anonymous_id: Annotated[str | None, _text(200)] = None
     timestamp: Annotated[datetime, BeforeValidator(parse_timestamp)]
     message_id: Annotated[str | None, _text(200)] = None
     event: Annotated[str | None, _text(200)] = None
+    name: Annotated[str | None, _text(200)] = None  # page and screen
+    previous_id: Annotated[str | None, _text(200)] = None  # alias
     group_id: Annotated[str | None, _text(200)] = None
     properties: Annotated[dict[str, Any] | None, BeforeValidator(_json_object)] = None
     traits: Annotated[dict[str, Any] | None, BeforeValidator(_json_object)] = None
@@ -112,8 +125,12 @@ class _EventRow(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> _EventRow:
+        if not self.user_id and not self.anonymous_id:
+            raise ValueError("a call needs 'userId' or 'anonymousId'")
         if self.type == "track" and not self.event:
             raise ValueError("a track call needs 'event' (the event's name)")
+        if self.type == "alias" and not (self.previous_id and self.user_id):
+            raise ValueError("an alias call needs 'previousId' and 'userId'")
         if self.type == "group" and not self.group_id:
             raise ValueError("a group call needs 'groupId' (the account's external_id)")
         return self
@@ -131,31 +148,36 @@ class EventRecord:
     name: str | None = None
     group_id: str | None = None
     properties: dict[str, Any] = field(default_factory=dict)
+    previous_id: str | None = None  # alias: the user's other id
 
 
 def _message_id(row: _EventRow) -> str:
     if row.message_id:
         return row.message_id
-    body = json.dumps(
-        [row.type, row.user_id, row.timestamp.isoformat(), row.event, row.group_id, row.properties, row.traits],
-        sort_keys=True,
-        default=str,
-    )
+    content: list[Any] = [row.type, row.user_id, row.timestamp.isoformat(), row.event, row.group_id, row.properties,
+                          row.traits]  # fmt: skip
+    more = {"anonymousId": row.anonymous_id, "name": row.name, "previousId": row.previous_id}
+    if any(more.values()):  # only then: a call without them keeps the id it was derived before
+        content.append(more)
+    body = json.dumps(content, sort_keys=True, default=str)
     return "derived-" + hashlib.sha256(body.encode()).hexdigest()[:40]
 
 
 def _record(line: int, row: _EventRow) -> EventRecord:
     group = row.group_id or (row.context or {}).get("groupId")
-    payload = row.properties if row.type == "track" else row.traits
+    payload = row.traits if row.type in ("identify", "group") else row.properties
+    user = row.user_id or row.anonymous_id
+    assert user is not None  # the row model requires one
     return EventRecord(
         line=line,
         message_id=_message_id(row),
         type=row.type,
-        user_id=row.user_id,
+        user_id=user,
         occurred_at=row.timestamp,
-        name=row.event if row.type == "track" else None,
+        name=row.event if row.type == "track" else row.name if row.type in ("page", "screen") else None,
         group_id=str(group) if group else None,
-        properties=dict(payload or {}),
+        properties=dict(payload or {}) if row.type != "alias" else {"previousId": row.previous_id},
+        previous_id=row.previous_id,
     )
 
 
@@ -201,6 +223,44 @@ def _user_after(old: dict[str, Any] | None, event: EventRecord, ids: Mapping[str
     return user
 
 
+def _aliases(
+    conn: Connection,
+    events: Iterable[EventRecord],
+    changed: dict[str, dict[str, Any]],
+    users: dict[str, dict[str, Any]],
+) -> None:
+    """``alias`` calls: a user under two ids is one user, so an account known to one id is the
+    other's (its events without an account are then attached to it). The aliases of these calls,
+    and those stored before of users who have just been given an account (a ``group`` after the
+    ``alias``), are applied after every other call."""
+    links = [(e.user_id, e.previous_id, e.occurred_at) for e in events if e.previous_id]
+    gained = sorted(u for u, v in changed.items() if v.get("account_id") and not (users.get(u) or {}).get("account_id"))
+    for chunk in chunks(gained, CHUNK):
+        query = select(_EVENT.c.user_id, _EVENT.c.properties, _EVENT.c.occurred_at).where(
+            _EVENT.c.type == "alias", _EVENT.c.user_id.in_(chunk)
+        )
+        for user_id, properties, at in conn.execute(query):
+            previous = (properties or {}).get("previousId")
+            if isinstance(previous, str) and previous:
+                links.append((user_id, previous, at))
+    unknown = sorted({i for a, b, _ in links for i in (a, b)} - users.keys() - changed.keys())
+    for chunk in chunks(unknown, CHUNK):
+        for row in conn.execute(select(_USER).where(_USER.c.user_id.in_(chunk))).mappings():
+            users[row["user_id"]] = dict(row)
+    for user_id, previous, at in links:
+        pair = (user_id, previous)
+        known: list[dict[str, Any] | None] = [changed.get(i) or users.get(i) for i in pair]
+        account = next((u["account_id"] for u in known if u and u.get("account_id")), None)
+        if account is None:
+            continue
+        for one, record in zip(pair, known, strict=True):
+            if record is None:  # an id the database has not seen calls of
+                record = {"user_id": one, "account_id": None, "email": None, "traits": {},
+                          "first_seen_at": at, "last_seen_at": at}  # fmt: skip
+            if not record.get("account_id"):
+                changed[one] = {**record, "account_id": account}
+
+
 def land_events(
     conn: Connection,
     source: str,
@@ -222,7 +282,8 @@ def land_events(
         if event.message_id not in stored:
             new.setdefault(event.message_id, event)
     users: dict[str, dict[str, Any]] = {}
-    for chunk in chunks(sorted({e.user_id for e in new.values()}), CHUNK):
+    named = {e.user_id for e in new.values()} | {e.previous_id for e in new.values() if e.previous_id}
+    for chunk in chunks(sorted(named), CHUNK):
         for found in conn.execute(select(_USER).where(_USER.c.user_id.in_(chunk))).mappings():
             users[found["user_id"]] = dict(found)
     changed_users: dict[str, dict[str, Any]] = {}
@@ -231,6 +292,7 @@ def land_events(
         user = _user_after(old, event, ids)
         if user != old:
             changed_users[event.user_id] = user
+    _aliases(conn, new.values(), changed_users, users)
     rows = [
         {
             "message_id": e.message_id,
@@ -377,7 +439,7 @@ def import_events(
     engine: Engine, path: str | Path, *, now: datetime, activation: str | None = None, dry_run: bool = False
 ) -> EventsResult:
     """Import a file of Segment calls (JSON Lines or CSV; see the module's documentation), all or nothing."""
-    records = read_records(path, "events", ["type", "user_id", "timestamp"])
+    records = read_records(path, "events", ["type", "timestamp"])
     events = event_records(records)
     result = EventsResult(records.name)
 

@@ -1,5 +1,6 @@
 """Product events over HTTP in the Segment spec: ``POST /v1/identify``, ``/v1/group``,
-``/v1/track`` (one call each) and ``/v1/batch`` (``{"batch": [calls with "type"]}``).
+``/v1/track``, ``/v1/page``, ``/v1/screen``, ``/v1/alias`` (one call each) and ``/v1/batch``
+(``{"batch": [calls with "type"]}``).
 
 Authenticated as Segment's HTTP API is: basic auth with the write key as the user and no password
 (``RETAIN_SEGMENT_WRITE_KEY``), or ``writeKey`` in the body. The calls land through the same code as
@@ -7,7 +8,9 @@ Authenticated as Segment's HTTP API is: basic auth with the write key as the use
 ``messageId`` (a call sent again changes nothing), users tied to accounts by ``group``,
 ``last_seen_at`` and ``onboarded_at`` kept current. All or nothing per request: a bad call and 400
 lists every problem (``batch[N]``), nothing stored. A call without ``timestamp`` happened when it
-was received. The activation event (``sources.yaml``) is read when ``retain web`` starts.
+was received; a call with ``sentAt`` (its own, or the batch's) is corrected for the sending
+device's clock as Segment corrects it: ``timestamp = received - (sentAt - timestamp)``. The
+activation event (``sources.yaml``) is read when ``retain web`` starts.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import binascii
 import hmac
 import json
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from integrations.sources import land_calls
+from integrations.sources._csv import parse_timestamp
 from integrations.web._state import Web, WebState
 from models import DataImportError, RetainError
 
@@ -50,11 +55,24 @@ def _error(status: int, message: str, problems: list[str] | None = None) -> Resp
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _land(web: Web, calls: list[Any]) -> Response:
+def _moment(value: Any) -> datetime | None:
+    try:
+        return parse_timestamp(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
+def _land(web: Web, calls: list[Any], sent: Any = None) -> Response:
     received = web.now()
     for call in calls:
-        if isinstance(call, dict) and not call.get("timestamp"):
+        if not isinstance(call, dict):
+            continue
+        if not call.get("timestamp"):
             call["timestamp"] = received.isoformat()
+            continue
+        at, sent_at = _moment(call["timestamp"]), _moment(call.get("sentAt") or sent)
+        if at is not None and sent_at is not None:  # the device's clock, corrected (a bad one is refused below)
+            call["timestamp"] = (received - (sent_at - at)).isoformat()
     try:
         result = land_calls(web.engine, "batch", calls, now=received, activation=web.activation_event)
     except DataImportError as exc:
@@ -78,8 +96,10 @@ async def _receive(request: Request, web: Web, kind: str | None) -> Response:
     key = _write_key(request, body)
     if key is None or not hmac.compare_digest(key.encode(), secret.get_secret_value().encode()):
         return _error(401, "a write key is required: basic auth with the write key as the user")
+    sent = None
     if kind is None:
         calls = body.get("batch") if isinstance(body, dict) else None
+        sent = body.get("sentAt") if isinstance(body, dict) else None
         if not isinstance(calls, list) or not calls:
             return _error(400, 'a batch is {"batch": [calls, each with its "type"]}')
     elif not isinstance(body, dict):
@@ -87,7 +107,7 @@ async def _receive(request: Request, web: Web, kind: str | None) -> Response:
     else:
         calls = [{**body, "type": kind}]
     calls = [{k: v for k, v in c.items() if k != "writeKey"} if isinstance(c, dict) else c for c in calls]
-    result: Response = await run_in_threadpool(_land, web, calls)
+    result: Response = await run_in_threadpool(_land, web, calls, sent)
     return result
 
 
@@ -104,6 +124,21 @@ async def group(request: Request, web: WebState) -> Response:
 @router.post("/track")
 async def track(request: Request, web: WebState) -> Response:
     return await _receive(request, web, "track")
+
+
+@router.post("/page")
+async def page(request: Request, web: WebState) -> Response:
+    return await _receive(request, web, "page")
+
+
+@router.post("/screen")
+async def screen(request: Request, web: WebState) -> Response:
+    return await _receive(request, web, "screen")
+
+
+@router.post("/alias")
+async def alias(request: Request, web: WebState) -> Response:
+    return await _receive(request, web, "alias")
 
 
 @router.post("/batch")

@@ -249,14 +249,14 @@ def test_events_csv_with_bad_lines_writes_nothing(retain: Retain, tmp_path: Path
         "track,u1,2027-03-01T10:00:00Z,Login,,{}\n"
         "group,u1,2027-03-01T10:00:00Z,,nobody,\n"
         "track,u1,2027-03-01T10:00:00Z,,,\n"
-        "page,u1,2027-03-01T10:00:00Z,,,\n"
+        "purchase,u1,2027-03-01T10:00:00Z,,,\n"
         'track,u1,yesterday,Login,,"[1]"\n',
         encoding="utf-8",
     )
     code, _, err = retain("events", "import", bad)
     assert code == 1
     assert "row 4: a track call needs 'event'" in err
-    assert "row 5, column 'type': 'page' is not a call Retain reads" in err
+    assert "row 5, column 'type': 'purchase' is not a Segment call: use track, identify, group, page" in err
     assert "row 6, column 'timestamp': 'yesterday' is not a date or time" in err
     assert "row 6, column 'properties': '[1]' is not a JSON object" in err
     jsonl = tmp_path / "events.jsonl"

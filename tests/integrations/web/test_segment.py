@@ -1,11 +1,12 @@
 """Product events over HTTP in the Segment spec (``/v1/identify``, ``/v1/group``, ``/v1/track``,
-``/v1/batch``) through the ASGI app, with a write key, on accounts brought in by ``retain accounts
+``/v1/page``, ``/v1/screen``, ``/v1/alias``, ``/v1/batch``) through the ASGI app, with a write key, on accounts brought in by ``retain accounts
 import``: they land exactly where ``retain events import`` lands the same calls from a file; a
 call sent again changes nothing; a bad call or key changes nothing."""
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,10 @@ def _count(engine: Engine) -> int:
          "batch[4]: a track call needs 'event'"),
         ({"batch": [{"type": "group", "userId": "u2", "groupId": "acme-x", "messageId": "m6"}, *CALLS]}, AUTH, 400,
          "unknown account 'acme-x'"),
-        ({"batch": [{"type": "page", "userId": "u1", "messageId": "m7"}]}, AUTH, 400, "not a call Retain reads"),
+        ({"batch": [{"type": "purchase", "userId": "u1", "messageId": "m7"}]}, AUTH, 400, "not a Segment call"),
+        ({"batch": [{"type": "track", "event": "Login", "messageId": "m8"}]}, AUTH, 400,
+         "batch[0]: a call needs 'userId' or 'anonymousId'"),
+        ({"batch": [{"type": "alias", "userId": "u1", "messageId": "m9"}]}, AUTH, 400, "needs 'previousId'"),
         ({"batch": ["not an object"]}, AUTH, 400, "batch[0]: not a JSON object"),
     ],
 )  # fmt: skip
@@ -137,3 +141,69 @@ def test_not_json_and_an_unconfigured_key(sqlite_engine: Engine, client: Client,
     assert client.post("/v1/track", content=b"{oops", auth=AUTH).status_code == 400
     unconfigured = make_client(sqlite_engine, clock).post("/v1/track", json=CALLS[2], auth=AUTH)
     assert unconfigured.status_code == 503 and "RETAIN_SEGMENT_WRITE_KEY" in unconfigured.json()["error"]
+
+
+# what a web site's Segment library sends: a page view before sign-up (an anonymous id only), the
+# sign-up (identify with both ids, and an alias), the account (group), then an app screen
+SITE: list[dict[str, Any]] = [
+    {"type": "page", "anonymousId": "anon-7", "name": "Pricing", "properties": {"path": "/pricing"},
+     "messageId": "s1", "timestamp": "2027-02-27T09:00:00Z"},
+    {"type": "identify", "userId": "u5", "anonymousId": "anon-7", "traits": {"email": "lee@acme.example"},
+     "messageId": "s2", "timestamp": "2027-02-27T09:05:00Z"},
+    {"type": "alias", "previousId": "anon-7", "userId": "u5", "messageId": "s3", "timestamp": "2027-02-27T09:05:01Z"},
+    {"type": "group", "userId": "u5", "groupId": "acme", "messageId": "s4", "timestamp": "2027-02-27T09:06:00Z"},
+    {"type": "screen", "userId": "u5", "name": "Dashboard", "messageId": "s5", "timestamp": "2027-02-28T10:00:00Z"},
+]  # fmt: skip
+
+
+def test_page_views_anonymous_users_and_aliases_land_as_the_file_import_lands_them(
+    sqlite_engine: Engine, client: Client, tmp_path: Path
+) -> None:
+    answer = client.post("/v1/batch", json={"batch": SITE}, auth=AUTH)
+    assert answer.json() == {"success": True, "stored": 5, "already_stored": 0, "onboarded": 0}, answer.text
+    events, users, (last_seen, _) = _stored(sqlite_engine)
+    # the anonymous page view belongs to acme: its id is the same user as u5 (alias), grouped with acme
+    assert [(e[0], e[1], e[2], e[3], e[6]) for e in events] == [
+        ("s1", "page", "Pricing", "anon-7", "acme"),
+        ("s2", "identify", None, "u5", "acme"),
+        ("s3", "alias", None, "u5", "acme"),
+        ("s4", "group", None, "u5", "acme"),
+        ("s5", "screen", "Dashboard", "u5", "acme"),
+    ]
+    assert sorted((u[0], u[3]) for u in users) == [("anon-7", "acme"), ("u5", "acme")]
+    assert last_seen == T0.replace(month=2, day=28, hour=10)  # a screen view is the user being seen
+
+    other = make_engine(f"sqlite:///{tmp_path / 'file.db'}")
+    upgrade(other)
+    (tmp_path / "second").mkdir()
+    book(other, tmp_path / "second")
+    (tmp_path / "site.jsonl").write_text("\n".join(json.dumps(c) for c in SITE) + "\n", encoding="utf-8")
+    import_events(other, tmp_path / "site.jsonl", now=T0)
+    assert _stored(other) == _stored(sqlite_engine)
+    other.dispose()
+
+
+def test_an_alias_before_the_group_call_gives_the_account_to_the_earlier_id(
+    sqlite_engine: Engine, client: Client
+) -> None:
+    first, _, alias, group, _ = SITE
+    assert client.post("/v1/batch", json={"batch": [first, alias]}, auth=AUTH).json()["stored"] == 2
+    assert [e[6] for e in _stored(sqlite_engine)[0]] == [None, None]  # no account known yet
+    assert client.post("/v1/group", json=group, auth=AUTH).json()["stored"] == 1  # later, another request
+    assert [(e[0], e[6]) for e in _stored(sqlite_engine)[0]] == [("s1", "acme"), ("s3", "acme"), ("s4", "acme")]
+
+
+def test_a_devices_clock_is_corrected_by_sent_at(sqlite_engine: Engine, client: Client) -> None:
+    """Segment's rule: timestamp = received - (sentAt - timestamp). The device's clock is an hour
+    fast; the batch was received at T0."""
+    client.post("/v1/group", json={"userId": "u9", "groupId": "kraft"}, auth=AUTH)
+    fast = {"type": "track", "userId": "u9", "event": "Login", "messageId": "c1",
+            "timestamp": "2027-03-01T12:50:00Z"}  # fmt: skip
+    batch = {"batch": [fast], "sentAt": "2027-03-01T13:00:00Z"}
+    assert client.post("/v1/batch", json=batch, auth=AUTH).json()["stored"] == 1
+    single = {**fast, "messageId": "c2", "sentAt": "2027-03-01T13:00:00Z"}
+    single.pop("type")
+    assert client.post("/v1/track", json=single, auth=AUTH).json()["stored"] == 1
+    with sqlite_engine.connect() as conn:
+        moments = conn.execute(select(ProductEvent.occurred_at).where(ProductEvent.name == "Login")).scalars().all()
+    assert moments == [T0 - timedelta(minutes=10)] * 2
