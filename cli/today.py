@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
@@ -101,7 +102,9 @@ def today_command(
 
     st = state(ctx)
     engine = st.engine()
-    now = parse_as_of(as_of)
+    # the day is the CSMs' own (RETAIN_DIGEST_TIMEZONE), as for the scheduled digest: a digest
+    # posted by hand and the scheduled one of the same day are the same digest, posted once
+    now = parse_as_of(as_of).astimezone(zoneinfo.ZoneInfo(st.settings.digest_timezone))
     try:
         window = parse_duration(since)
     except ValueError as exc:

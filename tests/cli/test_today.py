@@ -126,3 +126,17 @@ def test_a_csm_morning_in_one_screen_and_once_a_day_by_email(retain: Retain, smt
     assert f"daily digest today:{day}:sam@csm.example:email:sam@csm.example: already posted" in run.err
     refused = retain("today", "--every-csm")
     assert refused.code == 2
+
+
+def test_the_digest_day_is_the_csms_own_by_hand_as_on_schedule(
+    retain: Retain, smtp: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In New York, 09:00 and 22:00 on 1 March are one day, though 22:00 there is 2 March in UTC:
+    a digest posted at both is posted once, under the day the scheduled digest names it by."""
+    monkeypatch.setenv("RETAIN_DIGEST_TIMEZONE", "America/New_York")
+    for moment in ("2027-03-01T14:00:00Z", "2027-03-02T03:00:00Z"):
+        run = retain("today", "--as", "sam@csm.example", "--post", "email", "--as-of", moment)
+        assert run.code == 0, run
+    assert "daily digest today:2027-03-01:sam@csm.example:email:sam@csm.example: already posted" in run.err
+    digests = [m for m in smtp.messages if m.message["Subject"].startswith("Today for ")]
+    assert len(digests) == 1 and "Mon 01 Mar 2027" in digests[0].message["Subject"]
