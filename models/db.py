@@ -1,17 +1,19 @@
-"""Engines, sessions and the schema's migrations (Alembic), for SQLite and PostgreSQL alike."""
+"""Engines, sessions and the schema's migrations (Alembic), for SQLite and PostgreSQL alike.
+
+Alembic is imported only to migrate (and to name the newest migration when a quick look cannot):
+checking that a database is current, which every command does, reads the version table and the
+migration files' revision lines itself, and so starts a command without Alembic's import."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, CursorResult, Engine, Result, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session as SqlAlchemySession
@@ -21,6 +23,9 @@ from sqlalchemy.util.typing import TupleAny, Unpack
 from sqlmodel import Session, create_engine
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = [
     "alembic_config",
@@ -115,6 +120,8 @@ def execute(s: Session, statement: Executable) -> Result[Unpack[TupleAny]]:
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     if engine is not None:
@@ -123,21 +130,58 @@ def alembic_config(engine: Engine | None = None) -> Config:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
+_REVISION_LINE = re.compile(
+    r"""^(down_revision|revision)\b[^=\n]*=[ \t]*(None|'[^'\n]*'|"[^"\n]*")[ \t]*$""", re.MULTILINE
+)
+
+
+@cache
+def listed_head() -> str | None:
+    """The newest migration as the files of ``versions/`` name it: the one revision no other file
+    revises. ``None`` unless every file declares its ``revision`` and ``down_revision`` on one
+    plain line each (as Alembic writes them) and exactly one head results: then ask Alembic."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for path in (_MIGRATIONS / "versions").glob("*.py"):
+        if path.name.startswith("_"):
+            continue
+        found = dict((m.group(1), m.group(2)) for m in _REVISION_LINE.finditer(path.read_text(encoding="utf-8")))
+        if found.get("revision", "None") == "None" or "down_revision" not in found:
+            return None
+        revisions.add(found["revision"][1:-1])
+        if found["down_revision"] != "None":
+            revised.add(found["down_revision"][1:-1])
+    heads = revisions - revised
+    return heads.pop() if len(heads) == 1 else None
+
+
 def current_revision(engine: Engine) -> str | None:
+    """The database's schema revision (Alembic's version table), ``None`` when it has none."""
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+            if len(versions) > 1:  # branches: Alembic says what that means
+                from alembic.runtime.migration import MigrationContext
+
+                return MigrationContext.configure(conn).get_current_revision()
     except OperationalError as exc:
         raise ConfigError(f"cannot open the database {engine.url.render_as_string()}: {exc.orig}") from exc
+    return str(versions[0]) if versions else None
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Create or upgrade Retain's schema to the newest migration. Returns (before, after)."""
+    from alembic import command
+
     before = current_revision(engine)
     with engine.begin() as conn:
         cfg = alembic_config(engine)
@@ -151,6 +195,8 @@ def require_schema(engine: Engine) -> None:
     current = current_revision(engine)
     if current is None:
         raise ConfigError(f"the database {engine.url.render_as_string()} has no Retain schema yet: run `retain init`")
+    if current == listed_head():
+        return
     if current != head_revision():
         raise ConfigError(
             f"the database {engine.url.render_as_string()} is at schema {current}, Retain needs "

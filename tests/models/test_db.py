@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from models import Account, ConfigError, Enrollment, make_engine, require_schema
-from models.db import current_revision, head_revision
+from models.db import alembic_config, current_revision, head_revision, listed_head
 
 
 def test_require_schema_says_what_to_run(tmp_path):
@@ -21,6 +21,24 @@ def test_require_schema_says_what_to_run(tmp_path):
 def test_migrated_database_is_at_head(engine):
     assert current_revision(engine) == head_revision()
     require_schema(engine)
+
+
+def test_the_migration_files_name_alembics_head():
+    """The schema check reads the newest migration off the files' revision lines, not Alembic."""
+    assert listed_head() == head_revision()
+
+
+def test_a_database_behind_says_what_to_run(tmp_path):
+    from alembic import command
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    assert current_revision(engine) == "0001"
+    with pytest.raises(ConfigError, match=rf"is at schema 0001, Retain needs {head_revision()}: run `retain init`"):
+        require_schema(engine)
 
 
 def test_timestamps_come_back_aware_utc(engine):
@@ -68,7 +86,7 @@ def test_upgrade_keeps_existing_rows(tmp_path):
     from alembic import command
     from sqlalchemy import text
 
-    from models.db import alembic_config, upgrade
+    from models.db import upgrade
 
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     with engine.begin() as conn:
