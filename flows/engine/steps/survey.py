@@ -5,7 +5,6 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from flows.analytics.surveys import KINDS, survey_link_for
 from flows.engine.render import markdown_to_html, render_value
 from flows.engine.steps._base import Handler, then_next
 from flows.engine.steps._message import (
@@ -45,6 +44,8 @@ _BUTTON = (
 def score_buttons(kind: str, link: str) -> str:
     """A row of score buttons for an email: each a link to the survey page with its score (one
     click answers), in a table, which every email program lays out."""
+    from flows.analytics.surveys import KINDS  # see _survey
+
     low, high = KINDS[kind]
     cells = "".join(
         f'<td style="padding:2px"><a href="{escape(link)}&amp;score={n}" style="{_BUTTON}" '
@@ -59,6 +60,10 @@ def score_buttons(kind: str, link: str) -> str:
 
 
 def _survey(wake: Wake, step: SurveyStep, visit: int) -> None:
+    # imported by a survey that sends, not by the engine: importing it loads every importer of
+    # integrations.sources, which a play or tick without a survey never uses
+    from flows.analytics.surveys import survey_link_for
+
     for contact in chosen_contacts(wake, step):
         # the signed link carries the touch key, so an answer finds its touch (and marks it replied)
         link = survey_link_for(wake.touch_key(step.id, visit, contact), wake.as_of)
