@@ -1,15 +1,21 @@
-"""httpx clients made in one place, and HTTP answers mapped to Retain's errors."""
+"""httpx clients made in one place, and HTTP answers mapped to Retain's errors.
+
+httpx is imported when a channel first talks HTTP, not with the channels: a play or a tick that
+sends email only (or writes to the outbox folder) never loads it. The channels' modules import
+it in the methods that send."""
 
 from __future__ import annotations
 
 import email.utils
 import logging
 from datetime import UTC, datetime
-
-import httpx
+from typing import TYPE_CHECKING
 
 from integrations.channels.secrets import MAX_STORED_BODY, redact
 from models import IntegrationError, MaybeDeliveredError, RetryableError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "ChannelClient",
@@ -23,17 +29,20 @@ __all__ = [
 
 _log = logging.getLogger(__name__)  # answers worth another attempt, and requests that lost theirs
 
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+#: seconds for a whole request, and for connecting
+DEFAULT_TIMEOUT = (10.0, 5.0)
 
 
 def make_client(
     *, base_url: str = "", headers: dict[str, str] | None = None, timeout: httpx.Timeout | None = None
 ) -> httpx.AsyncClient:
     """An async client with connection reuse, a timeout, and Retain's user agent."""
+    import httpx
+
     return httpx.AsyncClient(
         base_url=base_url,
         headers={"User-Agent": "Retain (+https://retain.dev)", **(headers or {})},
-        timeout=timeout or DEFAULT_TIMEOUT,
+        timeout=timeout or httpx.Timeout(DEFAULT_TIMEOUT[0], connect=DEFAULT_TIMEOUT[1]),
         limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
         follow_redirects=False,
     )
@@ -91,6 +100,8 @@ def raise_for_answer(response: httpx.Response, what: str) -> None:
 def may_have_arrived(exc: httpx.HTTPError) -> bool:
     """Whether a request that failed with ``exc`` may still have reached the receiver: anything but
     failing to connect (a read timeout, a connection lost while waiting for the answer, ...)."""
+    import httpx
+
     return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from integrations.channels._http import ChannelClient, log_transport_error, may_have_arrived, raise_for_answer
 from integrations.channels.base import Delivery, Receipt
 from models import ConfigError, IntegrationError, MaybeDeliveredError, RetryableError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["DEFAULT_COMPANY_ID_PROPERTY", "DEFAULT_CRM_URL", "TASK_TO_COMPANY", "CrmTaskChannel"]
 
@@ -226,6 +227,8 @@ class CrmTaskChannel:
         creates: bool = False,
     ) -> httpx.Response:
         """``creates``: the request creates the task, so losing its answer means it may exist."""
+        import httpx  # on the first request (see integrations.channels._http)
+
         # the token goes in this header only, never in a URL or an error
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         if body is not None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from integrations.channels._http import (
     ChannelClient,
@@ -23,6 +21,9 @@ from integrations.channels._http import (
 )
 from integrations.channels.base import Delivery, Receipt
 from models import ConfigError, IntegrationError, MaybeDeliveredError, RetryableError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["DEFAULT_API_URL", "SlackChannel"]
 
@@ -155,6 +156,8 @@ class SlackChannel:
         posts: bool = False,
     ) -> httpx.Response:
         """``posts``: the request posts the message, so losing its answer means it may be posted."""
+        import httpx  # on the first request (see integrations.channels._http)
+
         content = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         headers = {} if body is None else {"Content-Type": "application/json; charset=utf-8"}
         if self._token:  # the token goes in this header only, never in a URL or an error

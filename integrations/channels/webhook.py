@@ -7,12 +7,14 @@ import hashlib
 import hmac
 import json
 import time
-
-import httpx
+from typing import TYPE_CHECKING
 
 from integrations.channels._http import ChannelClient, raise_for_answer, translate_transport_error
 from integrations.channels.base import Delivery, Receipt
 from models import IntegrationError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookChannel", "sign", "verify"]
 
@@ -62,6 +64,8 @@ class WebhookChannel:
         headers.update(payload.get("headers") or {})
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
+        import httpx  # on the first send (see integrations.channels._http)
+
         target = httpx.URL(url)
         # name the host only: paths and queries of webhook URLs often hold tokens
         what = f"webhook {payload.get('method', 'POST')} {target.scheme}://{target.host}"
