@@ -15,7 +15,6 @@ from datetime import date, datetime, time, timedelta
 from functools import cache
 from typing import Literal
 
-import holidays as holiday_calendars
 import pendulum
 
 from models import Contact
@@ -85,6 +84,8 @@ class Decision:
 
 @cache
 def _holidays(country: str, year: int) -> dict[date, str]:
+    import holidays as holiday_calendars  # by a policy that checks holidays, on its first date (~20 ms)
+
     try:
         return dict(holiday_calendars.country_holidays(country.upper(), years=year))
     except NotImplementedError:  # a country the calendar library does not know
