@@ -1,6 +1,7 @@
 """Start-up: commands that run no flow never import Prefect, ``--help`` imports none of Retain's
-packages, the choices written out in the CLI equal their sources, and a package of another project
-that shadows one of Retain's five is named instead of failing strangely."""
+packages, a play imports only what it uses, the choices written out in the CLI equal their
+sources, and a package of another project that shadows one of Retain's five is named instead of
+failing strangely."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import get_args
+
+from tests.cli._world import write_world
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("prefect", "sqlmodel", "alembic", "matplotlib", "models", "playbooks", "integrations", "flows")
@@ -82,6 +85,55 @@ def test_database_commands_never_import_prefect(tmp_path: Path) -> None:
     for args, code, prefect in _run_cli_commands([["--database-url", url, *a] for a in commands], tmp_path):
         assert code == 0, args
         assert not prefect, args
+
+
+#: the email step of a play: the file channel writes it to the outbox folder
+GREETING = """\
+playbook: greet
+name: Greet
+lifecycle: custom
+audience: account.status == "active"
+steps:
+  - id: hello
+    kind: email
+    subject: "Hello {{ account.name }}"
+    body: "Hi {{ contact.first_name }}, your {{ account.plan }} plan renews {{ account.renewal_date | date }}."
+  - id: pause
+    kind: wait
+    for: 7 days
+  - id: done
+    kind: exit
+"""
+
+
+def test_a_play_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """``retain play`` on a current database, in a fresh process, sending email to the outbox
+    folder: no Prefect (a play is no flow run), no Alembic (the schema check reads the version
+    table), no httpx (no channel talked HTTP), and of the data importers only the approvals."""
+    books = write_world(tmp_path, {"greet": GREETING})
+    common = ["--database-url", f"sqlite:///{tmp_path / 'retain.db'}", "--playbooks-dir", str(books)]
+    setup = [
+        ["init"],
+        ["accounts", "import", str(tmp_path / "accounts.csv")],
+        ["contacts", "import", str(tmp_path / "contacts.csv")],
+    ]
+    for args, code, _ in _run_cli_commands([[*common, *a] for a in setup], tmp_path):
+        assert code == 0, args
+    script = (
+        "import sys, json, cli\n"
+        f"code = cli.main({[*common, 'play', 'greet', '--account', 'acme']!r})\n"
+        "print(json.dumps({'code': code, 'modules': sorted(sys.modules)}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
+    code, modules = _outcome(result)
+    assert code == 0, result.stderr
+    assert "hello: email to ana@acme.example queued" in result.stdout
+    assert "delivered: delivered 1" in result.stdout, result.stdout[:2000]  # (to the outbox folder)
+    loaded = {m.split(".")[0] for m in modules}
+    assert not loaded & {"prefect", "alembic", "httpx", "fastapi", "matplotlib"}, sorted(loaded)
+    assert {m for m in modules if m.startswith("integrations.sources.")} == {"integrations.sources.approvals"}
 
 
 def test_choices_written_out_in_the_cli_equal_their_sources() -> None:
