@@ -54,21 +54,21 @@ def settle(s: Session, cache: RevisionCache, playbook: str, as_of: datetime) -> 
         goal = pb.spec.goal
         if goal is not None:
             cond = to_sql(pb.expression("goal", "when"), ENROLLMENT, now=as_of, today=today)
-            ids = _ids(s, select(enr.c.id).join(acct, acct.c.id == enr.c.account_id).where(base, cond))
+            chosen = select(enr.c.id).join(acct, acct.c.id == enr.c.account_id).where(base, cond)
             counts["goal"] += _end(
-                s, ids, as_of, EnrollmentStatus.COMPLETED, goal.outcome, f"goal reached: {goal.when}", goal=True
+                s, chosen, as_of, EnrollmentStatus.COMPLETED, goal.outcome, f"goal reached: {goal.when}", goal=True
             )
         if pb.spec.exit_when is not None:
             cond = to_sql(pb.expression("exit_when"), ENROLLMENT, now=as_of, today=today)
-            ids = _ids(s, select(enr.c.id).join(acct, acct.c.id == enr.c.account_id).where(base, cond))
+            chosen = select(enr.c.id).join(acct, acct.c.id == enr.c.account_id).where(base, cond)
             counts["exited"] += _end(
-                s, ids, as_of, EnrollmentStatus.EXITED, "exited", f"exit condition held: {pb.spec.exit_when}"
+                s, chosen, as_of, EnrollmentStatus.EXITED, "exited", f"exit condition held: {pb.spec.exit_when}"
             )
         if goal is not None and goal.within is not None:
-            ids = _ids(s, select(enr.c.id).where(base, enr.c.started_at <= as_of - goal.within))
+            chosen = select(enr.c.id).where(base, enr.c.started_at <= as_of - goal.within)
             counts["goal_missed"] += _end(
                 s,
-                ids,
+                chosen,
                 as_of,
                 EnrollmentStatus.EXITED,
                 "goal_missed",
@@ -77,22 +77,35 @@ def settle(s: Session, cache: RevisionCache, playbook: str, as_of: datetime) -> 
         if goal is None or goal.within is None:
             # a holdout has no steps to finish: without a goal window it ends where it began
             # (not those enrolled at this very moment: a re-run of the same tick must add nothing)
-            ids = _ids(s, select(enr.c.id).where(base, enr.c.holdout == true(), enr.c.started_at < as_of))
+            chosen = select(enr.c.id).where(base, enr.c.holdout == true(), enr.c.started_at < as_of)
             counts["holdout_done"] += _end(
-                s, ids, as_of, EnrollmentStatus.COMPLETED, None, "holdout: no goal window to watch"
+                s, chosen, as_of, EnrollmentStatus.COMPLETED, None, "holdout: no goal window to watch"
             )
     return counts
 
 
-def _ids(s: Session, stmt: Any) -> list[int]:
-    return [row[0] for row in s.exec(stmt).all()]
+#: enrollments ended per statement: memory and parameters stay bounded however many end at once
+#: (PostgreSQL takes at most 65,535 parameters in one statement)
+END_BATCH = 5_000
 
 
 def _end(
-    s: Session, ids: list[int], as_of: datetime, status: str, outcome: str | None, reason: str, *, goal: bool = False
+    s: Session, chosen: Any, as_of: datetime, status: str, outcome: str | None, reason: str, *, goal: bool = False
 ) -> int:
-    if not ids:
-        return 0
+    """End the active enrollments ``chosen`` selects (a select of their ids), a batch at a time;
+    returns how many this run ended."""
+    ended = 0
+    while True:
+        ids = [row[0] for row in s.exec(chosen.limit(END_BATCH)).all()]
+        if ids:
+            ended += _end_batch(s, ids, as_of, status, outcome, reason, goal=goal)
+        if len(ids) < END_BATCH:
+            return ended
+
+
+def _end_batch(
+    s: Session, ids: list[int], as_of: datetime, status: str, outcome: str | None, reason: str, *, goal: bool
+) -> int:
     enr = table_of(Enrollment)
     # only the rows this run ended get an outcome and a timeline line: a parallel tick that
     # selected the same ids finds them no longer active and ends nothing

@@ -343,6 +343,18 @@ def _push_close(s: Session, task_ids: Sequence[int], now: datetime) -> tuple[int
     if not task_ids:
         return 0, 0
     learn_crm_ids(s)
+    closed = dropped = 0
+    for start in range(0, len(task_ids), _CLOSE_BATCH):  # bounded parameters (PostgreSQL: 65,535)
+        c, d = _push_close_batch(s, task_ids[start : start + _CLOSE_BATCH], now)
+        closed, dropped = closed + c, dropped + d
+    return closed, dropped
+
+
+#: tasks closed in the CRM per statement
+_CLOSE_BATCH = 5_000
+
+
+def _push_close_batch(s: Session, task_ids: Sequence[int], now: datetime) -> tuple[int, int]:
     not_yet = select(_T.c.touch_id).where(_T.c.id.in_(task_ids), _T.c.external_id.is_(None), _T.c.touch_id.is_not(None))
     dropped = execute(
         s,

@@ -622,6 +622,24 @@ def test_holdouts_reach_the_goal_too(sqlite_engine: Engine) -> None:
     assert touches(sqlite_engine) == []
 
 
+def test_many_enrollments_end_a_batch_at_a_time_each_once(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More enrollments end at once than one statement takes (END_BATCH, made small here; at a
+    million accounts 100,000 holdouts ended at once overflowed PostgreSQL's 65,535 parameters):
+    each ends once, with its outcome and one timeline line."""
+    monkeypatch.setattr("flows.engine.settle.END_BATCH", 4)
+    pb = playbook(GOAL.format(holdout="0%"))
+    ids = add_accounts(engine, 11, health="red")
+    tick(engine, pb, T0)
+    for account in ids[:9]:
+        set_account(engine, account, health="green")
+    report = tick(engine, pb, T0 + timedelta(days=2))
+    assert report.settled["goal"] == 9
+    assert count(engine, table_of(Outcome)) == 9
+    assert count(engine, TL, TL.c.kind == "completed") == 9
+    assert sorted(e.account_id for e in enrollments(engine) if e.status == "active") == ids[9:]
+    assert tick(engine, pb, T0 + timedelta(days=3)).settled["goal"] == 0
+
+
 # --- unsubscribes ---------------------------------------------------------------------------------
 
 UNSUB = """
