@@ -74,11 +74,12 @@ def make_retain(
     playbooks: dict[str, str],
     *,
     width: int = 200,
+    url: str | None = None,
 ) -> Retain:
-    """``retain`` over a fresh SQLite file with the small book imported; ``RETAIN_CSM`` unset
-    and the outbox in ``tmp_path/outbox``."""
+    """``retain`` over a fresh SQLite file (or the empty database at ``url``) with the small book
+    imported; ``RETAIN_CSM`` unset and the outbox in ``tmp_path/outbox``."""
     books = write_world(tmp_path, playbooks)
-    url = f"sqlite:///{tmp_path / 'retain.db'}"
+    url = url or f"sqlite:///{tmp_path / 'retain.db'}"
     monkeypatch.delenv("RETAIN_CSM", raising=False)
     monkeypatch.setenv("RETAIN_OUTBOX_DIR", str(tmp_path / "outbox"))
     monkeypatch.setattr(console, "width", width)

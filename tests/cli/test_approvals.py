@@ -74,12 +74,22 @@ def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
     server.stop()
 
 
+BOOKS = {"review": REVIEW, "deadlines": DEADLINES.format(boss="boss@csm.example")}
+
+
 @pytest.fixture
 def retain(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, smtp: SmtpSink
 ) -> Retain:
-    books = {"review": REVIEW, "deadlines": DEADLINES.format(boss="boss@csm.example")}
-    return make_retain(tmp_path, capsys, monkeypatch, books)
+    return make_retain(tmp_path, capsys, monkeypatch, BOOKS)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLite file, or the session's PostgreSQL database emptied (the many-workers path)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'retain.db'}"
+    return str(request.getfixturevalue("pg_clean").url.render_as_string(hide_password=False))
 
 
 def drafts(retain: Retain, *args: str) -> list[dict]:
@@ -152,11 +162,16 @@ def test_a_rejected_draft_is_never_sent(retain: Retain, smtp: SmtpSink) -> None:
 
 
 def test_approved_while_the_outbox_runs_in_parallel_it_is_sent_once(
-    retain: Retain, smtp: SmtpSink, tmp_path: Path
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    smtp: SmtpSink,
+    tmp_path: Path,
+    database_url: str,
 ) -> None:
+    retain = make_retain(tmp_path, capsys, monkeypatch, BOOKS, url=database_url)
     assert retain("play", "review", "--account", "acme", "--as", "sam@csm.example").code == 0
     (draft,) = drafts(retain, "--as", "sam@csm.example")
-    url = f"sqlite:///{tmp_path / 'retain.db'}"
+    url = database_url
     base = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main(sys.argv[1:]))"]
     base += ["--database-url", url, "--playbooks-dir", str(tmp_path / "playbooks")]
     env = {**os.environ, "RETAIN_CSM": "sam@csm.example"}
