@@ -15,9 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import col
 
 from flows.engine.advance import AdvanceResult, advance
 from flows.engine.approvals import settle_approvals
@@ -41,7 +39,7 @@ from flows.orchestration._plainly import check, plainly
 from flows.orchestration._signals import cancelled_when_interrupted, leave_ctrl_c_to_the_runner
 from flows.orchestration.claims import with_prefect_claims
 from integrations.channels import build_channels
-from models import Enrollment, Settings, Touch, make_engine, require_schema, session
+from models import Settings, make_engine, require_schema, session
 from playbooks import CompiledPlaybook, load_policy
 
 leave_ctrl_c_to_the_runner()  # a flow run started by `retain serve` is stopped by serve
@@ -113,38 +111,33 @@ def deliver_task(engine: Engine, pb: CompiledPlaybook, as_of: datetime, settings
 
 @task(name="summarize", cache_policy=NO_CACHE)
 @plainly
-def summarize_task(report: TickReport, engine: Engine) -> TickReport:
+def summarize_task(report: TickReport) -> TickReport:
+    """The tick's artifact: what this tick did (enrolled, steps run, touches written and delivered,
+    enrollments ended), all from the tick's own counts. It reads nothing of the book, so a tick's
+    cost follows what changed; the playbook's funnel and lift (a read of every enrollment) are
+    published once a day by the ``reports`` flow, and by ``retain report playbooks``."""
     logger = get_run_logger()
     logger.info(report.line())
     for error in report.errors[:20]:
         logger.warning(error)
-    with engine.connect() as conn:
-        active = conn.execute(
-            select(func.count())
-            .select_from(Enrollment)
-            .where(col(Enrollment.playbook) == report.playbook, col(Enrollment.status) == "active")
-        ).scalar_one()
-        touches = conn.execute(
-            select(col(Touch.channel), col(Touch.status), func.count())
-            .where(col(Touch.playbook) == report.playbook)
-            .group_by(col(Touch.channel), col(Touch.status))
-        ).all()
-    rows = "\n".join(f"| {ch} | {st} | {n} |" for ch, st, n in touches)
-    steps = "\n".join(f"| {k} | {v} |" for k, v in sorted(report.steps.items()))
-    markdown = (
-        f"# {report.playbook} tick\n\n{report.line()}\n\nActive enrollments: **{active}**\n\n"
-        f"## Steps run this tick\n\n| step | runs |\n|---|---|\n{steps}\n\n"
-        f"## Touches (all time)\n\n| channel | status | count |\n|---|---|---|\n{rows}\n"
+
+    def table(title: str, head: str, counts: dict[str, int]) -> str:
+        rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items())) or "| none | 0 |"
+        return f"## {title}\n\n| {head} | count |\n|---|---|\n{rows}\n"
+
+    ended = {**report.settled, **{k: v + report.settled.get(k, 0) for k, v in report.ended.items()}}
+    markdown = "\n".join(
+        [
+            f"# {report.playbook} tick\n\n{report.line()}\n",
+            table("Steps run this tick", "step", report.steps),
+            table("Touches written this tick", "channel", report.touches_written),
+            table("Delivered this tick", "result", report.delivered),
+            table("Enrollments ended this tick", "why", ended),
+        ]
     )
     create_markdown_artifact(
         markdown=markdown, key=f"tick-{report.playbook.replace('_', '-')}", description=report.line()
     )
-    if not report.dry_run:
-        from flows.orchestration.artifacts import (
-            publish_playbook_artifacts,  # the playbook's funnel and lift, as of this tick
-        )
-
-        publish_playbook_artifacts(engine, report.playbook, parse_as_of(report.as_of))
     return report
 
 
@@ -174,7 +167,7 @@ def run_playbook(playbook: str, as_of: str | None = None, dry_run: bool = False)
         _fill(report, check(advance_task(bind, pb, moment, cache)))
     if not dry_run:
         report.delivered = check(deliver_task(engine, pb, moment, settings))
-    check(summarize_task(report, engine))
+    check(summarize_task(report))
     engine.dispose()
     return report.to_dict()
 

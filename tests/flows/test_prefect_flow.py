@@ -129,6 +129,21 @@ def flow_run_name(flow_run_id: UUID) -> str:
         return client.read_flow_run(flow_run_id).name
 
 
+def tick_artifact(flow_run_id: UUID) -> str:
+    """The markdown of the tick's artifact (``tick-bulk``) that this flow run published."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["tick-bulk"]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+            )
+        )
+    assert len(found) == 1, found
+    return str(found[0].data)
+
+
 def test_task_runs_do_not_grow_with_the_number_of_accounts(
     prefect_api: None, playbooks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,6 +168,9 @@ def test_task_runs_do_not_grow_with_the_number_of_accounts(
         assert all(r.state is not None and r.state.is_completed() for r in runs)
         name = flow_run_name(flow_run_id)
         assert name.startswith(f"bulk@{revision} "), name
+        # the tick's artifact says what this tick did, from its own counts (nothing of the book read)
+        page = tick_artifact(flow_run_id)
+        assert f"enrolled {accounts} (" in page and "## Steps run this tick" in page, page
         with engine.connect() as conn:
             active = conn.execute(select(func.count()).select_from(Enrollment).where(Enrollment.status == "active"))
             assert active.scalar_one() == accounts
