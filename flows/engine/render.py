@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
 from sqlmodel import SQLModel
 
 from integrations.channels import SecretMarkers, seal
@@ -83,7 +86,55 @@ def render_value(value: Any, variables: dict[str, Any]) -> Any:
 
 
 def markdown_to_html(text: str) -> str:
+    """CommonMark to HTML, exactly as markdown-it renders the whole text, but cheaper: the text is
+    cut at its blank lines into blocks when no block can reach past one (see :func:`_blocks`); a
+    block of plain sentences is escaped and wrapped in ``<p>`` without the parser, any other is
+    rendered once and remembered, so the parts of a message that are the same for every contact
+    (most of a template) are parsed once per process, not once per email."""
     if not isinstance(text, str):  # sealed text: validation keeps secrets out of messages to people
         raise TemplateError("a message to a person cannot hold a secret")
-    html: str = _markdown.render(text)
+    blocks = _blocks(text)
+    if blocks is None:
+        html: str = _markdown.render(text)
+        return html
+    return "".join(_block_html(block) for block in blocks)
+
+
+#: a paragraph of plain sentences: each line starts with a letter (no block marker: list, heading,
+#: quote, code, fence, rule) and ends with no space (no hard break, nothing stripped), and nothing
+#: in it is Markdown inline syntax (escapes, code, emphasis, links and images, autolinks, entities)
+_LINE = r"[^\W\d_](?:[^\x00-\x1f\x7f-\x9f\\`*_\[\]<&]*[^\s\x00-\x1f\x7f-\x9f\\`*_\[\]<&])?"
+_PLAIN = re.compile(rf"{_LINE}(?:\n{_LINE})*\n?")
+#: a line that may follow a blank line without belonging to the block before it (a list item or an
+#: indented line could continue a list or a code block)
+_STARTS_ALONE = re.compile(r"[^\s\-+*0-9]")
+#: constructs that can reach across a blank line: fences, and link reference definitions (a
+#: definition in one block is used by links in any other)
+_SPANS_BLANK_LINES = ("```", "~~~", "]:", "\r", "\x00")
+_CACHED_BLOCK_CHARS = 4_000  # longer blocks (rare) are rendered every time: the cache stays small
+
+
+def _blocks(text: str) -> list[str] | None:
+    """``text`` cut at its blank lines (``\\n\\n``) into blocks whose HTML, joined, is the HTML of
+    the whole; None when a cut might not be (then the whole is rendered at once)."""
+    if any(mark in text for mark in _SPANS_BLANK_LINES):
+        return None
+    blocks = text.split("\n\n")
+    if not all(_STARTS_ALONE.match(block) for block in blocks[1:]):
+        return None
+    return blocks
+
+
+def _block_html(block: str) -> str:
+    if _PLAIN.fullmatch(block):
+        return "<p>" + escapeHtml(block.removesuffix("\n")) + "</p>\n"
+    if len(block) > _CACHED_BLOCK_CHARS:
+        html: str = _markdown.render(block)
+        return html
+    return _rendered_block(block)
+
+
+@lru_cache(maxsize=1_024)
+def _rendered_block(block: str) -> str:
+    html: str = _markdown.render(block)
     return html
