@@ -13,7 +13,7 @@ import math
 import re
 import string
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -121,8 +121,18 @@ def _as_pendulum(value: Any) -> pendulum.DateTime | pendulum.Date | None:
 
 def _date(value: Any, fmt: str = "MMMM D, YYYY") -> str:
     """Format a date or timestamp for people: ``March 1, 2027`` (pendulum tokens)."""
+    if type(value) is date and type(fmt) is str:  # a calendar day always reads the same: formatted once
+        return _formatted(value, fmt, pendulum.get_locale())
     when = _as_pendulum(value)
     return "" if when is None else when.format(fmt, locale=_locale(pendulum.get_locale()))
+
+
+@lru_cache(maxsize=4_096)
+def _formatted(value: date, fmt: str, locale: str) -> str:
+    """:func:`_date` of a calendar day: renewal dates repeat across a book, and pendulum's
+    formatting was a third of rendering an email (see docs/performance.md)."""
+    when = _as_pendulum(value)
+    return "" if when is None else when.format(fmt, locale=_locale(locale))
 
 
 @cache
@@ -429,6 +439,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             if not (isinstance(loop.iter, nodes.Filter) and loop.iter.name == _COUNTED):
                 loop.iter = nodes.Filter(loop.iter, _COUNTED, [], [], None, None, lineno=loop.iter.lineno)
         return super()._generate(source, name, filename, defer_init)
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as one plain dict (Jinja's is a ChainMap over the environment's,
+        which every render copied and listed again: a tenth of rendering an email). The
+        environment's globals are all set before any template is compiled (:func:`environment`)."""
+        return {**self.globals, **(d or {})}
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _check_time()
