@@ -18,6 +18,7 @@ from flows.engine._sql import insert_ignore
 from flows.engine.render import template_variables
 from flows.engine.revisions import today_in
 from flows.engine.steps import HANDLERS
+from integrations.links import LinkConfig
 from models import (
     Account,
     Contact,
@@ -53,6 +54,15 @@ class Writes:
         self.task = insert(table_of(CsmTask))
         self.touches: list[dict[str, Any]] = []
         self.timeline: list[dict[str, Any]] = []
+        self._links: LinkConfig | None = None
+
+    @property
+    def links(self) -> LinkConfig:
+        """Where the links in emails point and how they are signed, read from the environment
+        once per batch (it was read for every email)."""
+        if self._links is None:
+            self._links = LinkConfig.from_environment()
+        return self._links
 
     def flush_touches(self) -> None:
         if self.touches:

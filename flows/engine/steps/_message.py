@@ -7,7 +7,6 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from flows.engine.policy import unsubscribe_reason
-from integrations.links import LinkConfig
 from models import Contact
 from models.playbook import EmailStep, SurveyStep
 
@@ -83,7 +82,7 @@ def unsubscribe_link(wake: Wake, contact: Contact | None, kind: str) -> str:
     ``survey``); "" for a message to the CSM (no contact: nobody to unsubscribe)."""
     if contact is None or contact.id is None:
         return ""
-    return LinkConfig.from_environment().unsubscribe_link(kind, wake.as_of, contact_id=contact.id)
+    return wake.writes.links.unsubscribe_link(kind, wake.as_of, contact_id=contact.id)
 
 
 _FOOTER_TEXT = {"email": "Don't want these emails?", "survey": "Don't want these surveys?"}
