@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from markdown_it import MarkdownIt
@@ -23,7 +23,16 @@ _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False})
 def _row(obj: SQLModel | None) -> dict[str, Any]:
     if obj is None:
         return {}
-    return {c.name: getattr(obj, c.name) for c in table_of(obj).columns}
+    loaded = obj.__dict__  # a loaded row's values, read without the ORM's attribute machinery
+    return {
+        name: loaded[name] if name in loaded else getattr(obj, name)  # not loaded (expired): the ORM loads it
+        for name in _column_names(type(obj))
+    }
+
+
+@cache
+def _column_names(model: type[SQLModel]) -> tuple[str, ...]:
+    return tuple(c.name for c in table_of(model).columns)
 
 
 def _first_name(name: str | None, email: str | None) -> str:

@@ -69,8 +69,14 @@ class SecretMarkers:
     holding this render's random token. Nothing else is public: ``secrets.<anything>`` is a secret."""
 
     def __init__(self) -> None:
-        # digits only: upper(), title() and friends leave them alone, so a changed marker is still found
-        self._token = f"{secrets.randbelow(10**24):024d}"
+        self._drawn: str | None = None  # drawn when a template first names a secret (most never do)
+
+    @property
+    def _token(self) -> str:
+        if self._drawn is None:
+            # digits only: upper(), title() and friends leave them alone, so a changed marker is still found
+            self._drawn = f"{secrets.randbelow(10**24):024d}"
+        return self._drawn
 
     def __getattr__(self, name: str) -> str:
         if name.startswith("_") or not _NAME.fullmatch(name):
@@ -83,6 +89,8 @@ class SecretMarkers:
 
 def seal(text: str, markers: SecretMarkers) -> str | dict[str, list[Any]]:
     """``text`` as rendered with ``markers``: a plain string, or sealed text if it holds references."""
+    if markers._drawn is None:  # no secret was named: no marker can be in the text
+        return text
     token = markers._token
     if token not in text:
         return text
