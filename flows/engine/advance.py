@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, true
+from sqlalchemy import bindparam, inspect, select, true, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
@@ -117,8 +118,8 @@ def _advance_batch(s: Session, cache: RevisionCache, ids: list[int], as_of: date
             enrollment.claimed_by = None
             writes.timeline += wake.timeline
         writes.flush_touches()
-        s.add_all(enrollments)
-        s.flush()
+        _write_enrollments(s, enrollments)
+        s.flush()  # what the steps changed besides (accounts, outcomes)
         whole.commit()
     except SQLAlchemyError:
         raise  # the database failed, not an enrollment: the whole batch is rolled back and retried
@@ -127,6 +128,26 @@ def _advance_batch(s: Session, cache: RevisionCache, ids: list[int], as_of: date
         return _advance_one_by_one(s, cache, ids, as_of)
     writes.flush_timeline()
     return result
+
+
+def _write_enrollments(s: Session, enrollments: list[Enrollment]) -> None:
+    """The batch's enrollments written as one executemany per set of changed columns, then let go
+    of by the session (nothing reads them after the batch). The ORM's flush did the same UPDATEs,
+    but compared every attribute's history first: a sixth of a batch's time."""
+    enr = table_of(Enrollment)
+    changes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for enrollment in enrollments:
+        state = inspect(enrollment)
+        changed = tuple(sorted(key for key in state.committed_state if key in enr.c))
+        if changed:
+            values = state.dict
+            changes.setdefault(changed, []).append({"_id": enrollment.id, **{k: values[k] for k in changed}})
+    connection = s.connection()
+    for columns, rows in changes.items():
+        stmt = update(enr).where(enr.c.id == bindparam("_id")).values({k: bindparam(k) for k in columns})
+        connection.execute(stmt, rows)
+    for enrollment in enrollments:
+        s.expunge(enrollment)
 
 
 def _load(s: Session, ids: list[int]) -> tuple[list[Enrollment], dict[int, Account], dict[int, list[Contact]]]:

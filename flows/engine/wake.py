@@ -75,6 +75,19 @@ class Writes:
             self.timeline = []
 
 
+def _copied(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (what an enrollment's state holds) without
+    :func:`copy.deepcopy`'s generic machinery; anything else is deep-copied as before."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _copied(v) for k, v in value.items()}
+    if kind is list:
+        return [_copied(v) for v in value]
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    return copy.deepcopy(value)
+
+
 class Wake:
     """One enrollment's wake-up, and what step handlers may do to it."""
 
@@ -150,9 +163,10 @@ class Wake:
         """Write the state explicitly. The row gets a copy: were it given ``self.state`` itself, a
         flush (any query that reads data autoflushes) would make the session's "unchanged" value
         that very dict, later changes to it would compare equal, and they would never be written."""
-        self.enrollment.state = copy.deepcopy(self.state)
+        self.enrollment.state = _copied(self.state)
         flag_modified(self.enrollment, "state")
-        self.s.add(self.enrollment)
+        if self.enrollment not in self.s:  # adding a row the session holds already walks its relations
+            self.s.add(self.enrollment)
 
     def goto(self, step_id: str | None) -> None:
         """Run ``step_id`` next, in this wake-up (None: the steps are done)."""
