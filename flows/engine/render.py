@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from functools import cache, lru_cache
+from operator import itemgetter
 from typing import Any
 
 from markdown_it import MarkdownIt
@@ -23,16 +25,18 @@ _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False})
 def _row(obj: SQLModel | None) -> dict[str, Any]:
     if obj is None:
         return {}
-    loaded = obj.__dict__  # a loaded row's values, read without the ORM's attribute machinery
-    return {
-        name: loaded[name] if name in loaded else getattr(obj, name)  # not loaded (expired): the ORM loads it
-        for name in _column_names(type(obj))
-    }
+    names, values = _columns_of(type(obj))
+    try:
+        return dict(zip(names, values(obj.__dict__), strict=True))  # the loaded values, without the ORM per column
+    except KeyError:  # a column not loaded (expired): the ORM loads it
+        return {name: getattr(obj, name) for name in names}
 
 
 @cache
-def _column_names(model: type[SQLModel]) -> tuple[str, ...]:
-    return tuple(c.name for c in table_of(model).columns)
+def _columns_of(model: type[SQLModel]) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], tuple[Any, ...]]]:
+    """A table's column names, and what reads their values from a row's ``__dict__``."""
+    names = tuple(c.name for c in table_of(model).columns)
+    return names, itemgetter(*names)
 
 
 def _first_name(name: str | None, email: str | None) -> str:
