@@ -111,34 +111,17 @@ async def _receive(request: Request, web: Web, kind: str | None) -> Response:
     return result
 
 
-@router.post("/identify")
-async def identify(request: Request, web: WebState) -> Response:
-    return await _receive(request, web, "identify")
+def _one_call(kind: str) -> None:
+    """``POST /v1/<kind>``: one call of that type (the path says which, as Segment's HTTP API)."""
+
+    async def receive(request: Request, web: WebState) -> Response:
+        return await _receive(request, web, kind)
+
+    router.add_api_route(f"/{kind}", receive, methods=["POST"], name=f"segment_{kind}")
 
 
-@router.post("/group")
-async def group(request: Request, web: WebState) -> Response:
-    return await _receive(request, web, "group")
-
-
-@router.post("/track")
-async def track(request: Request, web: WebState) -> Response:
-    return await _receive(request, web, "track")
-
-
-@router.post("/page")
-async def page(request: Request, web: WebState) -> Response:
-    return await _receive(request, web, "page")
-
-
-@router.post("/screen")
-async def screen(request: Request, web: WebState) -> Response:
-    return await _receive(request, web, "screen")
-
-
-@router.post("/alias")
-async def alias(request: Request, web: WebState) -> Response:
-    return await _receive(request, web, "alias")
+for _kind in ("identify", "group", "track", "page", "screen", "alias"):
+    _one_call(_kind)
 
 
 @router.post("/batch")
