@@ -82,6 +82,7 @@ def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
+@pytest.mark.usefixtures("prefect_api")  # `retain health run` is a Prefect flow run: on the session's server
 def test_a_csm_morning_in_one_screen_and_once_a_day_by_email(retain: Retain, smtp: SmtpSink, tmp_path: Path) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     # health: green yesterday, red today (five open tickets came in)
