@@ -17,6 +17,7 @@ after spending before. Only months that are over by the as-of date (and by the d
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -62,21 +63,29 @@ def _add(month: date, n: int) -> date:
     return date(index // 12, index % 12 + 1, 1)
 
 
-def read_raw() -> list[tuple[str, date, Decimal]]:
+Rows = tuple[tuple[str, date, Decimal], ...]
+
+
+@functools.cache
+def read_raw() -> Rows:
     rows = []
     for line in RAW.read_text(encoding="ascii").splitlines():
         customer, _sample_id, day, _cds, dollars = line.split()
         rows.append((customer, date(int(day[:4]), int(day[4:6]), int(day[6:])), Decimal(dollars)))
-    return rows
+    return tuple(rows)
 
 
-def expected_state(rows: list[tuple[str, date, Decimal]], as_of: date) -> dict[str, dict[str, object]]:
+def expected_state(rows: Rows, as_of: date) -> dict[str, dict[str, object]]:
     """Status, churn and reactivation month per customer, by the rule in the module's docstring."""
+    cutoff = min(as_of, DATA_END)
+    return _state_through(rows, _add(_month(cutoff + timedelta(days=1)), -1))  # the last month over by the cutoff
+
+
+@functools.cache  # the state changes only when a month ends: the days of one month share it (read-only)
+def _state_through(rows: Rows, last: date) -> dict[str, dict[str, object]]:
     spend: dict[str, dict[date, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for customer, day, dollars in rows:
         spend[customer][_month(day)] += dollars
-    cutoff = min(as_of, DATA_END)
-    last = _add(_month(cutoff + timedelta(days=1)), -1)  # the last month over by the cutoff
     first = min(_month(day) for _, day, dollars in rows if dollars > 0)
     state: dict[str, dict[str, object]] = {}
     for customer, months in spend.items():
