@@ -48,8 +48,9 @@ def _browser_missing() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def _chromium() -> Iterator[Any]:
+    """One headless chromium for the module's tests (it takes seconds to start)."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         _browser_missing()
     from selenium import webdriver
@@ -74,6 +75,15 @@ def browser() -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(_chromium: Any) -> Iterator[Any]:
+    """The module's chromium, left as the next test needs it: a blank page, no cookies (each test's
+    server is on a port of its own, so nothing else of one test's pages reaches the next's)."""
+    yield _chromium
+    _chromium.get("about:blank")
+    _chromium.execute_cdp_cmd("Network.clearBrowserCookies", {})
 
 
 def _free_port() -> int:
