@@ -61,7 +61,8 @@ def _started(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def test_parallel_runs_with_a_broken_other_playbook_and_a_fresh_prefect_home(env: dict[str, str]) -> None:
-    runs = [_started([RETAIN, "run", "renewal", "--as-of", "2027-03-01T12:00:00Z"], env) for _ in range(3)]
+    # two runs started together are the race on a fresh PREFECT_HOME (a third adds a server start, not a race)
+    runs = [_started([RETAIN, "run", "renewal", "--as-of", "2027-03-01T12:00:00Z"], env) for _ in range(2)]
     outputs = [(run.communicate(timeout=300)[0], run.returncode) for run in runs]
     for output, code in outputs:
         assert "Traceback" not in output and "no such table" not in output and "database is locked" not in output
