@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from models.playbook import json_schema
 
 
@@ -28,18 +26,44 @@ def _retain(args: list[str], cwd: Path, columns: int) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["playbooks", "schema"],
-        ["playbooks", "validate", "--format", "json"],
-        ["playbooks", "show", "renewal", "--graph"],
-    ],
-)
-def test_machine_output_is_the_same_at_any_width(tmp_path: Path, args: list[str]) -> None:
-    narrow, wide = _retain(args, tmp_path, 30), _retain(args, tmp_path, 500)
-    assert narrow == wide
-    assert max(len(line) for line in narrow.splitlines()) > 30  # long lines stayed whole
+MACHINE_COMMANDS = [
+    ["playbooks", "schema"],
+    ["playbooks", "validate", "--format", "json"],
+    ["playbooks", "show", "renewal", "--graph"],
+]
+
+
+def _retain_each(commands: list[list[str]], cwd: Path, columns: int) -> list[str]:
+    """Each command's stdout, all run by one interpreter started with ``COLUMNS`` (one start-up, not
+    one per command: Rich reads the width when ``cli`` is imported, as a new process does)."""
+    script = (
+        "import contextlib, io, json, cli\n"
+        f"for args in {commands!r}:\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        code = cli.main(args)\n"
+        "    print(json.dumps({'code': code, 'out': out.getvalue()}), flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": str(columns)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["code"] for a in answers] == [0] * len(commands), result.stderr
+    return [a["out"] for a in answers]
+
+
+def test_machine_output_is_the_same_at_any_width(tmp_path: Path) -> None:
+    narrow, wide = _retain_each(MACHINE_COMMANDS, tmp_path, 30), _retain_each(MACHINE_COMMANDS, tmp_path, 500)
+    for args, at_30, at_500 in zip(MACHINE_COMMANDS, narrow, wide, strict=True):
+        assert at_30 == at_500, args
+        assert max(len(line) for line in at_30.splitlines()) > 30, args  # long lines stayed whole
 
 
 def test_the_schema_printed_to_a_pipe_is_valid_json(tmp_path: Path) -> None:
