@@ -202,20 +202,89 @@ def pytest_configure(config: pytest.Config) -> None:
     ensure_logging_setup()
 
 
+class ManyWorkersRun:
+    """``bench/many_workers.py`` small (see tests/flows/test_many_workers.py), started as soon as
+    the session knows that test is selected, as the Prefect server is: it spends half a minute
+    mostly starting processes (a Prefect server, two workers, four flow runs), which runs beside
+    the tests before it instead of adding to the session. Its test reads what it printed."""
+
+    ROOT = Path(__file__).resolve().parents[1]
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        from flows.orchestration.deployments import free_port
+
+        self.port = free_port()  # the server on a port named in advance, as `retain serve --port` does
+        self.stdout = Path(tempfile.mkstemp(prefix="retain-test-many-workers-", suffix=".out")[1])
+        self.stderr = Path(tempfile.mkstemp(prefix="retain-test-many-workers-", suffix=".err")[1])
+        argv = [sys.executable, str(self.ROOT / "bench" / "many_workers.py"), "--accounts", "40", "--runs", "4"]
+        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+            self.process = subprocess.Popen(
+                [*argv, "--port", str(self.port), "--pg", PG_ADMIN_URL],
+                cwd=self.ROOT,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def result(self, timeout: float = 600) -> tuple[int, str, str]:
+        """Its exit code, stdout and stderr, once it has finished (a test failure after ``timeout``)."""
+        import subprocess
+
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"bench/many_workers.py did not finish within {timeout:g} s")
+        return code, self.stdout.read_text(errors="replace"), self.stderr.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Stop it if it still runs: SIGINT, so that it stops its server and workers and drops its
+        databases on the way out, as after Ctrl-C."""
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.stdout.unlink(missing_ok=True)
+        self.stderr.unlink(missing_ok=True)
+
+
 _prefect_server: _PrefectServer | None = None
+_many_workers: ManyWorkersRun | None = None
 _PREFECT_FIXTURES = {"prefect_server", "prefect_api"}
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    global _prefect_server
+    global _prefect_server, _many_workers
     if any(_PREFECT_FIXTURES & set(getattr(item, "fixturenames", ())) for item in session.items):
         home = Path(tempfile.mkdtemp(prefix="retain-test-prefect-home-"))
         _prefect_server = _PrefectServer(home)
+    wanted = not session.config.option.collectonly
+    if wanted and any("many_workers_run" in getattr(item, "fixturenames", ()) for item in session.items):
+        _many_workers = ManyWorkersRun()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _many_workers is not None:
+        _many_workers.stop()
     if _prefect_server is not None:
         _prefect_server.stop()
+
+
+@pytest.fixture(scope="session")
+def many_workers_run() -> ManyWorkersRun:
+    """The session's run of ``bench/many_workers.py`` small (started after the collection)."""
+    global _many_workers
+    if _many_workers is None:  # (asked for by a test the collection did not see: start it now)
+        _many_workers = ManyWorkersRun()
+    return _many_workers
 
 
 @pytest.fixture(scope="session")

@@ -4,30 +4,27 @@ work pool and two workers, deploys with ``prefect --no-prompt deploy --all`` fro
 at once over a book imported with ``retain accounts import``, and counts at a local webhook
 receiver by outbox key: every touch once, none twice, none lost, every run completed.
 
-It takes a minute or two (a Prefect server, two workers and four flow-run processes start):
-marked ``slow`` (``-m "not slow and not reliability"`` leaves it out locally; CI runs it). PostgreSQL down skips it
-with the reason, or fails it under ``CI=true``.
+It takes half a minute to two (a Prefect server, two workers and four flow-run processes start),
+started when the collection ends so that it runs beside the tests before it (``many_workers_run``
+in tests/conftest.py); marked ``slow`` (``-m "not slow and not reliability"`` leaves it out locally;
+CI runs it). PostgreSQL down skips it with the reason, or fails it under ``CI=true``.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from flows.orchestration.deployments import free_port
-from tests.conftest import PG_ADMIN_URL, _pg_admin_connect, pg_unavailable
+from tests.conftest import PG_ADMIN_URL, ManyWorkersRun, _pg_admin_connect, pg_unavailable
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "many_workers.py"
 
-
-def test_two_workers_run_one_deployment_four_times_at_once_and_every_touch_arrives_once() -> None:
+def test_two_workers_run_one_deployment_four_times_at_once_and_every_touch_arrives_once(
+    many_workers_run: ManyWorkersRun,
+) -> None:
     try:
         _pg_admin_connect().close()
     except Exception as exc:
@@ -36,15 +33,10 @@ def test_two_workers_run_one_deployment_four_times_at_once_and_every_touch_arriv
         import asyncpg  # noqa: F401 - the Prefect server's PostgreSQL driver (Prefect brings it)
     except ImportError:
         pg_unavailable("asyncpg, the Prefect server's PostgreSQL driver, is not installed")
-    port = free_port()  # the server on a port named in advance, as `retain serve --port` does
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--accounts", "40", "--runs", "4", "--port", str(port), "--pg", PG_ADMIN_URL],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    # started when the collection ended (tests/conftest.py): it ran beside the tests before this one
+    code, stdout, stderr = many_workers_run.result(timeout=600)
+    port = many_workers_run.port
+    done = subprocess.CompletedProcess(many_workers_run.process.args, code, stdout, stderr)
     assert done.stdout.strip(), done.stderr[-5000:]
     counts = json.loads(done.stdout.strip().splitlines()[-1])
     assert counts["expected"] == 30  # 40 accounts imported, three in four active
