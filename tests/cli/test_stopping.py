@@ -72,29 +72,36 @@ def prefect_api(prefect_server: str) -> str:
     return prefect_server
 
 
-@pytest.fixture
-def plain_env(tmp_path: Path, receiver: ThreadingHTTPServer) -> dict[str, str]:
-    """A database with one account, the slow playbook, and no Prefect settings."""
-    folder = tmp_path / "playbooks"
-    folder.mkdir()
-    (folder / "slow.yaml").write_text(SLOW.format(port=receiver.server_address[1]), encoding="utf-8")
-    database = tmp_path / "retain.db"
+def _world(folder: Path, receiver: ThreadingHTTPServer) -> dict[str, str]:
+    """In ``folder``: a database with one account, the slow playbook; the environment to run them
+    with no Prefect settings."""
+    books = folder / "playbooks"
+    books.mkdir(parents=True)
+    (books / "slow.yaml").write_text(SLOW.format(port=receiver.server_address[1]), encoding="utf-8")
+    database = folder / "retain.db"
     engine = migrated_sqlite(database)
     with engine.begin() as conn:
         conn.execute(insert(table_of(Account)), {"external_id": "acme", "name": "Acme", "custom": {}})
     engine.dispose()
-    receiver.hits.clear()  # type: ignore[attr-defined]
     values = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RETAIN_"))}
     values.update(
         {
-            "PREFECT_HOME": str(tmp_path / "prefect-client-home"),
+            "PREFECT_HOME": str(folder / "prefect-client-home"),
             "DO_NOT_TRACK": "1",
             "RETAIN_DATABASE_URL": f"sqlite:///{database}",
-            "RETAIN_PLAYBOOKS_DIR": str(folder),
-            "RETAIN_OUTBOX_DIR": str(tmp_path / "outbox"),
+            "RETAIN_PLAYBOOKS_DIR": str(books),
+            "RETAIN_OUTBOX_DIR": str(folder / "outbox"),
             "COLUMNS": "200",
         }
     )
+    return values
+
+
+@pytest.fixture
+def plain_env(tmp_path: Path, receiver: ThreadingHTTPServer) -> dict[str, str]:
+    """A database with one account, the slow playbook, and no Prefect settings."""
+    values = _world(tmp_path, receiver)
+    receiver.hits.clear()  # type: ignore[attr-defined]
     return values
 
 
@@ -126,11 +133,12 @@ def _runs_of(api: str, deployment_or_flow_name: str) -> list[dict[str, Any]]:
     return [r for r in runs if r["name"].startswith(deployment_or_flow_name)]
 
 
-def _wait_for(condition: Any, what: str, process: subprocess.Popen[str], timeout: float = 120) -> None:
+def _wait_for(condition: Any, what: str, *processes: subprocess.Popen[str], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"the process ended before {what}: {process.communicate()[0]}")
+        for process in processes:
+            if process.poll() is not None:
+                pytest.fail(f"the process ended before {what}: {process.communicate()[0]}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.25)
@@ -176,19 +184,29 @@ def test_ctrl_c_stops_serve_and_cancels_the_runs_in_flight(
     assert run["state"]["type"] == "CANCELLED", run["state"]
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_a_prefect_run_cleanly_and_cancels_it(
-    env: dict[str, str], prefect_api: str, receiver: ThreadingHTTPServer, stop: signal.Signals, started: Any
+    tmp_path: Path, prefect_api: str, receiver: ThreadingHTTPServer, started: Any
 ) -> None:
+    """Ctrl-C (SIGINT) to one ``retain run``, SIGTERM to another: both in flight at once, each on a
+    database of its own (their start-ups overlap: one test, not two after each other)."""
     before = {r["id"] for r in _runs_of(prefect_api, "slow@")}
-    run = started([RETAIN, "run", "slow"], env)
-    _wait_for(lambda: bool(receiver.hits), "the tick's webhook is in flight", run)  # type: ignore[attr-defined]
-    run.send_signal(stop)
-    output = run.communicate(timeout=120)[0]
-    assert run.returncode == 130, output
-    assert "Traceback" not in output, output
-    (flow_run,) = [r for r in _runs_of(prefect_api, "slow@") if r["id"] not in before]
-    assert flow_run["state"]["type"] == "CANCELLED", flow_run["state"]
+    receiver.hits.clear()  # type: ignore[attr-defined]
+    runs = {
+        stop: started(
+            [RETAIN, "run", "slow"], {**_world(tmp_path / stop.name, receiver), "PREFECT_API_URL": prefect_api}
+        )
+        for stop in (signal.SIGINT, signal.SIGTERM)
+    }
+    _wait_for(lambda: len(receiver.hits) == len(runs), "both ticks' webhooks are in flight", *runs.values())  # type: ignore[attr-defined]
+    for stop, run in runs.items():
+        run.send_signal(stop)
+    for stop, run in runs.items():
+        output = run.communicate(timeout=120)[0]
+        assert run.returncode == 130, (stop.name, output)
+        assert "Traceback" not in output, (stop.name, output)
+    flow_runs = [r for r in _runs_of(prefect_api, "slow@") if r["id"] not in before]
+    assert len(flow_runs) == len(runs), flow_runs
+    assert [r["state"]["type"] for r in flow_runs] == ["CANCELLED"] * len(runs), [r["state"] for r in flow_runs]
 
 
 def test_sigterm_stops_a_command_without_prefect_cleanly(
