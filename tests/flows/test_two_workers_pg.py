@@ -236,27 +236,38 @@ def test_a_worker_killed_while_holding_claims_frees_them_at_once(due: tuple[Engi
     assert touches_by_step(engine) == {"notify": ACCOUNTS}
 
 
-@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), ("", "1 skipped")])
-def test_postgresql_down_fails_under_ci_and_skips_elsewhere(ci: str, outcome: str) -> None:
+def test_postgresql_down_fails_under_ci_and_skips_elsewhere() -> None:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    env = {**os.environ, "CI": ci, "RETAIN_TEST_PG_URL": f"postgresql://postgres@127.0.0.1:{closed}/postgres"}
-    env.pop("PYTEST_ADDOPTS", None)  # CI's coverage options: the inner run measures nothing of ours
     node = f"{Path(__file__).relative_to(ROOT)}::test_a_worker_killed_while_holding_claims_frees_them_at_once"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert outcome in proc.stdout, proc.stdout[-2000:]
-    assert f"PostgreSQL not reachable at postgresql://postgres@127.0.0.1:{closed}/postgres" in proc.stdout
-    if ci:
-        assert proc.returncode == 1 and "CI=true: PostgreSQL tests must run, not skip" in proc.stdout
-    else:
-        assert proc.returncode == 0
+    # the two inner sessions, with and without CI=true, run at the same time (each its own start-up)
+    procs = {}
+    for ci in ("true", ""):
+        env = {**os.environ, "CI": ci, "RETAIN_TEST_PG_URL": f"postgresql://postgres@127.0.0.1:{closed}/postgres"}
+        env.pop("PYTEST_ADDOPTS", None)  # CI's coverage options: the inner run measures nothing of ours
+        procs[ci] = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    try:
+        done = {ci: (proc.communicate(timeout=120)[0], proc.returncode) for ci, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    for ci, outcome in (("true", "1 error"), ("", "1 skipped")):
+        stdout, returncode = done[ci]
+        assert outcome in stdout, (ci, stdout[-2000:])
+        assert f"PostgreSQL not reachable at postgresql://postgres@127.0.0.1:{closed}/postgres" in stdout
+        if ci:
+            assert returncode == 1 and "CI=true: PostgreSQL tests must run, not skip" in stdout
+        else:
+            assert returncode == 0
