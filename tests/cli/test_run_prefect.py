@@ -84,17 +84,26 @@ def test_the_broken_playbook_fails_its_own_prefect_run_with_a_located_message(
         "except RetainError as exc:\n"
         "    print('refused:', exc)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=Path.cwd()
+    flow = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
+    # the command line names the same place, before any Prefect run (started beside the flow's process)
+    cli = subprocess.Popen(
+        [RETAIN, "run", "farewell"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        output = "".join(flow.communicate(timeout=300))
+        cli_out, cli_err = cli.communicate(timeout=120)
+    finally:
+        for proc in (flow, cli):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert flow.returncode == 0, output
     assert "Traceback" not in output and "NoneType: None" not in output
     assert "refused: " in output and "farewell.yaml:37:5: step 'tell_the_team': missing required key 'kind'" in output
-    # the command line names the same place, before any Prefect run
-    cli = subprocess.run([RETAIN, "run", "farewell"], env=env, capture_output=True, text=True, timeout=120)
     assert cli.returncode == 1
-    assert "farewell.yaml:37:5" in cli.stderr and "Traceback" not in cli.stdout + cli.stderr
+    assert "farewell.yaml:37:5" in cli_err and "Traceback" not in cli_out + cli_err
 
 
 def test_unsupported_database_urls_name_what_is_supported(env: dict[str, str]) -> None:
