@@ -390,9 +390,10 @@ async def _send_channel(
     policy: DeliveryPolicy,
 ) -> Counter[str]:
     """Send one channel's touches of a batch in waves as wide as the channel's in-flight limit:
-    each wave is marked sending in one statement (committed) just before its requests leave
-    together, and its results are recorded in one transaction as the wave ends. The database
-    work runs off the event loop, so the other channels' requests go on meanwhile."""
+    each wave is marked sending (committed) just before its requests leave together; as it ends,
+    its results are recorded and the next wave is marked sending in one transaction (one commit a
+    wave, and never more than one wave in doubt after a crash). The database work runs off the
+    event loop, so the other channels' requests go on meanwhile."""
     counts: Counter[str] = Counter()
     channel = channels.get(name)
     if channel is None:
@@ -401,15 +402,16 @@ async def _send_channel(
         counts[TouchStatus.FAILED] += len(rows)
         return counts
     limit = limits[name]
-    for start in range(0, len(rows), limit.width):
-        wave = rows[start : start + limit.width]
-        marked = await asyncio.to_thread(_mark_sending, engine, wave, as_of, policy)
+    waves = [rows[start : start + limit.width] for start in range(0, len(rows), limit.width)]
+    marked = await asyncio.to_thread(_mark_sending, engine, waves[0], as_of, policy) if waves else []
+    for i, wave in enumerate(waves):
         if len(marked) < len(wave):
             counts["skipped"] += len(wave) - len(marked)  # another worker took them after their lease ran out
         outcomes = await asyncio.gather(*(_send_one(engine, row, channel, policy, limit) for row in marked))
         counts.update(status for status, _, _ in outcomes)
         finished = [(row, *outcome) for row, outcome in zip(marked, outcomes, strict=True) if outcome[0] != "skipped"]
-        await asyncio.to_thread(_finish_many, engine, finished, as_of, policy)
+        following = waves[i + 1] if i + 1 < len(waves) else None
+        marked = await asyncio.to_thread(_finish_many, engine, finished, as_of, policy, following)
     return counts
 
 
@@ -443,22 +445,28 @@ def _mark_sending(
 ) -> list[dict[str, Any]]:
     """Mark a wave of touches ``sending`` in one committed statement; the rows this run still
     held (another worker may have taken one after its lease ran out), in the wave's order."""
-    t = table_of(Touch)
     with _transaction(engine) as conn:
-        marked = set(
-            conn.execute(
-                update(t)
-                .where(t.c.id.in_([row["id"] for row in wave]), t.c.status == TouchStatus.PENDING)
-                .values(
-                    status=TouchStatus.SENDING,
-                    attempts=t.c.attempts + 1,
-                    sent_at=as_of,
-                    lease_until=utcnow() + policy.lease,
-                    claimed_by=claimer(),
-                )
-                .returning(t.c.id)
-            ).scalars()
-        )
+        return _mark(conn, wave, as_of, policy)
+
+
+def _mark(
+    conn: Connection, wave: list[dict[str, Any]], as_of: datetime, policy: DeliveryPolicy
+) -> list[dict[str, Any]]:
+    t = table_of(Touch)
+    marked = set(
+        conn.execute(
+            update(t)
+            .where(t.c.id.in_([row["id"] for row in wave]), t.c.status == TouchStatus.PENDING)
+            .values(
+                status=TouchStatus.SENDING,
+                attempts=t.c.attempts + 1,
+                sent_at=as_of,
+                lease_until=utcnow() + policy.lease,
+                claimed_by=claimer(),
+            )
+            .returning(t.c.id)
+        ).scalars()
+    )
     for row in wave:
         row["attempts"] += 1
     return [row for row in wave if row["id"] in marked]
@@ -573,11 +581,14 @@ def _finish_many(
     results: Sequence[tuple[dict[str, Any], str, str | None, float | None]],
     as_of: datetime,
     policy: DeliveryPolicy,
-) -> None:
+    then_mark: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Record the results of a wave, ``(touch, status, detail, retry in seconds)`` each, in one
-    transaction: one executemany per kind of result, one for the timeline lines of failures."""
-    if not results:
-        return
+    transaction: one executemany per kind of result, one for the timeline lines of failures; and,
+    in the same transaction, mark the next wave (``then_mark``) sending. Returns the rows of the
+    next wave this run still holds."""
+    if not results and not then_mark:
+        return []
     t = table_of(Touch)
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     lines = []
@@ -602,6 +613,7 @@ def _finish_many(
             )
         if lines:
             conn.execute(insert(table_of(TimelineEvent)), lines)
+        return _mark(conn, then_mark, as_of, policy) if then_mark else []
 
 
 def _finish_values(
