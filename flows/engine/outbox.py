@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from aiolimiter import AsyncLimiter
@@ -452,24 +453,30 @@ def _mark_sending(
 def _mark(
     conn: Connection, wave: list[dict[str, Any]], as_of: datetime, policy: DeliveryPolicy
 ) -> list[dict[str, Any]]:
-    t = table_of(Touch)
-    marked = set(
-        conn.execute(
-            update(t)
-            .where(t.c.id.in_([row["id"] for row in wave]), t.c.status == TouchStatus.PENDING)
-            .values(
-                status=TouchStatus.SENDING,
-                attempts=t.c.attempts + 1,
-                sent_at=as_of,
-                lease_until=utcnow() + policy.lease,
-                claimed_by=claimer(),
-            )
-            .returning(t.c.id)
-        ).scalars()
-    )
+    values = {"v_sent_at": as_of, "v_lease_until": utcnow() + policy.lease, "v_claimed_by": claimer()}
+    marked = set(conn.execute(_mark_statement(), {"ids": [row["id"] for row in wave], **values}).scalars())
     for row in wave:
         row["attempts"] += 1
     return [row for row in wave if row["id"] in marked]
+
+
+@lru_cache(maxsize=1)
+def _mark_statement() -> Any:
+    """``UPDATE touch SET status = 'sending' … WHERE id IN (:ids) AND status = 'pending' RETURNING
+    id``, built once."""
+    t = table_of(Touch)
+    return (
+        update(t)
+        .where(t.c.id.in_(bindparam("ids", expanding=True)), t.c.status == TouchStatus.PENDING)
+        .values(
+            status=TouchStatus.SENDING,
+            attempts=t.c.attempts + 1,
+            sent_at=bindparam("v_sent_at"),
+            lease_until=bindparam("v_lease_until"),
+            claimed_by=bindparam("v_claimed_by"),
+        )
+        .returning(t.c.id)
+    )
 
 
 def _wait_recorded(engine: Engine, row: dict[str, Any], seconds: float, policy: DeliveryPolicy) -> None:
@@ -589,7 +596,6 @@ def _finish_many(
     next wave this run still holds."""
     if not results and not then_mark:
         return []
-    t = table_of(Touch)
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     lines = []
     for row, status, detail, retry_in in results:
@@ -602,18 +608,25 @@ def _finish_many(
             )
     with _transaction(engine) as conn:
         for columns, params in updates.items():
-            conn.execute(
-                update(t)
-                .where(
-                    t.c.id == bindparam("touch_id"),
-                    or_(t.c.status == TouchStatus.SENDING, t.c.status == TouchStatus.PENDING),  # no IN: executemany
-                )
-                .values({name: bindparam(f"v_{name}") for name in columns}),
-                params,
-            )
+            conn.execute(_record_statement(columns), params)
         if lines:
             conn.execute(insert(table_of(TimelineEvent)), lines)
         return _mark(conn, then_mark, as_of, policy) if then_mark else []
+
+
+@lru_cache(maxsize=64)
+def _record_statement(columns: tuple[str, ...]) -> Any:
+    """The statement recording a result that sets ``columns``, built once (a wave's bookkeeping
+    is on the delivery's critical path: building a statement cost more than running it)."""
+    t = table_of(Touch)
+    return (
+        update(t)
+        .where(
+            t.c.id == bindparam("touch_id"),
+            or_(t.c.status == TouchStatus.SENDING, t.c.status == TouchStatus.PENDING),  # no IN: executemany
+        )
+        .values({name: bindparam(f"v_{name}") for name in columns})
+    )
 
 
 def _finish_values(
