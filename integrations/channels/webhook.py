@@ -66,15 +66,22 @@ class WebhookChannel:
             headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
         import httpx  # on the first send (see integrations.channels._http)
 
-        target = httpx.URL(url)
-        # name the host only: paths and queries of webhook URLs often hold tokens
-        what = f"webhook {payload.get('method', 'POST')} {target.scheme}://{target.host}"
+        method = payload.get("method", "POST")
         try:
-            response = await self._http().request(payload.get("method", "POST"), url, content=body, headers=headers)
+            response = await self._http().request(method, url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise translate_transport_error(exc, what) from exc
-        raise_for_answer(response, what)
+            raise translate_transport_error(exc, _what(method, url)) from exc
+        if not response.is_success:  # (parsing the URL for the message costs: only when there is one)
+            raise_for_answer(response, _what(method, url))
         return Receipt(provider_id=response.headers.get("X-Request-Id"), detail=f"HTTP {response.status_code}")
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _what(method: str, url: str) -> str:
+    """The request, for a message: the host only (paths and queries of webhook URLs often hold tokens)."""
+    import httpx
+
+    target = httpx.URL(url)
+    return f"webhook {method} {target.scheme}://{target.host}"
