@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine, make_url
@@ -336,3 +337,20 @@ def _drain_prefect_workers() -> None:
     with contextlib.suppress(RuntimeError):  # never started
         APILogWorker.instance().drain()
     EventsWorker.drain_all()
+
+
+@pytest.fixture
+def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) that keeps what it receives, and Retain's email
+    settings pointed at it (``RETAIN_SMTP_URL``, ``RETAIN_EMAIL_FROM``)."""
+    from aiosmtpd.controller import Controller
+
+    from tests.integrations.conftest import SmtpSink, free_port
+
+    sink = SmtpSink()
+    server = Controller(sink, hostname="127.0.0.1", port=free_port(), ready_timeout=5)
+    server.start()
+    monkeypatch.setenv("RETAIN_SMTP_URL", f"smtp://127.0.0.1:{server.port}?starttls=false")
+    monkeypatch.setenv("RETAIN_EMAIL_FROM", "Success <cs@retain.test>")
+    yield sink
+    server.stop()

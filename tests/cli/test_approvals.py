@@ -10,15 +10,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from tests.cli._world import Retain, make_retain
-from tests.integrations.conftest import SmtpSink, free_port
+from tests.integrations.conftest import SmtpSink
 
 REVIEW = """\
 playbook: review
@@ -61,17 +59,6 @@ steps:
     kind: wait
     for: 30 days
 """
-
-
-@pytest.fixture
-def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    server = Controller(sink, hostname="127.0.0.1", port=free_port(), ready_timeout=5)
-    server.start()
-    monkeypatch.setenv("RETAIN_SMTP_URL", f"smtp://127.0.0.1:{server.port}?starttls=false")
-    monkeypatch.setenv("RETAIN_EMAIL_FROM", "Success <cs@retain.test>")
-    yield sink
-    server.stop()
 
 
 BOOKS = {"review": REVIEW, "deadlines": DEADLINES.format(boss="boss@csm.example")}

@@ -6,15 +6,13 @@ columns; and the daily digest posted once per day and CSM (a real SMTP server)."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from tests.cli._world import CARE, Retain, make_retain
-from tests.integrations.conftest import SmtpSink, free_port
+from tests.integrations.conftest import SmtpSink
 
 ASK = """\
 playbook: ask
@@ -56,17 +54,6 @@ T-3,acme,SSO fails,open,high,{at},,
 T-4,acme,Billing question,open,normal,{at},,
 T-5,acme,Data missing,open,high,{at},,
 """
-
-
-@pytest.fixture
-def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    server = Controller(sink, hostname="127.0.0.1", port=free_port(), ready_timeout=5)
-    server.start()
-    monkeypatch.setenv("RETAIN_SMTP_URL", f"smtp://127.0.0.1:{server.port}?starttls=false")
-    monkeypatch.setenv("RETAIN_EMAIL_FROM", "Success <cs@retain.test>")
-    yield sink
-    server.stop()
 
 
 @pytest.fixture

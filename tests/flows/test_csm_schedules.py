@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 
 from flows.orchestration.crm_tasks import sync_crm_tasks
 from flows.orchestration.digest import daily_digest
@@ -23,7 +22,7 @@ from flows.orchestration.playbook import deliver_outbox
 from flows.orchestration.runtime import prefect_environment
 from models import Settings
 from tests.cli._world import CARE, Retain, make_retain
-from tests.integrations.conftest import SmtpSink, free_port
+from tests.integrations.conftest import SmtpSink
 
 from .test_tasks_crm import CRM_CARE, TOKEN, FakeCrm, tasks_of
 
@@ -42,17 +41,6 @@ steps:
     kind: wait
     for: 30 days
 """
-
-
-@pytest.fixture
-def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    server = Controller(sink, hostname="127.0.0.1", port=free_port(), ready_timeout=5)
-    server.start()
-    monkeypatch.setenv("RETAIN_SMTP_URL", f"smtp://127.0.0.1:{server.port}?starttls=false")
-    monkeypatch.setenv("RETAIN_EMAIL_FROM", "Success <cs@retain.test>")
-    yield sink
-    server.stop()
 
 
 def _world(
