@@ -41,7 +41,6 @@ from playbooks._expr import (
     json_object,
     parse,
     read_as,
-    read_clauses,
     to_sql,
 )
 from playbooks._health import HEALTH_FILE, health_file, health_problems, load_health
@@ -89,7 +88,6 @@ __all__ = [
     "playbook_files",
     "policy_problems",
     "read_as",
-    "read_clauses",
     "render",
     "sources_file",
     "sources_problems",

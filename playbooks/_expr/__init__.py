@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from playbooks._expr.check import AUDIENCE, CONTACTS, DECLARED_TYPES, ENROLLMENT, EVENT, Scope, check, fields_of
 from playbooks._expr.check import expect as _expect  # compile_expression's parameter is called expect
-from playbooks._expr.explain import Clause, clause_columns, clause_sql, explain, json_bool, json_object, read_clauses
+from playbooks._expr.explain import Clause, clause_columns, clause_sql, explain, json_bool, json_object
 from playbooks._expr.pyeval import Env, env_for, evaluate, read_as
 from playbooks._expr.sql import to_sql
 from playbooks._expr.syntax import Expr, parse
@@ -53,7 +53,6 @@ __all__ = [
     "json_object",
     "parse",
     "read_as",
-    "read_clauses",
     "to_sql",
 ]
 

@@ -15,7 +15,6 @@ character (``tests/playbooks/test_explain_sql.py`` holds both databases to it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
@@ -29,7 +28,7 @@ from playbooks._expr.pyeval import Env, evaluate
 from playbooks._expr.sql import _Compiler, _is_constant
 from playbooks._expr.syntax import BoolOp, Compare, Expr, ListLiteral, Not
 
-__all__ = ["Clause", "clause_columns", "clause_sql", "clauses", "explain", "json_object", "operands", "read_clauses"]
+__all__ = ["Clause", "clause_columns", "clause_sql", "clauses", "explain", "json_object", "operands"]
 
 _SHOWN_TYPES = (BOOL, NUMBER, TEXT, DATE, TIMESTAMP)
 
@@ -96,7 +95,7 @@ def operands(clause: Expr) -> list[Expr]:
 
 def clause_columns(expr: Expr, *, now: datetime, today: date) -> list[tuple[str, ColumnElement[Any]]]:
     """Labelled SQL columns, for a query over accounts: each clause's truth (``c<i>``) and its
-    operands' values (``c<i>_<j>``). Read them back with :func:`read_clauses`."""
+    operands' values (``c<i>_<j>``)."""
     compile_ = _Compiler(Env(now, today))
     columns: list[tuple[str, ColumnElement[Any]]] = []
     for i, clause in enumerate(clauses(expr)):
@@ -199,35 +198,6 @@ def _sql_value(
     else:  # text
         kept = value
     return kept, func.coalesce(_concat(_text('"'), cast(kept, String()), _text('"')), "none")
-
-
-def read_clauses(expr: Expr, rows: Sequence[Sequence[Any]], *, start: int = 0) -> list[list[Clause]]:
-    """The clauses of each row of a query with :func:`clause_columns`, whose columns begin at
-    position ``start`` of each row, in their order. The expression's shape is read once; rows with
-    the same values share their :class:`Clause` (so its line is made once)."""
-    shape: list[tuple[int, str, list[tuple[int, str, str | None]]]] = []
-    position = start
-    for part in clauses(expr):
-        held_at, position = position, position + 1
-        columns: list[tuple[int, str, str | None]] = []
-        for operand in operands(part):
-            columns.append((position, operand.src.strip(), operand.type))
-            position += 1
-        shape.append((held_at, part.src.strip(), columns))
-    seen: dict[tuple[Any, ...], Clause] = {}
-    found: list[list[Clause]] = []
-    for row in rows:
-        mine: list[Clause] = []
-        for i, (held_at, text, values) in enumerate(shape):
-            key = (i, row[held_at], *(row[at] for at, _, _ in values))
-            clause = seen.get(key)
-            if clause is None:
-                held = row[held_at]
-                read = {src: _plain(row[at], kind) for at, src, kind in values}
-                clause = seen[key] = Clause(text, None if held is None else bool(held), read)
-            mine.append(clause)
-        found.append(mine)
-    return found
 
 
 def explain(expr: Expr, env: Env) -> list[Clause]:
