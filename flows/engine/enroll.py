@@ -154,9 +154,7 @@ def _write_timeline(s: Session, pb: CompiledPlaybook, as_of: datetime, today: da
         )
         .subquery("new_enrollment")
     )
-    counted = execute(
-        s, select(func.count(), func.coalesce(func.sum(case((new.c.holdout == true(), 1), else_=0)), 0))
-    ).one()
+    counted = execute(s, _counts(new)).one()
     if counted[0]:
         execute(s, _lines(pb, as_of, today, source, new, "sqlite"))
     return int(counted[0]), int(counted[1])
@@ -174,9 +172,14 @@ def _enroll_with_lines(
     enr = table_of(Enrollment)
     new = stmt.returning(enr.c.id, enr.c.account_id, enr.c.holdout).cte("new_enrollment")
     lines = _lines(pb, as_of, today, source, new, "postgresql").cte("new_line")
-    counted = select(func.count(), func.coalesce(func.sum(case((new.c.holdout == true(), 1), else_=0)), 0))
-    row = execute(s, counted.select_from(new).add_cte(lines)).one()
+    row = execute(s, _counts(new).add_cte(lines)).one()
     return int(row[0]), int(row[1])
+
+
+def _counts(new: Any) -> Any:
+    """How many enrollments ``new`` holds, and how many of them are holdout."""
+    holdout = func.coalesce(func.sum(case((new.c.holdout == true(), 1), else_=0)), 0)
+    return select(func.count(), holdout).select_from(new)
 
 
 def _lines(pb: CompiledPlaybook, as_of: datetime, today: date, source: str, new: Any, dialect: str) -> Any:
