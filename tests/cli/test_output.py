@@ -12,9 +12,10 @@ from pathlib import Path
 from models.playbook import json_schema
 
 
-def _retain(args: list[str], cwd: Path, columns: int) -> str:
+def _python(script: str, cwd: Path, columns: int) -> str:
+    """The stdout of ``script`` in a new interpreter started with ``COLUMNS``; it must succeed."""
     result = subprocess.run(
-        [sys.executable, "-c", f"import sys, cli; sys.exit(cli.main({args!r}))"],
+        [sys.executable, "-c", script],
         cwd=cwd,
         env={**os.environ, "COLUMNS": str(columns)},
         capture_output=True,
@@ -24,6 +25,10 @@ def _retain(args: list[str], cwd: Path, columns: int) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def _retain(args: list[str], cwd: Path, columns: int) -> str:
+    return _python(f"import sys, cli; sys.exit(cli.main({args!r}))", cwd, columns)
 
 
 MACHINE_COMMANDS = [
@@ -44,18 +49,8 @@ def _retain_each(commands: list[list[str]], cwd: Path, columns: int) -> list[str
         "        code = cli.main(args)\n"
         "    print(json.dumps({'code': code, 'out': out.getvalue()}), flush=True)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": str(columns)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    answers = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [a["code"] for a in answers] == [0] * len(commands), result.stderr
+    answers = [json.loads(line) for line in _python(script, cwd, columns).splitlines()]
+    assert [a["code"] for a in answers] == [0] * len(commands), answers
     return [a["out"] for a in answers]
 
 
